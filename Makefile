@@ -1,0 +1,39 @@
+# The two commands of README's set-up: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+DURATION ?= 0
+SPEC ?= streams/specs/card_fraud.yaml
+
+.PHONY: demo test lint typecheck load clean
+
+$(INSTALLED): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev,load]"
+	touch $(INSTALLED)
+
+## Start embedded Kafka + Redis, materialize features, train if needed, run a worker and a producer.
+demo: $(INSTALLED)
+	$(BIN)/streamscore demo --spec $(SPEC) --duration $(DURATION)
+
+## Lint, type-check, then run the whole test suite (unit + integration on embedded servers).
+test: $(INSTALLED)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/python -m pytest
+
+lint: $(INSTALLED)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(INSTALLED)
+	$(BIN)/mypy
+
+## The load test: pass-through ceiling vs naive per-event vs the real pipeline.
+load: $(INSTALLED)
+	$(BIN)/python -m load_tests.run
+
+clean:
+	rm -rf $(VENV) .streamscore .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Entity keys -> feature vectors: Feast feature repos and the batched online reader."""

@@ -1,0 +1,1 @@
+"""Feature vectors -> scores: model registry, input layout, ONNX scorer and training."""

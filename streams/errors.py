@@ -1,0 +1,26 @@
+"""The stream layer's error hierarchy. The agent picks a policy by type:
+``BadInput`` becomes a dead-letter record; anything else stops the worker loudly."""
+
+from __future__ import annotations
+
+
+class StreamscoreError(Exception):
+    """Root of every error raised on purpose by streamscore."""
+
+
+class SpecError(StreamscoreError):
+    """The pipeline spec is invalid; the message names the offending field."""
+
+
+class BadInput(StreamscoreError):
+    """One input message cannot be scored. Carries the stage and a short reason code.
+
+    Never raised across a batch: the pipeline turns it into a dead-letter record for that
+    one message and carries on with the rest.
+    """
+
+    def __init__(self, stage: str, reason: str, detail: str) -> None:
+        super().__init__(f"{stage}: {reason}: {detail}")
+        self.stage = stage
+        self.reason = reason
+        self.detail = detail

@@ -1,0 +1,61 @@
+"""Deployment settings, read once from the environment (prefix ``STREAMSCORE_``).
+
+What a deployment *scores* lives in the pipeline spec; how it *connects* lives here. Nothing
+else in the project reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LogLevel = Literal["crit", "error", "warn", "info", "debug"]
+
+
+class Settings(BaseSettings):
+    """Connection and runtime settings. Every field maps to ``STREAMSCORE_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="STREAMSCORE_", extra="ignore", frozen=True)
+
+    kafka_bootstrap_servers: str = Field(
+        default="localhost:9092",
+        description="Comma-separated host:port list of the Kafka brokers.",
+    )
+    redis_url: str = Field(
+        default="redis://localhost:6379/0",
+        description="Redis URL of Feast's online store (redis://[:password@]host:port/db).",
+    )
+    model_dir: Path = Field(
+        default=Path("models/registry"),
+        description="Root of the versioned model registry (one folder per model name).",
+    )
+    metrics_port: int = Field(
+        default=9400,
+        ge=0,
+        le=65535,
+        description="Port of the worker's Prometheus /metrics endpoint; 0 disables it.",
+    )
+    metrics_host: str = Field(default="0.0.0.0", description="Address /metrics binds to.")  # noqa: S104
+    web_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="Port of Faust's own web server; 0 (the default) disables it.",
+    )
+    log_level: LogLevel = Field(default="info", description="Worker log level.")
+    consumer_auto_offset_reset: Literal["earliest", "latest"] = Field(
+        default="earliest",
+        description="Where a new consumer group starts reading the input topic.",
+    )
+    data_dir: Path = Field(
+        default=Path(".streamscore"),
+        description="Worker-local state (Faust's table store, run files).",
+    )
+
+
+def load_settings() -> Settings:
+    """Read the settings from the environment; called once at start-up by the CLI."""
+    return Settings()

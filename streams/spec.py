@@ -1,0 +1,310 @@
+"""The pipeline spec: what one deployment scores, as validated data.
+
+A spec is a YAML file. It names the input topic and event schema, the Feast entity and
+features, the ordered model input vector, the primary model, the output topics and the
+micro-batch limits. Every stage below reads its part of the spec; nothing in the code knows
+the demo domain. Relative paths in a spec are resolved against the spec file's folder.
+
+>>> spec = load_spec_text('''
+... name: demo
+... input: {topic: events}
+... event:
+...   id_field: id
+...   fields:
+...     id: {type: string}
+...     user: {type: string}
+...     amount: {type: float, min: 0}
+... entity: {field: user, join_key: user_id}
+... features:
+...   repo: repo
+...   refs: ["user_stats:spend_7d"]
+...   defaults: {"user_stats:spend_7d": 0.0}
+... model_input:
+...   - event: amount
+...   - feature: "user_stats:spend_7d"
+... model: {name: spend_lr}
+... output: {topic: scores, dead_letter_topic: events-dlq}
+... ''', base_dir=Path("/tmp"))
+>>> spec.input_columns()
+['amount', 'user_stats__spend_7d']
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from streams.errors import SpecError
+
+FieldType = Literal["string", "int", "float", "bool", "category", "timestamp"]
+Name = Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FieldSpec(_Strict):
+    """One field of the input event."""
+
+    type: FieldType
+    required: bool = True
+    min: float | None = None
+    max: float | None = None
+    values: tuple[str, ...] | None = Field(
+        default=None, description="The allowed categories; required for type 'category'."
+    )
+    default: float | str | bool | None = Field(
+        default=None, description="Value an optional field takes when the event lacks it."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> FieldSpec:
+        if self.type == "category" and not self.values:
+            raise ValueError("a 'category' field needs its allowed 'values'")
+        if self.type != "category" and self.values is not None:
+            raise ValueError("'values' is only for fields of type 'category'")
+        if (self.min is not None or self.max is not None) and self.type not in ("int", "float"):
+            raise ValueError("'min'/'max' are only for 'int' and 'float' fields")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min} is above max {self.max}")
+        return self
+
+
+class InputSpec(_Strict):
+    topic: Name
+    partitions: int = Field(default=1, ge=1, le=1024)
+
+
+class EventSpec(_Strict):
+    """The input event schema. Fields not declared here are ignored (and not an error)."""
+
+    id_field: str = Field(description="Field holding the event id; keys the prediction.")
+    time_field: str | None = Field(
+        default=None,
+        description="Timestamp field (ISO 8601 or epoch ms); the Kafka timestamp if absent.",
+    )
+    fields: dict[str, FieldSpec] = Field(min_length=1)
+
+
+class EntitySpec(_Strict):
+    field: str = Field(description="Event field holding the entity key.")
+    join_key: str = Field(description="The Feast entity's join key the field maps to.")
+
+
+class FeaturesSpec(_Strict):
+    repo: Path = Field(description="Folder of the Feast feature repo (feature_store.yaml).")
+    refs: tuple[str, ...] = Field(
+        min_length=1, description="Feature references 'view:feature', read for every event."
+    )
+    service: str | None = Field(
+        default=None,
+        description="Optional FeatureService to read through; it must serve exactly 'refs'.",
+    )
+    defaults: dict[str, float] = Field(
+        description="Value used per feature when the online store has none (the entity is"
+        " unknown or the value expired). Every ref needs one; such rows are flagged."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> FeaturesSpec:
+        for ref in self.refs:
+            view, _, feature = ref.partition(":")
+            if not view or not feature:
+                raise ValueError(f"feature ref {ref!r} is not of the form 'view:feature'")
+        if len(set(self.refs)) != len(self.refs):
+            raise ValueError("feature refs are listed twice")
+        missing = [r for r in self.refs if r not in self.defaults]
+        if missing:
+            raise ValueError(f"no default value for features {missing}")
+        extra = [r for r in self.defaults if r not in self.refs]
+        if extra:
+            raise ValueError(f"defaults given for features not in refs: {extra}")
+        return self
+
+
+class InputColumn(_Strict):
+    """One entry of the ordered model input vector: an event field or a feature."""
+
+    event: str | None = None
+    feature: str | None = None
+    encode: Literal["numeric", "one_hot"] = "numeric"
+
+    @model_validator(mode="after")
+    def _check(self) -> InputColumn:
+        if (self.event is None) == (self.feature is None):
+            raise ValueError("give exactly one of 'event' or 'feature'")
+        if self.feature is not None and self.encode != "numeric":
+            raise ValueError("features are numeric; 'one_hot' is for category event fields")
+        return self
+
+
+class ModelRef(_Strict):
+    name: Name
+    version: str = Field(
+        default="champion", description="A version number or an alias (e.g. 'champion')."
+    )
+    threshold: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="Decision threshold on the score; predictions carry 'decision' if set.",
+    )
+
+
+class OutputSpec(_Strict):
+    topic: Name
+    dead_letter_topic: Name
+    partitions: int | None = Field(
+        default=None, ge=1, le=1024, description="Defaults to the input topic's partitions."
+    )
+
+
+class BatchSpec(_Strict):
+    max_size: int = Field(default=256, ge=1, le=65536)
+    max_wait_ms: float = Field(
+        default=5.0,
+        gt=0,
+        le=10_000,
+        description="Longest a batch waits to fill: the latency batching may add.",
+    )
+
+
+class TrainModel(_Strict):
+    name: Name
+    estimator: Literal[
+        "logistic_regression",
+        "gradient_boosting",
+        "random_forest",
+        "linear_regression",
+        "gradient_boosting_regressor",
+    ]
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class TrainingSpec(_Strict):
+    """Offline training data: labelled events with the event fields, time and entity key."""
+
+    dataset: Path = Field(description="Parquet file of historical labelled events.")
+    label: str = Field(description="Column of the dataset holding the label.")
+    task: Literal["classification", "regression"] = "classification"
+    models: tuple[TrainModel, ...] = Field(min_length=1)
+
+
+class PipelineSpec(_Strict):
+    name: Name = Field(description="Stable pipeline name: Faust app id and consumer group.")
+    input: InputSpec
+    event: EventSpec
+    entity: EntitySpec
+    features: FeaturesSpec
+    model_input: tuple[InputColumn, ...] = Field(min_length=1)
+    model: ModelRef
+    output: OutputSpec
+    batch: BatchSpec = BatchSpec()
+    training: TrainingSpec | None = None
+    generator: str | None = Field(
+        default=None,
+        description="Optional 'module:callable' making synthetic events for the producer;"
+        " events are drawn from the schema when absent.",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> PipelineSpec:
+        fields = self.event.fields
+        _require_field(fields, self.event.id_field, "event.id_field", ("string", "int"))
+        if self.event.time_field is not None:
+            _require_field(fields, self.event.time_field, "event.time_field", ("timestamp",))
+        _require_field(fields, self.entity.field, "entity.field", ("string", "int"))
+        for i, column in enumerate(self.model_input):
+            where = f"model_input[{i}]"
+            if column.event is not None:
+                allowed = ("category",) if column.encode == "one_hot" else ("int", "float", "bool")
+                _require_field(fields, column.event, f"{where}.event", allowed)
+                declared = fields[column.event]
+                if not declared.required and declared.default is None:
+                    msg = f"{where}.event {column.event!r} is optional: give it a 'default'"
+                    raise ValueError(msg)
+            elif column.feature not in self.features.refs:
+                raise ValueError(f"{where}.feature {column.feature!r} is not in features.refs")
+        return self
+
+    @property
+    def output_partitions(self) -> int:
+        return self.output.partitions or self.input.partitions
+
+    def input_columns(self) -> list[str]:
+        """Names of the model input vector's columns, in order (one per one-hot category)."""
+        names: list[str] = []
+        for column in self.model_input:
+            if column.feature is not None:
+                names.append(feature_column(column.feature))
+            elif column.encode == "one_hot":
+                values = self.event.fields[column.event or ""].values or ()
+                names.extend(f"{column.event}={value}" for value in values)
+            else:
+                names.append(column.event or "")
+        return names
+
+
+def feature_column(ref: str) -> str:
+    """The column name Feast uses for a ref with ``full_feature_names``: 'view__feature'."""
+    return ref.replace(":", "__", 1)
+
+
+def _require_field(
+    fields: dict[str, FieldSpec], name: str, where: str, types: tuple[str, ...]
+) -> None:
+    if name not in fields:
+        raise ValueError(f"{where} {name!r} is not a field of event.fields")
+    if fields[name].type not in types:
+        raise ValueError(
+            f"{where} {name!r} has type {fields[name].type!r}; expected one of {list(types)}"
+        )
+
+
+def load_spec(path: str | Path) -> PipelineSpec:
+    """Read and validate a spec file; raises SpecError naming the file and the field."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        msg = f"cannot read pipeline spec {path}: {exc.strerror}"
+        raise SpecError(msg) from exc
+    return load_spec_text(text, base_dir=path.resolve().parent, source=str(path))
+
+
+def load_spec_text(text: str, base_dir: Path, source: str = "<spec>") -> PipelineSpec:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        msg = f"{source}: not valid YAML: {exc}"
+        raise SpecError(msg) from exc
+    if not isinstance(raw, dict):
+        msg = f"{source}: a pipeline spec is a YAML mapping, got {type(raw).__name__}"
+        raise SpecError(msg)
+    try:
+        spec = PipelineSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise SpecError(_describe(source, exc)) from exc
+    return _resolve_paths(spec, base_dir)
+
+
+def _resolve_paths(spec: PipelineSpec, base_dir: Path) -> PipelineSpec:
+    features = spec.features.model_copy(update={"repo": base_dir / spec.features.repo})
+    update: dict[str, Any] = {"features": features}
+    if spec.training is not None:
+        dataset = base_dir / spec.training.dataset
+        update["training"] = spec.training.model_copy(update={"dataset": dataset})
+    return spec.model_copy(update=update)
+
+
+def _describe(source: str, exc: ValidationError) -> str:
+    lines = [f"{source}: invalid pipeline spec"]
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        message = error["msg"].removeprefix("Value error, ")
+        lines.append(f"  {where}: {message}")
+    return "\n".join(lines)
