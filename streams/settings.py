@@ -45,6 +45,9 @@ class Settings(BaseSettings):
         le=65535,
         description="Port of Faust's own web server; 0 (the default) disables it.",
     )
+    topic_replication_factor: int = Field(
+        default=1, ge=1, description="Replication factor of topics the worker creates."
+    )
     log_level: LogLevel = Field(default="info", description="Worker log level.")
     consumer_auto_offset_reset: Literal["earliest", "latest"] = Field(
         default="earliest",

@@ -64,13 +64,17 @@ class FieldSpec(_Strict):
     @model_validator(mode="after")
     def _check(self) -> FieldSpec:
         if self.type == "category" and not self.values:
-            raise ValueError("a 'category' field needs its allowed 'values'")
+            msg = "a 'category' field needs its allowed 'values'"
+            raise ValueError(msg)
         if self.type != "category" and self.values is not None:
-            raise ValueError("'values' is only for fields of type 'category'")
+            msg = "'values' is only for fields of type 'category'"
+            raise ValueError(msg)
         if (self.min is not None or self.max is not None) and self.type not in ("int", "float"):
-            raise ValueError("'min'/'max' are only for 'int' and 'float' fields")
+            msg = "'min'/'max' are only for 'int' and 'float' fields"
+            raise ValueError(msg)
         if self.min is not None and self.max is not None and self.min > self.max:
-            raise ValueError(f"min {self.min} is above max {self.max}")
+            msg = f"min {self.min} is above max {self.max}"
+            raise ValueError(msg)
         return self
 
 
@@ -114,15 +118,19 @@ class FeaturesSpec(_Strict):
         for ref in self.refs:
             view, _, feature = ref.partition(":")
             if not view or not feature:
-                raise ValueError(f"feature ref {ref!r} is not of the form 'view:feature'")
+                msg = f"feature ref {ref!r} is not of the form 'view:feature'"
+                raise ValueError(msg)
         if len(set(self.refs)) != len(self.refs):
-            raise ValueError("feature refs are listed twice")
+            msg = "feature refs are listed twice"
+            raise ValueError(msg)
         missing = [r for r in self.refs if r not in self.defaults]
         if missing:
-            raise ValueError(f"no default value for features {missing}")
+            msg = f"no default value for features {missing}"
+            raise ValueError(msg)
         extra = [r for r in self.defaults if r not in self.refs]
         if extra:
-            raise ValueError(f"defaults given for features not in refs: {extra}")
+            msg = f"defaults given for features not in refs: {extra}"
+            raise ValueError(msg)
         return self
 
 
@@ -136,9 +144,11 @@ class InputColumn(_Strict):
     @model_validator(mode="after")
     def _check(self) -> InputColumn:
         if (self.event is None) == (self.feature is None):
-            raise ValueError("give exactly one of 'event' or 'feature'")
+            msg = "give exactly one of 'event' or 'feature'"
+            raise ValueError(msg)
         if self.feature is not None and self.encode != "numeric":
-            raise ValueError("features are numeric; 'one_hot' is for category event fields")
+            msg = "features are numeric; 'one_hot' is for category event fields"
+            raise ValueError(msg)
         return self
 
 
@@ -228,7 +238,8 @@ class PipelineSpec(_Strict):
                     msg = f"{where}.event {column.event!r} is optional: give it a 'default'"
                     raise ValueError(msg)
             elif column.feature not in self.features.refs:
-                raise ValueError(f"{where}.feature {column.feature!r} is not in features.refs")
+                msg_0 = f"{where}.feature {column.feature!r} is not in features.refs"
+                raise ValueError(msg_0)
         return self
 
     @property
@@ -258,11 +269,11 @@ def _require_field(
     fields: dict[str, FieldSpec], name: str, where: str, types: tuple[str, ...]
 ) -> None:
     if name not in fields:
-        raise ValueError(f"{where} {name!r} is not a field of event.fields")
+        msg = f"{where} {name!r} is not a field of event.fields"
+        raise ValueError(msg)
     if fields[name].type not in types:
-        raise ValueError(
-            f"{where} {name!r} has type {fields[name].type!r}; expected one of {list(types)}"
-        )
+        msg = f"{where} {name!r} has type {fields[name].type!r}; expected one of {list(types)}"
+        raise ValueError(msg)
 
 
 def load_spec(path: str | Path) -> PipelineSpec:

@@ -1,0 +1,74 @@
+"""The models package's error hierarchy, rooted in ``StreamscoreError``.
+
+Every error carries what was asked for (model name, version or alias, path) as attributes
+as well as in its message, so the worker and the CLI can react by type and a person reading
+the log knows which artifact to look at without re-running anything.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from streams.errors import StreamscoreError
+
+
+class ModelError(StreamscoreError):
+    """Root of every error raised on purpose by ``models/``."""
+
+
+class RegistryError(ModelError):
+    """The registry cannot serve a request: bad name, unreadable or corrupt files."""
+
+
+class ModelNotFound(RegistryError):
+    """No model, version or alias matches what was asked for.
+
+    ``ref`` is what the caller asked for (``None`` when the whole name is unknown); ``path``
+    is where the registry looked.
+    """
+
+    def __init__(self, name: str, ref: str | None, path: Path, detail: str) -> None:
+        asked = f"model {name!r}" if ref is None else f"model {name!r} version/alias {ref!r}"
+        super().__init__(f"{asked} not found: {detail} (looked in {path})")
+        self.name = name
+        self.ref = ref
+        self.path = path
+
+
+class ModelIntegrityError(RegistryError):
+    """A stored artifact does not match its manifest (e.g. the ONNX file's sha256)."""
+
+    def __init__(self, name: str, version: int, path: Path, detail: str) -> None:
+        super().__init__(f"model {name!r} version {version} at {path}: {detail}")
+        self.name = name
+        self.version = version
+        self.path = path
+
+
+class ScoringError(ModelError):
+    """A model cannot be loaded for scoring or a scoring call failed."""
+
+    def __init__(self, name: str, version: int, detail: str) -> None:
+        super().__init__(f"model {name!r} version {version}: {detail}")
+        self.name = name
+        self.version = version
+
+
+class ModelInputError(ScoringError):
+    """The input matrix does not fit the model (wrong shape or columns).
+
+    This is a wiring error between the spec and the model, not one bad event: every event
+    of the batch would fail the same way, so it is never dead-lettered per message.
+    """
+
+
+class TrainingError(ModelError):
+    """Training cannot produce a trustworthy model.
+
+    ``name`` is what was being trained: a ``training.models`` entry, or the pipeline when
+    the problem is in the shared data (dataset, labels, features).
+    """
+
+    def __init__(self, name: str, detail: str) -> None:
+        super().__init__(f"training {name!r}: {detail}")
+        self.name = name

@@ -1,0 +1,86 @@
+"""What the registry records about one model version, as validated data.
+
+A manifest answers, months later, "what is this model and can I trust it?": which data it
+was trained on (path, sha256, rows), the exact input columns in order, the task, the offline
+metrics, the estimator and its parameters, and the sha256 of the ONNX file it describes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Task = Literal["classification", "regression"]
+Label = bool | int | float | str
+_SHA256 = r"^[0-9a-f]{64}$"
+
+
+class TrainingData(BaseModel):
+    """The dataset a version was fitted on; the sha256 tells whether it has changed since."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: str
+    sha256: str = Field(pattern=_SHA256)
+    rows: int = Field(ge=0, description="Rows of the training frame (train + holdout).")
+    train_rows: int | None = Field(default=None, ge=0)
+    holdout_rows: int | None = Field(default=None, ge=0)
+
+
+class ManifestFields(BaseModel):
+    """The part of a manifest the caller of ``ModelRegistry.register`` provides.
+
+    Extra keys are refused here so a typo in a trainer fails at registration, not later.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    training_data: TrainingData
+    input_columns: tuple[str, ...] = Field(
+        min_length=1, description="InputLayout column names, in model input order."
+    )
+    task: Task
+    metrics: dict[str, float] = Field(description="Offline metrics on the holdout.")
+    estimator: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    classes: tuple[Label, ...] | None = Field(
+        default=None,
+        description="Classification labels in probability-column order; the positive class"
+        " (the one scored) is the last.",
+    )
+    seed: int | None = None
+    pipeline: str | None = Field(default=None, description="Name of the spec trained from.")
+    feature_refs: tuple[str, ...] = ()
+    libraries: dict[str, str] = Field(
+        default_factory=dict, description="Versions of the libraries that built the artifact."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> ManifestFields:
+        if len(set(self.input_columns)) != len(self.input_columns):
+            msg = "input_columns lists a column twice"
+            raise ValueError(msg)
+        if self.task == "classification" and self.classes is not None and len(self.classes) != 2:
+            msg = f"a binary classifier needs 2 classes, got {list(self.classes)}"
+            raise ValueError(msg)
+        if self.task == "regression" and self.classes is not None:
+            msg = "'classes' is only for classification"
+            raise ValueError(msg)
+        return self
+
+
+class Manifest(ManifestFields):
+    """A full manifest: the caller's fields plus what the registry assigns.
+
+    Unknown keys are ignored when reading so a worker can load manifests written by a newer
+    trainer that records more.
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    format: Literal[1] = 1
+    name: str
+    version: int = Field(ge=1)
+    created: str = Field(description="UTC time of registration, ISO 8601.")
+    onnx_sha256: str = Field(pattern=_SHA256)

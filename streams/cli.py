@@ -1,0 +1,166 @@
+"""The ``streamscore`` command line. Each command is a thin shell over a module."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from streams.errors import StreamscoreError
+from streams.settings import load_settings
+from streams.spec import PipelineSpec, load_spec
+
+app = typer.Typer(
+    help="Real-time ML scoring on Kafka, Feast and ONNX Runtime.", no_args_is_help=True
+)
+features_app = typer.Typer(help="The Feast feature repo of a pipeline.", no_args_is_help=True)
+app.add_typer(features_app, name="features")
+err = Console(stderr=True)
+
+SpecOption = Annotated[Path, typer.Option("--spec", "-s", help="Pipeline spec (YAML).")]
+
+
+def _spec(path: Path) -> PipelineSpec:
+    try:
+        return load_spec(path)
+    except StreamscoreError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    err.print(f"[red]error:[/red] {exc}")
+    return typer.Exit(1)
+
+
+@app.command()
+def worker(spec: SpecOption) -> None:
+    """Run a scoring worker (Faust) for the spec until SIGINT/SIGTERM."""
+    from streams.worker import run_worker
+
+    settings = load_settings()
+    pipeline = _spec(spec)
+    try:
+        run_worker(pipeline, settings)
+    except StreamscoreError as exc:
+        raise _fail(exc) from exc
+
+
+@features_app.command("apply")
+def features_apply(
+    spec: SpecOption,
+    materialize: Annotated[bool, typer.Option(help="Also load the online store.")] = True,
+) -> None:
+    """Register the spec's Feast repo (feast apply) and materialize it into Redis."""
+    from features.store import apply_repo, open_store
+    from features.store import materialize as load_online
+
+    settings = load_settings()
+    pipeline = _spec(spec)
+    try:
+        store = open_store(pipeline.features.repo, settings.redis_url)
+        apply_repo(store, pipeline.features.repo)
+        if materialize:
+            load_online(store)
+    except StreamscoreError as exc:
+        raise _fail(exc) from exc
+    err.print(
+        f"feature repo {pipeline.features.repo} applied"
+        + (" and materialized" if materialize else "")
+    )
+
+
+@app.command()
+def train(
+    spec: SpecOption,
+    force: Annotated[bool, typer.Option(help="Train even if the spec's model resolves.")] = False,
+) -> None:
+    """Fit the spec's training models on its offline data and register them (ONNX)."""
+    from streams.bootstrap import train_if_needed
+
+    settings = load_settings()
+    pipeline = _spec(spec)
+    try:
+        versions = train_if_needed(pipeline, settings, force=force)
+    except StreamscoreError as exc:
+        raise _fail(exc) from exc
+    if not versions:
+        err.print(f"model {pipeline.model.name}@{pipeline.model.version} exists; --force retrains")
+    for version in versions:
+        err.print(
+            f"registered {version.name} v{version.version}: {version.manifest.get('metrics')}"
+        )
+
+
+@app.command()
+def produce(
+    spec: SpecOption,
+    rate: Annotated[float, typer.Option(help="Events per second.")] = 500.0,
+    duration: Annotated[
+        float | None, typer.Option(help="Seconds to run (default: until Ctrl-C).")
+    ] = None,
+    count: Annotated[int | None, typer.Option(help="Stop after this many events.")] = None,
+    bad_rate: Annotated[float, typer.Option(help="Share of deliberately invalid events.")] = 0.0,
+    seed: int = 0,
+) -> None:
+    """Publish synthetic events for the spec to its input topic."""
+    from streams.producer import EventProducer
+
+    settings = load_settings()
+    pipeline = _spec(spec)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        producer = EventProducer(
+            pipeline, settings.kafka_bootstrap_servers, rate=rate, bad_rate=bad_rate, seed=seed
+        )
+        stats = await producer.run(stop, duration=duration, count=count)
+        err.print(f"sent {stats.sent} events ({stats.bad} deliberately invalid)")
+
+    asyncio.run(main())
+
+
+@app.command()
+def demo(
+    spec: SpecOption = Path("streams/specs/card_fraud.yaml"),
+    duration: Annotated[float, typer.Option(help="Seconds to run; 0 runs until Ctrl-C.")] = 0,
+    rate: Annotated[float, typer.Option(help="Events per second from the demo producer.")] = 1000.0,
+    bad_rate: Annotated[float, typer.Option(help="Share of deliberately invalid events.")] = 0.01,
+) -> None:
+    """Everything on embedded servers: broker, Redis, Feast, training, a worker, a producer."""
+    from streams.demo import run_demo
+
+    settings = load_settings()
+    pipeline = _spec(spec)
+    try:
+        ok = run_demo(
+            spec, pipeline, settings, duration=duration or None, rate=rate, bad_rate=bad_rate
+        )
+    except StreamscoreError as exc:
+        raise _fail(exc) from exc
+    raise typer.Exit(0 if ok else 1)
+
+
+@app.command()
+def servers() -> None:
+    """Run the embedded Kafka broker and Redis in the foreground (Ctrl-C stops both)."""
+    from streams.embedded import EmbeddedKafka, EmbeddedRedis
+
+    with EmbeddedKafka() as kafka, EmbeddedRedis() as redis:
+        print(f"export STREAMSCORE_KAFKA_BOOTSTRAP_SERVERS={kafka.bootstrap_servers}")
+        print(f"export STREAMSCORE_REDIS_URL={redis.url}", flush=True)
+        stop_signals = {signal.SIGINT, signal.SIGTERM}
+        signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)  # sigwait needs them blocked
+        signal.sigwait(stop_signals)
+
+
+if __name__ == "__main__":
+    sys.exit(app())

@@ -1,0 +1,165 @@
+"""``streamscore demo``: the whole product on embedded servers, with a live summary.
+
+Starts Tansu and Redis, prepares features (offline data, feast apply, materialize), trains
+the demo models if absent, creates the topics, runs one worker process and a producer, and
+shows what a downstream consumer sees. Stops everything it started, on Ctrl-C or after
+``duration`` seconds, and reports whether every produced event came out as a prediction or
+a dead letter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from rich.console import Console
+from rich.live import Live
+
+from streams.bootstrap import prepare_features, train_if_needed
+from streams.embedded import EmbeddedKafka, EmbeddedRedis, free_port
+from streams.processes import WorkerProcess
+from streams.producer import EventProducer
+from streams.settings import Settings
+from streams.spec import PipelineSpec
+from streams.summary import LiveSummary
+from streams.topics import ensure_topics, spec_topics
+
+DRAIN_SECONDS = 30.0
+console = Console()
+
+
+def run_demo(
+    spec_path: Path,
+    spec: PipelineSpec,
+    settings: Settings,
+    *,
+    duration: float | None,
+    rate: float,
+    bad_rate: float,
+) -> bool:
+    """Run the demo; True when every produced event was accounted for."""
+    with console.status("starting embedded Kafka (Tansu) and Redis"):
+        kafka, redis = EmbeddedKafka(), EmbeddedRedis()
+        kafka.start()
+    try:
+        redis.start()
+        demo_settings = settings.model_copy(
+            update={
+                "kafka_bootstrap_servers": kafka.bootstrap_servers,
+                "redis_url": redis.url,
+                "metrics_port": free_port(),
+                "metrics_host": "127.0.0.1",
+            }
+        )
+        console.print(f"kafka {kafka.bootstrap_servers}   redis {redis.url}")
+        with console.status("feature repo: offline data, feast apply, materialize"):
+            prepare_features(spec, demo_settings)
+        with console.status("training models if absent"):
+            for version in train_if_needed(spec, demo_settings):
+                console.print(
+                    f"trained {version.name} v{version.version}: {version.manifest.get('metrics')}"
+                )
+        asyncio.run(ensure_topics(kafka.bootstrap_servers, spec_topics(spec)))
+        log_path = demo_settings.data_dir / "demo" / "worker.log"
+        worker = WorkerProcess(spec_path, demo_settings, log_path)
+        console.print(
+            f"worker pid {worker.process.pid}, log {log_path}, "
+            f"metrics http://127.0.0.1:{demo_settings.metrics_port}/metrics"
+        )
+        try:
+            return asyncio.run(_run(spec, demo_settings, worker, duration, rate, bad_rate))
+        finally:
+            code = worker.stop()
+            console.print(f"worker stopped (exit code {code})")
+    finally:
+        redis.stop()
+        kafka.stop()
+        console.print("embedded Kafka and Redis stopped")
+
+
+async def _run(
+    spec: PipelineSpec,
+    settings: Settings,
+    worker: WorkerProcess,
+    duration: float | None,
+    rate: float,
+    bad_rate: float,
+) -> bool:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    producer = EventProducer(spec, settings.kafka_bootstrap_servers, rate=rate, bad_rate=bad_rate)
+    summary = LiveSummary(spec, settings.kafka_bootstrap_servers)
+    summary_stop = asyncio.Event()
+    tasks = [
+        asyncio.create_task(producer.run(stop, duration=duration), name="producer"),
+        asyncio.create_task(summary.run(summary_stop), name="summary"),
+    ]
+    started = time.monotonic()
+
+    def state() -> str:
+        if not worker.running:
+            return f"[red]exited ({worker.process.returncode})[/red]"
+        return "consuming" if summary.counts.predictions else "starting (joining group)"
+
+    def view() -> object:
+        return summary.table(time.monotonic() - started, producer.stats.sent, state())
+
+    async def watch(render: Callable[[], None]) -> None:
+        # Runs until the producer finishes, then until the outputs catch up (or time runs out).
+        drain_deadline: float | None = None
+        while True:
+            await asyncio.sleep(0.5)
+            if not worker.running:
+                stop.set()
+                return
+            produced_all = tasks[0].done()
+            counts = summary.counts
+            if produced_all:
+                drain_deadline = drain_deadline or time.monotonic() + DRAIN_SECONDS
+                done = counts.predictions + counts.dead_letters >= producer.stats.sent
+                if done or time.monotonic() > drain_deadline:
+                    return
+            render()
+
+    if console.is_terminal:
+        with Live(view(), console=console, refresh_per_second=4) as live:
+            await watch(lambda: live.update(view()))
+            live.update(view())
+    else:  # piped output (CI, logs): a plain line every 5 s instead of a live table
+        printed_at = [0.0]
+
+        def print_line() -> None:
+            if time.monotonic() - printed_at[0] >= 5.0:
+                printed_at[0] = time.monotonic()
+                console.print(
+                    summary.line(time.monotonic() - started, producer.stats.sent, state())
+                )
+
+        await watch(print_line)
+        console.print(summary.line(time.monotonic() - started, producer.stats.sent, state()))
+
+    stop.set()
+    summary_stop.set()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return _report(summary, producer.stats.sent, worker)
+
+
+def _report(summary: LiveSummary, produced: int, worker: WorkerProcess) -> bool:
+    counts = summary.counts
+    missing = produced - counts.predictions - counts.dead_letters
+    console.print(
+        f"produced {produced:,} events -> {counts.predictions:,} predictions + "
+        f"{counts.dead_letters:,} dead letters; unaccounted: {missing:,}"
+    )
+    if not worker.running:
+        console.print(f"[red]the worker exited early[/red]; last log lines:\n{worker.log_tail()}")
+        return False
+    if missing or counts.predictions == 0:
+        console.print(f"[red]not every event came out[/red]; worker log tail:\n{worker.log_tail()}")
+        return False
+    return True

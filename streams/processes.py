@@ -1,0 +1,63 @@
+"""Starting and stopping ``streamscore worker`` child processes (demo, tests, load tests)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import IO
+
+from streams.embedded import die_with_parent
+from streams.settings import Settings
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """Settings as the ``STREAMSCORE_*`` variables a child process reads them from."""
+    prefix = "STREAMSCORE_"
+    return {
+        f"{prefix}{name.upper()}": str(value)
+        for name, value in settings.model_dump().items()
+        if value is not None
+    }
+
+
+class WorkerProcess:
+    """A worker in its own process; its output goes to ``log_path``."""
+
+    def __init__(self, spec_path: Path, settings: Settings, log_path: Path) -> None:
+        self.spec_path = spec_path
+        self.log_path = log_path
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log: IO[bytes] = log_path.open("wb")
+        # The child inherits this environment (PATH, HOME, ...) with the settings on top.
+        env = {**os.environ, **settings_env(settings)}
+        command = [sys.executable, "-m", "streams.cli", "worker", "--spec", str(spec_path)]
+        self.process = subprocess.Popen(
+            command,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            preexec_fn=die_with_parent,  # noqa: PLW1509
+        )
+
+    @property
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self, timeout: float = 20.0) -> int:
+        """SIGTERM (Faust shuts down gracefully and commits), then SIGKILL after ``timeout``."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+        return self.process.returncode
+
+    def log_tail(self, lines: int = 30) -> str:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])

@@ -1,0 +1,81 @@
+"""The scoring service the agent calls: score a batch off the event loop, publish, measure.
+
+Transient feature-store failures (Redis restarting, a timeout) are retried with backoff;
+when they persist the error propagates, the worker stops, and because nothing was acked the
+batch is consumed again after restart (at-least-once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+from tenacity import (
+    AsyncRetrying,
+    before_sleep_log,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential,
+)
+
+from features.errors import FeatureStoreError
+from streams.metrics import Metrics, observe_many
+from streams.pipeline import ScoredBatch, ScoringPipeline
+from streams.publish import Publisher
+from streams.records import InputMessage
+
+log = logging.getLogger(__name__)
+
+
+class ScoringService:
+    def __init__(
+        self,
+        pipeline: ScoringPipeline,
+        publisher: Publisher,
+        metrics: Metrics,
+        *,
+        retry_for_seconds: float = 60.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.pipeline = pipeline
+        self.publisher = publisher
+        self.clock = clock
+        self.retry_for_seconds = retry_for_seconds
+        # One thread: Feast and ONNX Runtime are always called from the same thread, while
+        # the event loop keeps fetching and producing during the batch's compute.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="score")
+        name = pipeline.spec.name
+        self._m_publish = metrics.stage_seconds.labels(name, "publish")
+        self._m_end_to_end = metrics.end_to_end_seconds.labels(name)
+
+    async def handle(self, messages: Sequence[InputMessage]) -> ScoredBatch:
+        scored = await self._score(messages)
+        started = time.perf_counter()
+        await self.publisher.publish(scored.records)
+        self._m_publish.observe(time.perf_counter() - started)
+        if scored.events:
+            observe_many(self._m_end_to_end, self.clock() - scored.event_times)
+        return scored
+
+    async def _score(self, messages: Sequence[InputMessage]) -> ScoredBatch:
+        loop = asyncio.get_running_loop()
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(FeatureStoreError),
+            wait=wait_exponential(multiplier=0.1, max=5.0),
+            stop=stop_after_delay(self.retry_for_seconds),
+            before_sleep=before_sleep_log(log, logging.WARNING),
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                return await loop.run_in_executor(
+                    self._executor, self.pipeline.score_batch, messages
+                )
+        msg = "unreachable: tenacity reraises the last error"
+        raise AssertionError(msg)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)

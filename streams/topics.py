@@ -1,0 +1,39 @@
+"""Create a spec's topics with their declared partition counts (idempotent)."""
+
+from __future__ import annotations
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from streams.spec import PipelineSpec
+
+
+def spec_topics(spec: PipelineSpec) -> dict[str, int]:
+    """Topic name -> partitions for everything the pipeline reads or writes."""
+    out = spec.output_partitions
+    return {
+        spec.input.topic: spec.input.partitions,
+        spec.output.topic: out,
+        spec.output.dead_letter_topic: out,
+    }
+
+
+async def ensure_topics(
+    bootstrap_servers: str, topics: dict[str, int], replication: int = 1
+) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [
+            NewTopic(name, partitions, replication)
+            for name, partitions in topics.items()
+            if name not in existing
+        ]
+        if missing:
+            try:
+                await admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                pass  # another process created it meanwhile: same outcome
+    finally:
+        await admin.close()
