@@ -211,9 +211,8 @@ def _vectorize(
         matrix = layout.build(records, frame[feature_columns].to_numpy(dtype=np.float64))
     except (TypeError, ValueError) as exc:
         raise TrainingError(spec.name, f"cannot build the input matrix: {exc}") from exc
-    bad = [
-        c for c, ok in zip(layout.columns, np.isfinite(matrix).all(axis=0), strict=True) if not ok
-    ]
+    finite = [bool(ok) for ok in np.isfinite(matrix).all(axis=0)]
+    bad = [c for c, ok in zip(layout.columns, finite, strict=True) if not ok]
     if bad:
         raise TrainingError(spec.name, f"input columns {bad} have missing or infinite values")
     label = frame[training.label]

@@ -55,7 +55,10 @@ def train_if_needed(
         else:
             return []
     if spec.training is None:
-        msg = f"spec {spec.name}: model {spec.model.name!r} is not registered and no 'training' is declared"
+        msg = (
+            f"spec {spec.name}: model {spec.model.name!r} is not registered"
+            " and the spec declares no 'training'"
+        )
         raise SpecError(msg)
     from models.training import load_training_frame, train_models  # sklearn only when training
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
@@ -31,9 +33,8 @@ async def ensure_topics(
             if name not in existing
         ]
         if missing:
-            try:
+            # Another process may create one meanwhile: the outcome is the same.
+            with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(missing)
-            except TopicAlreadyExistsError:
-                pass  # another process created it meanwhile: same outcome
     finally:
         await admin.close()

@@ -47,47 +47,38 @@ def _bad(reason: str, detail: str) -> BadInput:
 
 def _check_number(name: str, spec: FieldSpec, value: Any, kind: type) -> float | int:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        msg = "wrong_type"
-        raise _bad(msg, f"field {name!r}: expected {spec.type}, got {_show(value)}")
+        raise _bad("wrong_type", f"field {name!r}: expected {spec.type}, got {_show(value)}")
     if kind is int and isinstance(value, float):
         if not value.is_integer():
-            msg = "wrong_type"
-            raise _bad(msg, f"field {name!r}: expected int, got {value!r}")
+            raise _bad("wrong_type", f"field {name!r}: expected int, got {value!r}")
         value = int(value)
     if isinstance(value, float) and not math.isfinite(value):
-        msg = "out_of_range"
-        raise _bad(msg, f"field {name!r}: {value!r} is not finite")
+        raise _bad("out_of_range", f"field {name!r}: {value!r} is not finite")
     if spec.min is not None and value < spec.min:
-        msg = "out_of_range"
-        raise _bad(msg, f"field {name!r}: {value!r} is below min {spec.min}")
+        raise _bad("out_of_range", f"field {name!r}: {value!r} is below min {spec.min}")
     if spec.max is not None and value > spec.max:
-        msg = "out_of_range"
-        raise _bad(msg, f"field {name!r}: {value!r} is above max {spec.max}")
+        raise _bad("out_of_range", f"field {name!r}: {value!r} is above max {spec.max}")
     return kind(value)  # type: ignore[no-any-return]
 
 
 def _check_string(name: str, spec: FieldSpec, value: Any) -> str:
     if not isinstance(value, str):
-        msg = "wrong_type"
-        raise _bad(msg, f"field {name!r}: expected string, got {_show(value)}")
+        raise _bad("wrong_type", f"field {name!r}: expected string, got {_show(value)}")
     return value
 
 
 def _check_category(name: str, spec: FieldSpec, value: Any) -> str:
     if not isinstance(value, str):
-        msg = "wrong_type"
-        raise _bad(msg, f"field {name!r}: expected category, got {_show(value)}")
+        raise _bad("wrong_type", f"field {name!r}: expected category, got {_show(value)}")
     if value not in (spec.values or ()):
         allowed = list(spec.values or ())
-        msg = "unknown_category"
-        raise _bad(msg, f"field {name!r}: {value!r} is not one of {allowed}")
+        raise _bad("unknown_category", f"field {name!r}: {value!r} is not one of {allowed}")
     return value
 
 
 def _check_bool(name: str, spec: FieldSpec, value: Any) -> bool:
     if not isinstance(value, bool):
-        msg = "wrong_type"
-        raise _bad(msg, f"field {name!r}: expected bool, got {_show(value)}")
+        raise _bad("wrong_type", f"field {name!r}: expected bool, got {_show(value)}")
     return value
 
 
@@ -110,8 +101,7 @@ def _check_timestamp(name: str, spec: FieldSpec, value: Any) -> Any:
         parse_timestamp(value)
     except (ValueError, TypeError, OverflowError) as exc:
         detail = f"field {name!r}: {_show(value)} is not ISO 8601 or epoch ms"
-        msg = "bad_timestamp"
-        raise _bad(msg, detail) from exc
+        raise _bad("bad_timestamp", detail) from exc
     return value
 
 
@@ -144,22 +134,18 @@ class EventValidator:
     def parse(self, raw: bytes | None, fallback_time: float) -> Event:
         """Return the validated event; ``fallback_time`` is used when no time field is set."""
         if raw is None:
-            msg = "not_json"
-            raise _bad(msg, "message has no value (tombstone)")
+            raise _bad("not_json", "message has no value (tombstone)")
         try:
             document = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
-            msg = "not_json"
-            raise _bad(msg, f"not valid JSON: {exc}") from exc
+            raise _bad("not_json", f"not valid JSON: {exc}") from exc
         if not isinstance(document, dict):
-            msg = "not_an_object"
-            raise _bad(msg, f"expected a JSON object, got {_show(document)}")
+            raise _bad("not_an_object", f"expected a JSON object, got {_show(document)}")
         for name, spec, check, required, default in self._checks:
             value = document.get(name)
             if value is None:
                 if required:
-                    msg = "missing_field"
-                    raise _bad(msg, f"required field {name!r} is missing or null")
+                    raise _bad("missing_field", f"required field {name!r} is missing or null")
                 if default is not None:
                     document[name] = default
                 continue
