@@ -1,0 +1,119 @@
+"""Helpers for integration tests on the real embedded servers.
+
+A pipeline is prepared once per session (its feature repo copied into a temp folder, offline
+data written, Feast applied and materialized, models trained into a temp registry). Each test
+then runs a *variant* of it: the same repo and models, but its own pipeline name (so its own
+consumer group) and its own topics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import ConsumerRecord
+
+from streams.bootstrap import prepare_features, train_if_needed
+from streams.processes import WorkerProcess
+from streams.settings import Settings
+from streams.spec import PipelineSpec, load_spec
+from streams.topics import ensure_topics, spec_topics
+
+
+def write_spec(spec: PipelineSpec, path: Path) -> Path:
+    path.write_text(
+        yaml.safe_dump(spec.model_dump(mode="json", exclude_none=True), sort_keys=False)
+    )
+    return path
+
+
+@dataclass
+class PreparedPipeline:
+    spec: PipelineSpec
+    settings: Settings
+    workdir: Path
+
+    @classmethod
+    def prepare(cls, spec_path: Path, workdir: Path, settings: Settings) -> PreparedPipeline:
+        source = load_spec(spec_path)
+        repo = workdir / "repo"
+        shutil.copytree(
+            source.features.repo, repo, ignore=shutil.ignore_patterns("data", "__pycache__")
+        )
+        update: dict = {"features": source.features.model_copy(update={"repo": repo})}
+        if source.training is not None:
+            relative = source.training.dataset.relative_to(source.features.repo)
+            update["training"] = source.training.model_copy(update={"dataset": repo / relative})
+        spec = source.model_copy(update=update)
+        prepare_features(spec, settings)
+        train_if_needed(spec, settings)
+        return cls(spec, settings, workdir)
+
+    def variant(self, suffix: str, **changes: object) -> tuple[Path, PipelineSpec]:
+        """The prepared spec under its own name and topics, written to a file for a worker."""
+        spec = self.spec
+        doc = spec.model_dump(mode="json", exclude_none=True)
+        doc["name"] = f"{spec.name}-{suffix}"
+        doc["input"]["topic"] = f"{spec.input.topic}-{suffix}"
+        doc["output"]["topic"] = f"{spec.output.topic}-{suffix}"
+        doc["output"]["dead_letter_topic"] = f"{spec.output.dead_letter_topic}-{suffix}"
+        doc.update(changes)
+        path = self.workdir / f"spec-{suffix}.yaml"
+        path.write_text(yaml.safe_dump(doc, sort_keys=False))
+        return path, load_spec(path)
+
+
+async def create_topics(settings: Settings, spec: PipelineSpec) -> None:
+    await ensure_topics(settings.kafka_bootstrap_servers, spec_topics(spec))
+
+
+async def produce(
+    bootstrap: str, topic: str, messages: list[tuple[bytes | None, bytes | None]]
+) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        deliveries = [await producer.send(topic, value, key=key) for key, value in messages]
+        await asyncio.gather(*deliveries)
+    finally:
+        await producer.stop()
+
+
+async def consume(
+    bootstrap: str,
+    topics: list[str],
+    count: int,
+    timeout: float,
+    worker: WorkerProcess | None = None,
+) -> dict[str, list[ConsumerRecord]]:
+    """Read ``topics`` from the beginning until ``count`` records arrived (or time out)."""
+    consumer = AIOKafkaConsumer(
+        *topics, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    received: dict[str, list[ConsumerRecord]] = defaultdict(list)
+    deadline = time.monotonic() + timeout
+    try:
+        while sum(map(len, received.values())) < count and time.monotonic() < deadline:
+            if worker is not None and not worker.running:
+                break
+            batches = await consumer.getmany(timeout_ms=200)
+            for partition, records in batches.items():
+                received[partition.topic].extend(records)
+    finally:
+        await consumer.stop()
+    return received
+
+
+def worker_settings(prepared: PreparedPipeline) -> Settings:
+    return prepared.settings
+
+
+def start_worker(prepared: PreparedPipeline, spec_path: Path, name: str) -> WorkerProcess:
+    return WorkerProcess(spec_path, prepared.settings, prepared.workdir / f"{name}.log")
