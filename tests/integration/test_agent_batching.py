@@ -1,0 +1,55 @@
+"""The Faust agent's micro-batching, with Faust's in-memory test context for the input
+(the embedded broker only serves the output-topic declarations)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from streams.app import attach_scoring_agent, create_app
+from streams.records import InputMessage
+from streams.settings import Settings
+from tests.unit.test_pipeline import SPEC
+
+pytestmark = pytest.mark.integration
+
+
+class RecordingService:
+    def __init__(self) -> None:
+        self.batches: list[list[InputMessage]] = []
+        self.changed = asyncio.Event()
+
+    async def handle(self, messages: list[InputMessage]) -> None:
+        self.batches.append(list(messages))
+        self.changed.set()
+
+    async def wait_for(self, total: int, timeout: float = 10.0) -> None:
+        async with asyncio.timeout(timeout):
+            while sum(map(len, self.batches)) < total:
+                self.changed.clear()
+                await self.changed.wait()
+
+
+async def test_batches_are_capped_at_max_size_and_flushed_by_max_wait(
+    kafka_bootstrap: str, unique: str
+) -> None:
+    batch = SPEC.batch.model_copy(update={"max_size": 4, "max_wait_ms": 20})
+    spec = SPEC.model_copy(update={"batch": batch, "name": f"batching-{unique}"})
+    app = create_app(spec, Settings(kafka_bootstrap_servers=kafka_bootstrap))
+    service = RecordingService()
+    agent = attach_scoring_agent(app, spec, service)  # type: ignore[arg-type]
+    try:
+        async with agent.test_context() as context:
+            for i in range(10):
+                await context.put(f"v{i}".encode(), key=f"k{i}".encode())
+            await service.wait_for(10)  # the last 2 only come out through the max wait
+    finally:
+        await app.producer.stop()
+
+    sizes = [len(b) for b in service.batches]
+    assert max(sizes) <= 4 and sum(sizes) == 10
+    values = [m.value for b in service.batches for m in b]
+    assert values == [f"v{i}".encode() for i in range(10)]  # in order, none lost or repeated
+    first = service.batches[0][0]
+    assert first.topic == spec.input.topic and first.key == b"k0"
