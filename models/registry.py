@@ -103,9 +103,11 @@ class ModelRegistry:
         self.root = Path(root)
 
     def names(self) -> list[str]:
+        """Models with at least one version (a failed first registration leaves none)."""
         if not self.root.is_dir():
             return []
-        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and _NAME.fullmatch(p.name))
+        folders = (p for p in self.root.iterdir() if p.is_dir() and _NAME.fullmatch(p.name))
+        return sorted(p.name for p in folders if _version_numbers(p))
 
     def versions(self, name: str) -> list[int]:
         return _version_numbers(self._model_dir(name))

@@ -115,7 +115,12 @@ class OnnxScorer:
         if scores.shape != (n,):
             msg = f"model returned {values.shape} for {n} rows"
             raise ScoringError(self.name, self.version, msg)
-        return scores.astype(np.float64)
+        scores = scores.astype(np.float64)
+        if self.task == "classification":
+            # float32 rounding yields e.g. 1.0000001; consumers (thresholds, log loss) need
+            # a true probability.
+            np.clip(scores, 0.0, 1.0, out=scores)
+        return scores
 
     def _check_input(self) -> str:
         inputs = self._session.get_inputs()

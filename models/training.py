@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -36,59 +36,17 @@ from models.inputs import InputLayout
 from models.manifest import Label, ManifestFields, Task, TrainingData
 from models.registry import ModelRegistry, ModelVersion
 from models.scorer import OnnxScorer
-from streams.spec import PipelineSpec, TrainingSpec, TrainModel, feature_column
+from models.training_frame import (
+    HistoricalStore,
+    feature_columns,
+    load_training_frame,
+    require_columns,
+    training_section,
+)
+from streams.spec import PipelineSpec, TrainingSpec, TrainModel
 
+__all__ = ["HistoricalStore", "load_training_frame", "train_models"]
 log = logging.getLogger(__name__)
-EVENT_TIMESTAMP = "event_timestamp"  # the column name Feast's point-in-time join requires
-
-
-class _RetrievalJob(Protocol):
-    def to_df(self) -> pd.DataFrame: ...
-
-
-class HistoricalStore(Protocol):
-    """The one Feast call training needs (``feast.FeatureStore`` satisfies it)."""
-
-    def get_historical_features(
-        self, entity_df: pd.DataFrame, features: list[str], full_feature_names: bool
-    ) -> _RetrievalJob: ...
-
-
-def load_training_frame(spec: PipelineSpec, store: HistoricalStore) -> pd.DataFrame:
-    """The labelled events joined with each feature's value *as of the event's time*.
-
-    Feast's point-in-time join only sees feature rows older than the event, so no future
-    value leaks into training. Missing values take ``spec.features.defaults``, as serving
-    does. Rows come back sorted by time then event id: Feast does not keep input order, and
-    a seeded split is only reproducible on a fixed order.
-    """
-    training = _training(spec)
-    try:
-        data = pd.read_parquet(training.dataset)
-    except (OSError, ValueError) as exc:
-        msg = f"cannot read training dataset {training.dataset}: {exc}"
-        raise TrainingError(spec.name, msg) from exc
-    time_field = spec.event.time_field or EVENT_TIMESTAMP
-    needed = [spec.event.id_field, spec.entity.field, time_field, training.label]
-    _require_columns(spec.name, data, needed, f"dataset {training.dataset}")
-    entity_df = data.copy()
-    entity_df[spec.entity.join_key] = data[spec.entity.field]
-    entity_df[EVENT_TIMESTAMP] = _timestamps(spec.name, data[time_field])
-    job = store.get_historical_features(
-        entity_df=entity_df, features=list(spec.features.refs), full_feature_names=True
-    )
-    frame = job.to_df()
-    _require_columns(spec.name, frame, _feature_columns(spec), "Feast's historical features")
-    for ref, default in spec.features.defaults.items():
-        column = feature_column(ref)
-        missing = int(frame[column].isna().sum())
-        if missing:
-            log.info(
-                "training %s: %d rows lack %s; using default %s", spec.name, missing, ref, default
-            )
-        frame[column] = frame[column].astype(np.float64).fillna(default)
-    order = [EVENT_TIMESTAMP, spec.event.id_field]
-    return frame.sort_values(order, kind="stable").reset_index(drop=True)
 
 
 def train_models(
@@ -104,7 +62,7 @@ def train_models(
     All models are verified before the first is registered, so a failure leaves the
     registry unchanged. Raises TrainingError on bad data, bad params or ONNX disagreement.
     """
-    training = _training(spec)
+    training = training_section(spec)
     for entry in training.models:
         if TASK_OF[entry.estimator] != training.task:
             msg = f"estimator {entry.estimator} is not a {training.task} estimator"
@@ -201,18 +159,17 @@ def _vectorize(
     spec: PipelineSpec, training: TrainingSpec, layout: InputLayout, frame: pd.DataFrame
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float64], tuple[Label, ...] | None]:
     used = [c.event for c in spec.model_input if c.event is not None]
-    feature_columns = _feature_columns(spec)
-    _require_columns(spec.name, frame, [*used, *feature_columns, training.label], "frame")
+    features = feature_columns(spec)
+    require_columns(spec.name, frame, [*used, *features, training.label], "frame")
     fields = [name for name in spec.event.fields if name in frame.columns]
     # Serving sees an absent field as None, never NaN: keep training the same.
     events = frame[fields].astype(object)
     records = events.where(events.notna(), None).to_dict("records")
     try:
-        matrix = layout.build(records, frame[feature_columns].to_numpy(dtype=np.float64))
+        matrix = layout.build(records, frame[features].to_numpy(dtype=np.float64))
     except (TypeError, ValueError) as exc:
         raise TrainingError(spec.name, f"cannot build the input matrix: {exc}") from exc
-    finite = [bool(ok) for ok in np.isfinite(matrix).all(axis=0)]
-    bad = [c for c, ok in zip(layout.columns, finite, strict=True) if not ok]
+    bad = [c for i, c in enumerate(layout.columns) if not np.isfinite(matrix[:, i]).all()]
     if bad:
         raise TrainingError(spec.name, f"input columns {bad} have missing or infinite values")
     label = frame[training.label]
@@ -228,34 +185,6 @@ def _vectorize(
     # The larger label (1, True, "yes" > "no") is the positive class the scorer reports.
     positive = (label == values[1]).to_numpy(dtype=np.float64)
     return matrix, positive, (values[0], values[1])
-
-
-def _training(spec: PipelineSpec) -> TrainingSpec:
-    if spec.training is None:
-        raise TrainingError(spec.name, "the spec has no 'training' section")
-    return spec.training
-
-
-def _feature_columns(spec: PipelineSpec) -> list[str]:
-    return [feature_column(ref) for ref in spec.features.refs]
-
-
-def _require_columns(name: str, frame: pd.DataFrame, columns: list[str], where: str) -> None:
-    missing = [c for c in dict.fromkeys(columns) if c not in frame.columns]
-    if missing:
-        raise TrainingError(name, f"{where} lacks columns {missing}")
-
-
-def _timestamps(name: str, column: pd.Series) -> pd.Series:
-    """Event times as UTC timestamps; the spec allows ISO 8601 strings or epoch ms."""
-    try:
-        if pd.api.types.is_numeric_dtype(column):
-            return pd.to_datetime(column, unit="ms", utc=True)
-        if pd.api.types.is_datetime64_any_dtype(column):
-            return pd.to_datetime(column, utc=True)
-        return pd.to_datetime(column, utc=True, format="ISO8601")
-    except (ValueError, TypeError) as exc:
-        raise TrainingError(name, f"cannot read event times of {column.name!r}: {exc}") from exc
 
 
 def _file_sha256(name: str, training: TrainingSpec) -> str:

@@ -93,7 +93,7 @@ def train(
         err.print(f"model {pipeline.model.name}@{pipeline.model.version} exists; --force retrains")
     for version in versions:
         err.print(
-            f"registered {version.name} v{version.version}: {version.manifest.get('metrics')}"
+            f"registered {version.name} v{version.version}: {version.manifest.metrics}"
         )
 
 

@@ -60,7 +60,7 @@ def run_demo(
         with console.status("training models if absent"):
             for version in train_if_needed(spec, demo_settings):
                 console.print(
-                    f"trained {version.name} v{version.version}: {version.manifest.get('metrics')}"
+                    f"trained {version.name} v{version.version}: {version.manifest.metrics}"
                 )
         asyncio.run(ensure_topics(kafka.bootstrap_servers, spec_topics(spec)))
         log_path = demo_settings.data_dir / "demo" / "worker.log"

@@ -25,6 +25,7 @@ def build_worker(spec: PipelineSpec, settings: Settings, metrics: Metrics) -> fa
     """Load the model and feature store, then wire the Faust app around the services."""
     model = ModelRegistry(settings.model_dir).resolve(spec.model.name, spec.model.version)
     scorer = OnnxScorer.from_version(model)
+    scorer.require_columns(spec.input_columns())  # a spec/model mismatch fails at start-up
     metrics.model_info.labels(spec.name, "primary", scorer.name, str(scorer.version)).set(1)
     reader = OnlineFeatureReader(open_store(spec.features.repo, settings.redis_url), spec)
     pipeline = ScoringPipeline(spec, reader, scorer, metrics)
