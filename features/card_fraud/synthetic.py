@@ -245,9 +245,7 @@ def _history(population: _Population, start: datetime, n: int, seed: int) -> pd.
         population.burst[day, cards],
         population.risk[cards],
     )
-    txns = _draw_transactions(
-        rng, population.spend[cards], population.foreign_rate[cards], p_fraud
-    )
+    txns = _draw_transactions(rng, population.spend[cards], population.foreign_rate[cards], p_fraud)
     times = pd.Timestamp(start) + pd.to_timedelta(np.round(offsets * 1e6), unit="us")
     return pd.DataFrame(
         {
@@ -321,9 +319,7 @@ class CardTransactions:
             spend = self._spend[index]
             foreign = self._foreign[index]
             p_fraud = self._p_fraud[index]
-        txn = _draw_transactions(
-            rng, np.array([spend]), np.array([foreign]), np.array([p_fraud])
-        )
+        txn = _draw_transactions(rng, np.array([spend]), np.array([foreign]), np.array([p_fraud]))
         event = {
             "transaction_id": _uuid(rng),
             "card_id": key,
