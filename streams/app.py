@@ -4,9 +4,11 @@ scoring service, then ack. All the work lives in plain-Python services."""
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import AsyncIterator
+from typing import Any, cast
 
 import faust
+from faust.types import EventT
 
 from streams.records import InputMessage
 from streams.service import ScoringService
@@ -24,10 +26,12 @@ def kafka_urls(bootstrap_servers: str) -> list[str]:
 
 
 def create_app(spec: PipelineSpec, settings: Settings) -> faust.App:
+    datadir = settings.data_dir / spec.name
+    datadir.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
     return faust.App(
         f"streamscore-{spec.name}",  # also the consumer group: one group per pipeline
         broker=kafka_urls(settings.kafka_bootstrap_servers),
-        datadir=str(settings.data_dir / spec.name),
+        datadir=str(datadir),
         key_serializer="raw",
         value_serializer="raw",
         consumer_auto_offset_reset=settings.consumer_auto_offset_reset,
@@ -57,8 +61,12 @@ def attach_scoring_agent(app: faust.App, spec: PipelineSpec, service: ScoringSer
     async def score(stream: faust.StreamT[bytes]) -> None:
         for topic in outputs:
             await topic.maybe_declare()
-        # noack_take: events are acked by us, only after their outputs are delivered.
-        async for events in stream.noack_take(max_size, within=max_wait):
+        # noack_take: events are acked by us, only after their outputs are delivered. It
+        # yields events (not values) whatever its annotation says, and StreamT lacks it.
+        batches: AsyncIterator[list[EventT[bytes]]] = cast(Any, stream).noack_take(
+            max_size, within=max_wait
+        )
+        async for events in batches:
             messages = [_input_message(event) for event in events]
             await service.handle(messages)
             for event in events:

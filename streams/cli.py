@@ -52,27 +52,18 @@ def worker(spec: SpecOption) -> None:
 
 
 @features_app.command("apply")
-def features_apply(
-    spec: SpecOption,
-    materialize: Annotated[bool, typer.Option(help="Also load the online store.")] = True,
-) -> None:
-    """Register the spec's Feast repo (feast apply) and materialize it into Redis."""
-    from features.store import apply_repo, open_store
-    from features.store import materialize as load_online
+def features_apply(spec: SpecOption) -> None:
+    """Write offline data if the spec's generator can and it is missing, register the Feast
+    repo (feast apply) and materialize it into Redis."""
+    from streams.bootstrap import prepare_features
 
     settings = load_settings()
     pipeline = _spec(spec)
     try:
-        store = open_store(pipeline.features.repo, settings.redis_url)
-        apply_repo(store, pipeline.features.repo)
-        if materialize:
-            load_online(store)
+        prepare_features(pipeline, settings)
     except StreamscoreError as exc:
         raise _fail(exc) from exc
-    err.print(
-        f"feature repo {pipeline.features.repo} applied"
-        + (" and materialized" if materialize else "")
-    )
+    err.print(f"feature repo {pipeline.features.repo} applied and materialized")
 
 
 @app.command()
@@ -92,9 +83,7 @@ def train(
     if not versions:
         err.print(f"model {pipeline.model.name}@{pipeline.model.version} exists; --force retrains")
     for version in versions:
-        err.print(
-            f"registered {version.name} v{version.version}: {version.manifest.metrics}"
-        )
+        err.print(f"registered {version.name} v{version.version}: {version.manifest.metrics}")
 
 
 @app.command()

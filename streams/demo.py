@@ -17,6 +17,7 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.live import Live
+from rich.table import Table
 
 from streams.bootstrap import prepare_features, train_if_needed
 from streams.embedded import EmbeddedKafka, EmbeddedRedis, free_port
@@ -106,7 +107,7 @@ async def _run(
             return f"[red]exited ({worker.process.returncode})[/red]"
         return "consuming" if summary.counts.predictions else "starting (joining group)"
 
-    def view() -> object:
+    def view() -> Table:
         return summary.table(time.monotonic() - started, producer.stats.sent, state())
 
     async def watch(render: Callable[[], None]) -> None:

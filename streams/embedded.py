@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 from streams.errors import StreamscoreError
 
@@ -84,7 +85,7 @@ class _Server:
         if process.stderr:
             process.stderr.close()
 
-    def __enter__(self) -> _Server:
+    def __enter__(self) -> Self:
         self.start()
         return self
 

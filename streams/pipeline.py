@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -131,13 +131,14 @@ class ScoringPipeline:
         threshold = self.threshold
         scorer = self.scorer
         scored_at = self.clock()
-        any_defaulted = rows.defaulted.any(axis=1).tolist()
+        defaulted_rows: list[list[bool]] = rows.defaulted.tolist()
+        any_defaulted = cast(list[bool], rows.defaulted.any(axis=1).tolist())
         found = rows.entity_found.tolist()
         values = rows.values.tolist()
         records = []
         for i, (event, score) in enumerate(zip(events, scores.tolist(), strict=True)):
             defaulted = (
-                [c for c, d in zip(columns, rows.defaulted[i], strict=True) if d]
+                [c for c, d in zip(columns, defaulted_rows[i], strict=True) if d]
                 if any_defaulted[i]
                 else []
             )
