@@ -12,7 +12,7 @@ import contextlib
 import json
 import sys
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -30,6 +30,8 @@ from feast.repo_operations import (
 from features.errors import FeatureStoreError
 
 STAGE = "features.store"
+# How far back to materialize a view without a ttl.
+DEFAULT_WINDOW = timedelta(days=365)
 
 
 def redis_connection_string(redis_url: str) -> str:
@@ -163,17 +165,21 @@ def _importable(repo: Path) -> Iterator[None]:
 
 
 def materialize(store: FeatureStore, end: datetime | None = None) -> None:
-    """Load the latest feature values up to ``end`` (default now) into the online store.
+    """Load each view's latest values within its ttl (up to ``end``, default now) into the
+    online store.
 
-    Incremental: the first run starts each view at ``end - ttl``, later runs where the last
-    one stopped, so a restart does not reload everything.
+    Always the whole ttl window, never ``materialize_incremental``: the registry file on disk
+    remembers past runs, but the online store may be new (the embedded Redis keeps nothing
+    across restarts), and an incremental run would then load nothing at all.
     """
     end = datetime.now(UTC) if end is None else end
     if end.tzinfo is None:
         msg = f"{STAGE}: materialize end must be timezone-aware, got {end.isoformat()}"
         raise FeatureStoreError(msg)
     try:
-        store.materialize_incremental(end_date=end)
+        for view in store.list_feature_views():
+            window = view.ttl if view.ttl else DEFAULT_WINDOW
+            store.materialize(start_date=end - window, end_date=end, feature_views=[view.name])
     except Exception as exc:
         msg = f"{STAGE}: materializing project {store.project!r} up to {end.isoformat()}: {exc}"
         raise FeatureStoreError(msg) from exc

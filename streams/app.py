@@ -40,6 +40,9 @@ def create_app(spec: PipelineSpec, settings: Settings) -> faust.App:
         web_enabled=settings.web_port > 0,
         web_port=settings.web_port or 6066,
         web_host="127.0.0.1",
+        broker_session_timeout=settings.kafka_session_timeout_seconds,
+        # Heartbeats well inside the session timeout (Kafka requires < 1/3 of it).
+        broker_heartbeat_interval=min(3.0, settings.kafka_session_timeout_seconds / 5),
         producer_linger=0.001,  # a batch's records leave together; don't wait for more
     )
 

@@ -29,6 +29,8 @@ from streams.summary import LiveSummary
 from streams.topics import ensure_topics, spec_topics
 
 DRAIN_SECONDS = 30.0
+# Tansu completes a group's first join after half the session timeout: keep start-up short.
+EMBEDDED_SESSION_TIMEOUT = 6.0
 console = Console()
 
 
@@ -53,6 +55,7 @@ def run_demo(
                 "redis_url": redis.url,
                 "metrics_port": free_port(),
                 "metrics_host": "127.0.0.1",
+                "kafka_session_timeout_seconds": EMBEDDED_SESSION_TIMEOUT,
             }
         )
         console.print(f"kafka {kafka.bootstrap_servers}   redis {redis.url}")

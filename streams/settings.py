@@ -45,6 +45,14 @@ class Settings(BaseSettings):
         le=65535,
         description="Port of Faust's own web server; 0 (the default) disables it.",
     )
+    kafka_session_timeout_seconds: float = Field(
+        default=10.0,
+        ge=3.0,
+        le=300.0,
+        description="Consumer-group session timeout. A worker that stops heartbeating this long"
+        " loses its partitions. The embedded Tansu broker waits half of it before completing"
+        " a group's first join, so the demo and tests use a shorter one.",
+    )
     topic_replication_factor: int = Field(
         default=1, ge=1, description="Replication factor of topics the worker creates."
     )

@@ -51,6 +51,7 @@ def base_settings(
         model_dir=root / "models",
         data_dir=root / "state",
         metrics_port=0,
+        kafka_session_timeout_seconds=6.0,  # Tansu's first join waits half of it
         log_level="warn",
     )
 

@@ -266,3 +266,15 @@ def test_a_comma_in_the_password_is_refused_without_leaking_it() -> None:
     with pytest.raises(FeatureStoreError) as caught:
         redis_connection_string("redis://:se,cret@cache:6379/0")
     assert "se,cret" not in str(caught.value) and "***" in str(caught.value)
+
+
+def test_materialize_fills_a_new_online_store_after_an_earlier_run(
+    repo: Path, redis_url: str, store_project: str, spec: PipelineSpec
+) -> None:
+    """The registry on disk remembers the module's earlier materialization; a fresh online
+    store (another Redis database, as after an embedded Redis restart) must still be filled."""
+    fresh_db = redis_url.rsplit("/", 1)[0] + "/5"
+    store = open_store(repo, fresh_db, project=store_project)
+    materialize(store)
+    values = expected(store, spec, KNOWN[:5])
+    assert all(v is not None for v in values[feature_column(spec.features.refs[0])])
