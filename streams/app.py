@@ -8,12 +8,13 @@ from collections.abc import AsyncIterator
 from typing import Any, cast
 
 import faust
-from faust.types import EventT
+from faust.types import TP, EventT
 
 from streams.records import InputMessage
 from streams.service import ScoringService
 from streams.settings import Settings
 from streams.spec import PipelineSpec
+from streams.transport import StreamscoreApp
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +29,9 @@ def kafka_urls(bootstrap_servers: str) -> list[str]:
 def create_app(spec: PipelineSpec, settings: Settings) -> faust.App:
     datadir = settings.data_dir / spec.name
     datadir.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
-    return faust.App(
+    return StreamscoreApp(
         f"streamscore-{spec.name}",  # also the consumer group: one group per pipeline
+        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
         broker=kafka_urls(settings.kafka_bootstrap_servers),
         datadir=str(datadir),
         key_serializer="raw",
@@ -45,6 +47,22 @@ def create_app(spec: PipelineSpec, settings: Settings) -> faust.App:
         broker_heartbeat_interval=min(3.0, settings.kafka_session_timeout_seconds / 5),
         producer_linger=0.001,  # a batch's records leave together; don't wait for more
     )
+
+
+def track_assignment(app: faust.App, spec: PipelineSpec, gauge: Any) -> None:
+    """Keep ``gauge`` at the number of input partitions this worker owns (its readiness)."""
+    owned: set[TP] = set()
+
+    # Faust's receiver type leaves out the signal's positional payload (the partitions).
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+    async def on_revoked(sender: Any, revoked: set[TP], **kwargs: Any) -> None:
+        owned.difference_update(revoked)
+        gauge.set(len(owned))
+
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
+    async def on_assigned(sender: Any, assigned: set[TP], **kwargs: Any) -> None:
+        owned.update(tp for tp in assigned if tp.topic == spec.input.topic)
+        gauge.set(len(owned))
 
 
 def attach_scoring_agent(app: faust.App, spec: PipelineSpec, service: ScoringService) -> Any:

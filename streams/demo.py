@@ -31,6 +31,9 @@ from streams.topics import ensure_topics, spec_topics
 DRAIN_SECONDS = 30.0
 # Tansu completes a group's first join after half the session timeout: keep start-up short.
 EMBEDDED_SESSION_TIMEOUT = 6.0
+READY_TIMEOUT = 120.0
+# Tansu holds a fetch about half its max wait even with data waiting (streams/transport.py).
+EMBEDDED_FETCH_WAIT_MS = 10
 console = Console()
 
 
@@ -56,6 +59,7 @@ def run_demo(
                 "metrics_port": free_port(),
                 "metrics_host": "127.0.0.1",
                 "kafka_session_timeout_seconds": EMBEDDED_SESSION_TIMEOUT,
+                "kafka_fetch_max_wait_ms": EMBEDDED_FETCH_WAIT_MS,
             }
         )
         console.print(f"kafka {kafka.bootstrap_servers}   redis {redis.url}")
@@ -96,6 +100,9 @@ async def _run(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    with console.status("waiting for the worker to join its consumer group"):
+        if not await _ready(worker, stop):
+            return _report(LiveSummary(spec, settings.kafka_bootstrap_servers), 0, worker)
     producer = EventProducer(spec, settings.kafka_bootstrap_servers, rate=rate, bad_rate=bad_rate)
     summary = LiveSummary(spec, settings.kafka_bootstrap_servers)
     summary_stop = asyncio.Event()
@@ -108,7 +115,7 @@ async def _run(
     def state() -> str:
         if not worker.running:
             return f"[red]exited ({worker.process.returncode})[/red]"
-        return "consuming" if summary.counts.predictions else "starting (joining group)"
+        return "consuming"
 
     def view() -> Table:
         return summary.table(time.monotonic() - started, producer.stats.sent, state())
@@ -151,6 +158,18 @@ async def _run(
     summary_stop.set()
     await asyncio.gather(*tasks, return_exceptions=True)
     return _report(summary, producer.stats.sent, worker)
+
+
+async def _ready(worker: WorkerProcess, stop: asyncio.Event) -> bool:
+    """Wait until the worker owns input partitions, so the summary shows steady state rather
+    than the backlog of its start-up. False if it exited or Ctrl-C came first."""
+    deadline = time.monotonic() + READY_TIMEOUT
+    while worker.running and not stop.is_set() and time.monotonic() < deadline:
+        assigned = await asyncio.to_thread(worker.assigned_partitions)
+        if assigned:
+            return True
+        await asyncio.sleep(0.2)
+    return False
 
 
 def _report(summary: LiveSummary, produced: int, worker: WorkerProcess) -> bool:

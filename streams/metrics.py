@@ -101,6 +101,11 @@ class Metrics:
             "Messages between the partition's high watermark and the worker's position.",
             ["pipeline", "topic", "partition"], registry=r,
         )  # fmt: skip
+        self.assigned_partitions = Gauge(
+            "streamscore_assigned_partitions",
+            "Input-topic partitions this worker owns; above 0 once it has joined its group.",
+            ["pipeline"], registry=r,
+        )  # fmt: skip
         self.model_info = Gauge(
             "streamscore_model_info", "Models loaded by this worker (value 1), by role.",
             ["pipeline", "role", "model", "version"], registry=r,

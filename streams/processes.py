@@ -6,8 +6,11 @@ import os
 import signal
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 from typing import IO
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from streams.embedded import die_with_parent
 from streams.settings import Settings
@@ -28,6 +31,7 @@ class WorkerProcess:
 
     def __init__(self, spec_path: Path, settings: Settings, log_path: Path) -> None:
         self.spec_path = spec_path
+        self.settings = settings
         self.log_path = log_path
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log: IO[bytes] = log_path.open("wb")
@@ -45,6 +49,23 @@ class WorkerProcess:
     @property
     def running(self) -> bool:
         return self.process.poll() is None
+
+    def assigned_partitions(self) -> float | None:
+        """The worker's ``streamscore_assigned_partitions`` from its /metrics (None if the
+        endpoint is not up yet or metrics are off)."""
+        port = self.settings.metrics_port
+        if not port:
+            return None
+        url = f"http://127.0.0.1:{port}/metrics"
+        try:
+            with urllib.request.urlopen(url, timeout=1.0) as response:  # noqa: S310 - loopback
+                text = response.read().decode()
+        except OSError:
+            return None
+        for family in text_string_to_metric_families(text):
+            if family.name == "streamscore_assigned_partitions":
+                return sum(sample.value for sample in family.samples)
+        return None
 
     def stop(self, timeout: float = 20.0) -> int:
         """SIGTERM (Faust shuts down gracefully and commits), then SIGKILL after ``timeout``."""

@@ -53,6 +53,14 @@ class Settings(BaseSettings):
         " loses its partitions. The embedded Tansu broker waits half of it before completing"
         " a group's first join, so the demo and tests use a shorter one.",
     )
+    kafka_fetch_max_wait_ms: int = Field(
+        default=500,
+        ge=1,
+        le=30_000,
+        description="Longest the broker may hold a consumer fetch. Apache Kafka answers as soon"
+        " as data is there; the embedded Tansu broker holds each fetch about half this long,"
+        " so the demo and tests use 10 ms.",
+    )
     topic_replication_factor: int = Field(
         default=1, ge=1, description="Replication factor of topics the worker creates."
     )

@@ -10,7 +10,7 @@ from features.reader import OnlineFeatureReader
 from features.store import open_store
 from models.registry import ModelRegistry
 from models.scorer import OnnxScorer
-from streams.app import attach_scoring_agent, create_app
+from streams.app import attach_scoring_agent, create_app, track_assignment
 from streams.metrics import Metrics, serve
 from streams.pipeline import ScoringPipeline
 from streams.publish import KafkaPublisher
@@ -33,6 +33,7 @@ def build_worker(spec: PipelineSpec, settings: Settings, metrics: Metrics) -> fa
     app = create_app(spec, settings)
     service = ScoringService(pipeline, KafkaPublisher(app.producer), metrics)
     attach_scoring_agent(app, spec, service)
+    track_assignment(app, spec, metrics.assigned_partitions.labels(spec.name))
     log.info(
         "pipeline %s: %s -> %s (model %s v%s, batch <= %d events / %.1f ms)",
         spec.name, spec.input.topic, spec.output.topic, scorer.name, scorer.version,

@@ -52,6 +52,7 @@ def base_settings(
         data_dir=root / "state",
         metrics_port=0,
         kafka_session_timeout_seconds=6.0,  # Tansu's first join waits half of it
+        kafka_fetch_max_wait_ms=10,  # Tansu holds fetches about half of it
         log_level="warn",
     )
 
