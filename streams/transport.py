@@ -9,7 +9,7 @@ broker therefore depends on it, and it becomes ``Settings.kafka_fetch_max_wait_m
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import aiokafka
 import faust
@@ -20,7 +20,7 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: Any) -> aiokafka.AIOKafkaConsumer:
         consumer = super()._create_worker_consumer(transport)
         # Read by aiokafka when the consumer starts and builds its fetcher, which is later.
-        consumer._fetch_max_wait_ms = self.app.fetch_max_wait_ms
+        consumer._fetch_max_wait_ms = cast(StreamscoreApp, self.app).fetch_max_wait_ms
         return consumer
 
 
