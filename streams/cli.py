@@ -12,7 +12,8 @@ import typer
 from rich.console import Console
 
 from streams.errors import StreamscoreError
-from streams.settings import load_settings
+from streams.settings import Settings
+from streams.settings import load_settings as _load_settings
 from streams.spec import PipelineSpec, load_spec
 
 app = typer.Typer(
@@ -28,6 +29,14 @@ SpecOption = Annotated[Path, typer.Option("--spec", "-s", help="Pipeline spec (Y
 def _spec(path: Path) -> PipelineSpec:
     try:
         return load_spec(path)
+    except StreamscoreError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+def load_settings() -> Settings:
+    try:
+        return _load_settings()
     except StreamscoreError as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc

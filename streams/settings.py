@@ -9,8 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from streams.errors import StreamscoreError
 
 LogLevel = Literal["crit", "error", "warn", "info", "debug"]
 
@@ -75,6 +77,18 @@ class Settings(BaseSettings):
     )
 
 
+class SettingsError(StreamscoreError):
+    """A setting has an invalid value; the message names the environment variable."""
+
+
 def load_settings() -> Settings:
     """Read the settings from the environment; called once at start-up by the CLI."""
-    return Settings()
+    try:
+        return Settings()
+    except ValidationError as exc:
+        prefix = Settings.model_config.get("env_prefix", "")
+        lines = ["invalid settings:"]
+        for error in exc.errors():
+            variable = f"{prefix}{'_'.join(str(p) for p in error['loc'])}".upper()
+            lines.append(f"  {variable}={error.get('input')!r}: {error['msg']}")
+        raise SettingsError("\n".join(lines)) from exc

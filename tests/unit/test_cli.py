@@ -1,0 +1,34 @@
+"""The command line stops at once, naming the culprit, on bad settings or a bad spec."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from streams.cli import app
+
+runner = CliRunner()
+SPEC = Path(__file__).resolve().parents[2] / "streams" / "specs" / "card_fraud.yaml"
+
+
+def test_invalid_setting_names_the_variable() -> None:
+    result = runner.invoke(
+        app, ["worker", "--spec", str(SPEC)], env={"STREAMSCORE_METRICS_PORT": "ninety"}
+    )
+    assert result.exit_code == 2
+    assert "STREAMSCORE_METRICS_PORT='ninety'" in result.output
+
+
+def test_invalid_spec_names_the_field(tmp_path: Path) -> None:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SPEC.read_text().replace("max_size: 256", "max_size: -1"))
+    result = runner.invoke(app, ["worker", "--spec", str(spec)])
+    assert result.exit_code == 2
+    assert "batch.max_size" in result.output
+
+
+def test_missing_spec_file_is_a_clear_error(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["train", "--spec", str(tmp_path / "nope.yaml")])
+    assert result.exit_code == 2
+    assert "cannot read pipeline spec" in result.output
