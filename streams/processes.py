@@ -51,8 +51,12 @@ class WorkerProcess:
         return self.process.poll() is None
 
     def assigned_partitions(self) -> float | None:
-        """The worker's ``streamscore_assigned_partitions`` from its /metrics (None if the
-        endpoint is not up yet or metrics are off)."""
+        """Input partitions the worker owns, from its /metrics (None before it serves them)."""
+        return self.metric("streamscore_assigned_partitions")
+
+    def metric(self, name: str) -> float | None:
+        """Sum of a metric family's samples on the worker's /metrics (None if the endpoint
+        is not up yet, metrics are off, or the family has no samples)."""
         port = self.settings.metrics_port
         if not port:
             return None
@@ -63,8 +67,9 @@ class WorkerProcess:
         except OSError:
             return None
         for family in text_string_to_metric_families(text):
-            if family.name == "streamscore_assigned_partitions":
-                return sum(sample.value for sample in family.samples)
+            samples = [s for s in family.samples if s.name in (name, f"{name}_total")]
+            if family.name == name.removesuffix("_total") and samples:
+                return sum(sample.value for sample in samples)
         return None
 
     def stop(self, timeout: float = 20.0) -> int:
