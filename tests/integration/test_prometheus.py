@@ -121,6 +121,7 @@ class SimulatedWorker:
             m.defaulted_features.labels(p, feature).inc(misses + int(rng.binomial(scored, 0.01)))
         for partition in self.partitions:
             m.consumer_lag.labels(p, self.topic, partition).set(int(rng.integers(0, 400)))
+        m.assigned_partitions.labels(p).set(len(self.partitions))
         # shadow vs primary
         m.shadow_agreement.labels(p, self.shadow).set(rng.uniform(0.95, 0.99))
         observe_many(m.shadow_score_diff.labels(p, self.shadow), rng.exponential(0.03, scored))
