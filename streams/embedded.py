@@ -38,11 +38,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+# Loaded once here: the child of a fork in a threaded process must only make the call.
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+
+
 def die_with_parent() -> None:
     """preexec_fn: ask Linux to SIGTERM this child when its parent dies."""
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if _LIBC is not None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 @dataclass
@@ -57,7 +60,10 @@ class _Server:
             self.command,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
-            preexec_fn=die_with_parent,  # noqa: PLW1509 - no threads exist yet at start-up
+            # Own session: a Ctrl-C in the terminal reaches only our process, which then
+            # stops the servers last, after the workers that use them.
+            start_new_session=True,
+            preexec_fn=die_with_parent,  # noqa: PLW1509 - it only makes one syscall
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -43,6 +43,7 @@ class WorkerProcess:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=env,
+            start_new_session=True,  # Ctrl-C goes to the parent, which stops us in order
             preexec_fn=die_with_parent,  # noqa: PLW1509
         )
 
