@@ -10,6 +10,9 @@ from typing import Any, cast
 import faust
 from faust.types import TP, EventT
 
+from streams.labels import LabelJoiner
+from streams.learner import LearnerService
+from streams.publish import Publisher
 from streams.records import InputMessage
 from streams.service import ScoringService
 from streams.settings import Settings
@@ -65,35 +68,80 @@ def track_assignment(app: faust.App, spec: PipelineSpec, gauge: Any) -> None:
         gauge.set(len(owned))
 
 
-def attach_scoring_agent(app: faust.App, spec: PipelineSpec, service: ScoringService) -> Any:
-    source = app.topic(
-        spec.input.topic,
-        partitions=spec.input.partitions,
-        key_type=bytes,
-        value_type=bytes,
+def _batches(
+    stream: faust.StreamT[bytes], max_size: int, max_wait: float
+) -> AsyncIterator[list[EventT[bytes]]]:
+    """Micro-batches of events that we ack ourselves, only after their outputs are delivered.
+
+    ``noack_take`` yields events (not values) whatever its annotation says, and the StreamT
+    protocol does not declare it.
+    """
+    batches: AsyncIterator[list[EventT[bytes]]] = cast(Any, stream).noack_take(
+        max_size, within=max_wait
     )
+    return batches
+
+
+def _raw_topic(app: faust.App, name: str, partitions: int) -> faust.TopicT:
+    return app.topic(name, partitions=partitions, key_type=bytes, value_type=bytes)
+
+
+def attach_scoring_agent(app: faust.App, spec: PipelineSpec, service: ScoringService) -> Any:
+    source = _raw_topic(app, spec.input.topic, spec.input.partitions)
     outputs = [
         app.topic(spec.output.topic, partitions=spec.output_partitions),
         app.topic(spec.output.dead_letter_topic, partitions=spec.output_partitions),
     ]
+    if service.shadows:
+        outputs.append(app.topic(spec.shadow_topic, partitions=spec.output_partitions))
     max_size = spec.batch.max_size
     max_wait = spec.batch.max_wait_ms / 1000.0
 
     async def score(stream: faust.StreamT[bytes]) -> None:
         for topic in outputs:
             await topic.maybe_declare()
-        # noack_take: events are acked by us, only after their outputs are delivered. It
-        # yields events (not values) whatever its annotation says, and StreamT lacks it.
-        batches: AsyncIterator[list[EventT[bytes]]] = cast(Any, stream).noack_take(
-            max_size, within=max_wait
-        )
-        async for events in batches:
+        async for events in _batches(stream, max_size, max_wait):
             messages = [_input_message(event) for event in events]
             await service.handle(messages)
             for event in events:
                 await stream.ack(event)
 
     return app.agent(source, name=f"{spec.name}.score")(score)
+
+
+def attach_label_agent(
+    app: faust.App, spec: PipelineSpec, joiner: LabelJoiner, publisher: Publisher
+) -> Any:
+    """Join the labels of the partitions this worker owns; forward to the learner's topic."""
+    assert spec.labels is not None
+    source = _raw_topic(app, spec.labels.topic, spec.labels.partitions)
+    joined = app.topic(spec.joined_labels_topic, partitions=1)
+    max_size = spec.batch.max_size
+    max_wait = spec.batch.max_wait_ms / 1000.0
+
+    async def join(stream: faust.StreamT[bytes]) -> None:
+        await joined.maybe_declare()
+        async for events in _batches(stream, max_size, max_wait):
+            outcome = await joiner.join([_input_message(event) for event in events])
+            await publisher.publish(outcome.records)
+            for event in events:
+                await stream.ack(event)
+
+    return app.agent(source, name=f"{spec.name}.labels")(join)
+
+
+def attach_learner_agent(app: faust.App, spec: PipelineSpec, learner: LearnerService) -> Any:
+    """The joined-labels topic has one partition, so exactly one worker runs this."""
+    source = _raw_topic(app, spec.joined_labels_topic, 1)
+    max_size = spec.batch.max_size
+
+    async def learn(stream: faust.StreamT[bytes]) -> None:
+        async for events in _batches(stream, max_size, 0.05):
+            await learner.handle([event.message.value or b"" for event in events])
+            for event in events:
+                await stream.ack(event)
+
+    return app.agent(source, name=f"{spec.name}.learn")(learn)
 
 
 def _input_message(event: Any) -> InputMessage:

@@ -32,6 +32,8 @@ DRAIN_SECONDS = 30.0
 # Tansu completes a group's first join after half the session timeout: keep start-up short.
 EMBEDDED_SESSION_TIMEOUT = 6.0
 READY_TIMEOUT = 120.0
+# Labels (the generator's ground truth) follow their events this much later.
+LABEL_DELAY_SECONDS = 3.0
 # Tansu holds a fetch about half its max wait even with data waiting (streams/transport.py).
 EMBEDDED_FETCH_WAIT_MS = 10
 console = Console()
@@ -103,7 +105,13 @@ async def _run(
     with console.status("waiting for the worker to join its consumer group"):
         if not await _ready(worker, stop):
             return _report(LiveSummary(spec, settings.kafka_bootstrap_servers), 0, worker)
-    producer = EventProducer(spec, settings.kafka_bootstrap_servers, rate=rate, bad_rate=bad_rate)
+    producer = EventProducer(
+        spec,
+        settings.kafka_bootstrap_servers,
+        rate=rate,
+        bad_rate=bad_rate,
+        label_delay=LABEL_DELAY_SECONDS,
+    )
     summary = LiveSummary(spec, settings.kafka_bootstrap_servers)
     summary_stop = asyncio.Event()
     tasks = [
@@ -117,8 +125,12 @@ async def _run(
             return f"[red]exited ({worker.process.returncode})[/red]"
         return "consuming"
 
+    models = ModelFigures(spec, worker)
+
     def view() -> Table:
-        return summary.table(time.monotonic() - started, producer.stats.sent, state())
+        table = summary.table(time.monotonic() - started, producer.stats.sent, state())
+        models.add_rows(table)
+        return table
 
     async def watch(render: Callable[[], None]) -> None:
         # Runs until the producer finishes, then until the outputs catch up (or time runs out).
@@ -158,6 +170,53 @@ async def _run(
     summary_stop.set()
     await asyncio.gather(*tasks, return_exceptions=True)
     return _report(summary, producer.stats.sent, worker)
+
+
+class ModelFigures:
+    """Shadow agreement and online-model metrics, read from the worker's /metrics (at most
+    once a second: they change slowly and the read is an HTTP call)."""
+
+    def __init__(self, spec: PipelineSpec, worker: WorkerProcess) -> None:
+        self._spec = spec
+        self._worker = worker
+        self._read_at = 0.0
+        self._rows: list[tuple[str, str]] = []
+
+    def _refresh(self) -> None:
+        if time.monotonic() - self._read_at < 1.0:
+            return
+        self._read_at = time.monotonic()
+        metric, name, rows = self._worker.metric, self._spec.name, []
+        shadows = [s.name for s in self._spec.shadows]
+        if self._spec.online is not None:
+            shadows.append(self._spec.online.name)
+        for shadow in shadows:
+            agreement = metric("streamscore_shadow_agreement_ratio", pipeline=name, model=shadow)
+            shed = metric("streamscore_shadow_shed_events_total", pipeline=name, model=shadow)
+            if agreement is not None:
+                rows.append((f"shadow {shadow}", f"agrees {agreement:.1%}, shed {shed or 0:.0f}"))
+        learned = metric("streamscore_labels_total", pipeline=name, outcome="joined")
+        rows.append(("labels joined", f"{learned or 0:,.0f}"))
+        for model in [self._spec.model.name, *shadows]:
+            auc = metric("streamscore_online_metric", pipeline=name, model=model, metric="roc_auc")
+            acc = metric("streamscore_online_metric", pipeline=name, model=model, metric="accuracy")
+            if auc is not None or acc is not None:
+                rows.append(
+                    (
+                        f"rolling {model}",
+                        f"ROC AUC {auc or float('nan'):.3f}, accuracy {acc or float('nan'):.3f}",
+                    )
+                )
+        self._rows = rows
+
+    def add_rows(self, table: Table) -> None:
+        self._refresh()
+        for label, value in self._rows:
+            table.add_row(label, value)
+
+    def line(self) -> str:
+        self._refresh()
+        return " ".join(f"{label}=[{value}]" for label, value in self._rows)
 
 
 async def _ready(worker: WorkerProcess, stop: asyncio.Event) -> bool:

@@ -132,6 +132,11 @@ class Metrics:
             "Events a shadow skipped because it fell behind (the primary never waits).",
             ["pipeline", "model"], registry=r,
         )  # fmt: skip
+        self.shadow_errors = Counter(
+            "streamscore_shadow_errors_total",
+            "Events a shadow failed to score (it raised); the primary is unaffected.",
+            ["pipeline", "model"], registry=r,
+        )  # fmt: skip
         self.shadow_backlog = Gauge(
             "streamscore_shadow_backlog_events", "Events queued for a shadow, not yet scored.",
             ["pipeline", "model"], registry=r,

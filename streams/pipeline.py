@@ -51,6 +51,8 @@ class ScoredBatch:
     events: list[Event] = field(default_factory=list)
     matrix: Matrix | None = None  # the exact vectors scored (shadows reuse them)
     scores: npt.NDArray[np.float64] | None = None
+    model: str = ""  # the primary that scored this batch (it can be swapped between batches)
+    model_version: int = 0
 
     @property
     def records(self) -> list[OutputRecord]:
@@ -81,19 +83,23 @@ class ScoringPipeline:
         self.feature_columns = [feature_column(ref) for ref in spec.features.refs]
         self.threshold = spec.model.threshold
         name = spec.name
+        self._metrics = metrics
         self._m_events = metrics.events.labels(name)
-        self._m_predictions = metrics.predictions.labels(name, scorer.name)
         self._m_misses = metrics.feature_misses.labels(name)
         self._m_defaulted = [
             metrics.defaulted_features.labels(name, c) for c in self.feature_columns
         ]
         self._m_stage = {stage: metrics.stage_seconds.labels(name, stage) for stage in
                          ("decode", "enrich", "infer")}  # fmt: skip
-        self._m_infer = metrics.inference_seconds.labels(name, scorer.name, "primary")
         self._m_batch_size = metrics.batch_size.labels(name)
         self._dead_letters = metrics.dead_letters
 
+    def swap_scorer(self, scorer: Scorer) -> None:
+        """Use ``scorer`` from the next batch on (a batch already running keeps its own)."""
+        self.scorer = scorer
+
     def score_batch(self, messages: Sequence[InputMessage]) -> ScoredBatch:
+        scorer = self.scorer  # one model for the whole batch, even if swapped meanwhile
         self._m_events.inc(len(messages))
         self._m_batch_size.observe(len(messages))
         out = ScoredBatch()
@@ -114,22 +120,27 @@ class ScoringPipeline:
 
         started = time.perf_counter()
         out.matrix = self.layout.build([event.fields for event in out.events], rows.values)
-        out.scores = self.scorer.score(out.matrix)
+        out.scores = scorer.score(out.matrix)
         elapsed = time.perf_counter() - started
         self._m_stage["infer"].observe(elapsed)
-        self._m_infer.observe(elapsed)
-
-        out.predictions = self._predictions(out.events, rows, out.scores)
+        self._metrics.inference_seconds.labels(self.spec.name, scorer.name, "primary").observe(
+            elapsed
+        )
+        out.model, out.model_version = scorer.name, scorer.version
+        out.predictions = self._predictions(scorer, out.events, rows, out.scores)
         self._count_features(rows)
         return out
 
     def _predictions(
-        self, events: list[Event], rows: FeatureRows, scores: npt.NDArray[np.float64]
+        self,
+        scorer: Scorer,
+        events: list[Event],
+        rows: FeatureRows,
+        scores: npt.NDArray[np.float64],
     ) -> list[OutputRecord]:
         topic = self.spec.output.topic
         columns = self.feature_columns
         threshold = self.threshold
-        scorer = self.scorer
         scored_at = self.clock()
         defaulted_rows: list[list[bool]] = rows.defaulted.tolist()
         any_defaulted = cast(list[bool], rows.defaulted.any(axis=1).tolist())
@@ -156,7 +167,7 @@ class ScoringPipeline:
                 scored_at=scored_at,
             )
             records.append(OutputRecord(topic, event.event_id.encode(), value))
-        self._m_predictions.inc(len(records))
+        self._metrics.predictions.labels(self.spec.name, scorer.name).inc(len(records))
         return records
 
     def _count_features(self, rows: FeatureRows) -> None:

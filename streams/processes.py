@@ -55,9 +55,9 @@ class WorkerProcess:
         """Input partitions the worker owns, from its /metrics (None before it serves them)."""
         return self.metric("streamscore_assigned_partitions")
 
-    def metric(self, name: str) -> float | None:
-        """Sum of a metric family's samples on the worker's /metrics (None if the endpoint
-        is not up yet, metrics are off, or the family has no samples)."""
+    def metric(self, name: str, **labels: str) -> float | None:
+        """Sum of a metric's samples matching ``labels`` on the worker's /metrics (None if
+        the endpoint is not up yet, metrics are off, or nothing matches)."""
         port = self.settings.metrics_port
         if not port:
             return None
@@ -68,7 +68,12 @@ class WorkerProcess:
         except OSError:
             return None
         for family in text_string_to_metric_families(text):
-            samples = [s for s in family.samples if s.name in (name, f"{name}_total")]
+            samples = [
+                s
+                for s in family.samples
+                if s.name in (name, f"{name}_total")
+                and all(s.labels.get(k) == v for k, v in labels.items())
+            ]
             if family.name == name.removesuffix("_total") and samples:
                 return sum(sample.value for sample in samples)
         return None

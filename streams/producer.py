@@ -1,12 +1,16 @@
 """A rate-controlled event producer: what a producer app does, for the demo and load tests.
 
 Sends ``rate`` events per second in 10 ms slices, never waiting for each send; a share
-``bad_rate`` of the events is corrupted on purpose so dead-lettering is exercised.
+``bad_rate`` of the events is corrupted on purpose so dead-lettering is exercised. When the
+spec declares labels and the generator knows the truth (``next_labelled``), each valid
+event's label is sent ``label_delay`` seconds later to the labels topic, as a label source
+(chargebacks, say) would.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import random
 import time
 from dataclasses import dataclass
@@ -25,6 +29,7 @@ TICK_SECONDS = 0.01
 class ProducerStats:
     sent: int = 0
     bad: int = 0
+    labels: int = 0
 
 
 class EventProducer:
@@ -37,6 +42,7 @@ class EventProducer:
         bad_rate: float = 0.0,
         seed: int = 0,
         generator: EventGenerator | None = None,
+        label_delay: float | None = None,
     ) -> None:
         if rate <= 0:
             msg = f"producer rate must be positive, got {rate}"
@@ -46,6 +52,10 @@ class EventProducer:
         self.bad_rate = bad_rate
         self.stats = ProducerStats()
         self._generator = generator or make_generator(spec, seed)
+        labelled = spec.labels is not None and hasattr(self._generator, "next_labelled")
+        self.label_delay = label_delay if labelled else None
+        # (due monotonic time, event id, label); the delay is constant, so FIFO order is due order
+        self._pending_labels: collections.deque[tuple[float, str, int]] = collections.deque()
         self._rng = random.Random(seed + 1)
         self._producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, linger_ms=2)
 
@@ -65,9 +75,11 @@ class EventProducer:
                     due = min(due, count - self.stats.sent)
                 if due > 0:
                     await self._send(due)
+                await self._send_due_labels(flush=False)
                 if count is not None and self.stats.sent >= count:
                     break
                 await asyncio.sleep(TICK_SECONDS)
+            await self._send_due_labels(flush=True)
             await self._producer.flush()
         finally:
             await self._producer.stop()
@@ -77,14 +89,41 @@ class EventProducer:
         topic = self.spec.input.topic
         id_field = self.spec.event.id_field
         deliveries = []
+        now = datetime.now(UTC)
         for _ in range(n):
-            event = self._generator.next_event(datetime.now(UTC))
+            if self.label_delay is not None:
+                event, label = self._generator.next_labelled(now)  # type: ignore[attr-defined]
+            else:
+                event, label = self._generator.next_event(now), None
             key = str(event[id_field]).encode()
             if self.bad_rate and self._rng.random() < self.bad_rate:
                 value = corrupt(event, self.spec, self._rng)
                 self.stats.bad += 1
             else:
                 value = orjson.dumps(event)
+                if label is not None and self.label_delay is not None:
+                    due_at = time.monotonic() + self.label_delay
+                    self._pending_labels.append((due_at, str(event[id_field]), int(label)))
             deliveries.append(await self._producer.send(topic, value, key=key))
             self.stats.sent += 1
+        await asyncio.gather(*deliveries)
+
+    async def _send_due_labels(self, *, flush: bool) -> None:
+        """Send labels whose delay has passed (all of them when ``flush``)."""
+        if not self._pending_labels or self.spec.labels is None:
+            return
+        topic = self.spec.labels.topic
+        now = time.monotonic()
+        deliveries = []
+        while self._pending_labels and (flush or self._pending_labels[0][0] <= now):
+            _, event_id, label = self._pending_labels.popleft()
+            record = {
+                "event_id": event_id,
+                "label": label,
+                "label_time": datetime.now(UTC).isoformat(),
+            }
+            deliveries.append(
+                await self._producer.send(topic, orjson.dumps(record), key=event_id.encode())
+            )
+            self.stats.labels += 1
         await asyncio.gather(*deliveries)

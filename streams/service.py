@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
+import numpy.typing as npt
 from tenacity import (
     AsyncRetrying,
     before_sleep_log,
@@ -24,8 +26,10 @@ from tenacity import (
 from features.errors import FeatureStoreError
 from streams.metrics import Metrics, observe_many
 from streams.pipeline import ScoredBatch, ScoringPipeline
+from streams.prediction_store import PredictionStore
 from streams.publish import Publisher
 from streams.records import InputMessage
+from streams.shadow import ShadowBatch, ShadowRunner
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +41,15 @@ class ScoringService:
         publisher: Publisher,
         metrics: Metrics,
         *,
+        store: PredictionStore | None = None,
+        shadows: Sequence[ShadowRunner] = (),
         retry_for_seconds: float = 60.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.pipeline = pipeline
         self.publisher = publisher
+        self.store = store
+        self.shadows = list(shadows)
         self.clock = clock
         self.retry_for_seconds = retry_for_seconds
         # One thread: Feast and ONNX Runtime are always called from the same thread, while
@@ -54,11 +62,41 @@ class ScoringService:
     async def handle(self, messages: Sequence[InputMessage]) -> ScoredBatch:
         scored = await self._score(messages)
         started = time.perf_counter()
-        await self.publisher.publish(scored.records)
+        if self.store is not None and scored.events:
+            # Remembered for the label join before the inputs are acked: at-least-once too.
+            await asyncio.gather(self.publisher.publish(scored.records), self._remember(scored))
+        else:
+            await self.publisher.publish(scored.records)
         self._m_publish.observe(time.perf_counter() - started)
         if scored.events:
-            observe_many(self._m_end_to_end, self.clock() - scored.event_times)
+            event_times = scored.event_times
+            observe_many(self._m_end_to_end, self.clock() - event_times)
+            self._offer_to_shadows(scored, event_times)
         return scored
+
+    async def _remember(self, scored: ScoredBatch) -> None:
+        assert self.store is not None and scored.matrix is not None and scored.scores is not None
+        await self.store.put_predictions(
+            [event.event_id for event in scored.events],
+            self.clock(),
+            scored.model,
+            scored.model_version,
+            scored.scores.tolist(),
+            scored.matrix,
+        )
+
+    def _offer_to_shadows(self, scored: ScoredBatch, event_times: npt.NDArray[np.float64]) -> None:
+        if not self.shadows or scored.matrix is None or scored.scores is None:
+            return
+        batch = ShadowBatch(
+            event_ids=[event.event_id for event in scored.events],
+            entity_keys=[event.entity_key for event in scored.events],
+            event_times=event_times,
+            matrix=scored.matrix,
+            primary_scores=scored.scores,
+        )
+        for shadow in self.shadows:
+            shadow.offer(batch)  # never waits: a shadow that falls behind sheds
 
     async def _score(self, messages: Sequence[InputMessage]) -> ScoredBatch:
         loop = asyncio.get_running_loop()
@@ -79,3 +117,5 @@ class ScoringService:
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
+        for shadow in self.shadows:
+            shadow.close()

@@ -37,6 +37,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from models.online import OnlineModelSpec
 from streams.errors import SpecError
 
 FieldType = Literal["string", "int", "float", "bool", "category", "timestamp"]
@@ -168,6 +169,9 @@ class ModelRef(_Strict):
 class OutputSpec(_Strict):
     topic: Name
     dead_letter_topic: Name
+    shadow_topic: Name | None = Field(
+        default=None, description="Shadow predictions; defaults to '<topic>-shadow'."
+    )
     partitions: int | None = Field(
         default=None, ge=1, le=1024, description="Defaults to the input topic's partitions."
     )
@@ -180,6 +184,34 @@ class BatchSpec(_Strict):
         gt=0,
         le=10_000,
         description="Longest a batch waits to fill: the latency batching may add.",
+    )
+    shadow_queue_batches: int = Field(
+        default=32,
+        ge=1,
+        le=10_000,
+        description="Batches a shadow may fall behind before it sheds (skips) new ones.",
+    )
+
+
+class ShadowRef(_Strict):
+    """A registry model scored in shadow on the primary's exact feature vectors."""
+
+    name: Name
+    version: str = "champion"
+
+
+class LabelsSpec(_Strict):
+    """Delayed ground truth: ``{"event_id", "label", "label_time"}`` records on ``topic``."""
+
+    topic: Name
+    partitions: int = Field(default=1, ge=1, le=1024)
+    window_seconds: float = Field(
+        default=3600.0,
+        gt=0,
+        description="How long a prediction waits for its label; later labels are 'late'.",
+    )
+    late_policy: Literal["drop", "learn"] = Field(
+        default="drop", description="Whether a late label (still joinable) is learned."
     )
 
 
@@ -214,6 +246,11 @@ class PipelineSpec(_Strict):
     model: ModelRef
     output: OutputSpec
     batch: BatchSpec = BatchSpec()
+    shadows: tuple[ShadowRef, ...] = ()
+    online: OnlineModelSpec | None = Field(
+        default=None, description="A River model that learns from labels and scores in shadow."
+    )
+    labels: LabelsSpec | None = None
     training: TrainingSpec | None = None
     generator: str | None = Field(
         default=None,
@@ -241,6 +278,28 @@ class PipelineSpec(_Strict):
                 msg_0 = f"{where}.feature {column.feature!r} is not in features.refs"
                 raise ValueError(msg_0)
         return self
+
+    @model_validator(mode="after")
+    def _check_models(self) -> PipelineSpec:
+        names = [self.model.name, *(s.name for s in self.shadows)]
+        if self.online is not None:
+            names.append(self.online.name)
+            if self.labels is None:
+                msg = "online: an online model learns from labels; declare 'labels'"
+                raise ValueError(msg)
+        if len(set(names)) != len(names):
+            msg = f"model, shadows and online need distinct names, got {names}"
+            raise ValueError(msg)
+        return self
+
+    @property
+    def shadow_topic(self) -> str:
+        return self.output.shadow_topic or f"{self.output.topic}-shadow"
+
+    @property
+    def joined_labels_topic(self) -> str:
+        """Internal topic of joined labels; one partition, so one learner owns it."""
+        return f"streamscore-{self.name}-joined-labels"
 
     @property
     def output_partitions(self) -> int:

@@ -13,11 +13,17 @@ from streams.spec import PipelineSpec
 def spec_topics(spec: PipelineSpec) -> dict[str, int]:
     """Topic name -> partitions for everything the pipeline reads or writes."""
     out = spec.output_partitions
-    return {
+    topics = {
         spec.input.topic: spec.input.partitions,
         spec.output.topic: out,
         spec.output.dead_letter_topic: out,
     }
+    if spec.shadows or spec.online:
+        topics[spec.shadow_topic] = out
+    if spec.labels is not None:
+        topics[spec.labels.topic] = spec.labels.partitions
+        topics[spec.joined_labels_topic] = 1  # one partition: one learner
+    return topics
 
 
 async def ensure_topics(

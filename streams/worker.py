@@ -2,44 +2,121 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import faust
+import redis.asyncio as aioredis
 
 from features.reader import OnlineFeatureReader
 from features.store import open_store
 from models.registry import ModelRegistry
 from models.scorer import OnnxScorer
-from streams.app import attach_scoring_agent, create_app, track_assignment
+from models.watch import AliasWatcher
+from streams.app import (
+    attach_label_agent,
+    attach_learner_agent,
+    attach_scoring_agent,
+    create_app,
+    track_assignment,
+)
+from streams.labels import LabelJoiner
+from streams.learner import LearnerService, OnlineSnapshotModel
 from streams.metrics import Metrics, serve
 from streams.pipeline import ScoringPipeline
+from streams.prediction_store import PredictionStore
 from streams.publish import KafkaPublisher
 from streams.service import ScoringService
 from streams.settings import Settings
+from streams.shadow import ShadowModel, ShadowRunner
 from streams.spec import PipelineSpec
 
 log = logging.getLogger(__name__)
 
+#: How often a worker checks whether the primary's alias moved (promote / rollback).
+ALIAS_CHECK_SECONDS = 1.0
+
+
+def load_scorer(registry: ModelRegistry, spec: PipelineSpec, name: str, version: str) -> OnnxScorer:
+    scorer = OnnxScorer.from_version(registry.resolve(name, version))
+    scorer.require_columns(spec.input_columns())  # a spec/model mismatch fails at start-up
+    return scorer
+
 
 def build_worker(spec: PipelineSpec, settings: Settings, metrics: Metrics) -> faust.Worker:
-    """Load the model and feature store, then wire the Faust app around the services."""
-    model = ModelRegistry(settings.model_dir).resolve(spec.model.name, spec.model.version)
-    scorer = OnnxScorer.from_version(model)
-    scorer.require_columns(spec.input_columns())  # a spec/model mismatch fails at start-up
+    """Load the models and feature store, then wire the Faust app around the services."""
+    registry = ModelRegistry(settings.model_dir)
+    scorer = load_scorer(registry, spec, spec.model.name, spec.model.version)
     metrics.model_info.labels(spec.name, "primary", scorer.name, str(scorer.version)).set(1)
     reader = OnlineFeatureReader(open_store(spec.features.repo, settings.redis_url), spec)
     pipeline = ScoringPipeline(spec, reader, scorer, metrics)
 
     app = create_app(spec, settings)
-    service = ScoringService(pipeline, KafkaPublisher(app.producer), metrics)
+    publisher = KafkaPublisher(app.producer)
+    client = aioredis.Redis.from_url(settings.redis_url)
+    store = PredictionStore(client, spec.name, spec.labels.window_seconds) if spec.labels else None
+    shadow_models: list[ShadowModel] = [
+        load_scorer(registry, spec, shadow.name, shadow.version) for shadow in spec.shadows
+    ]
+    if spec.online is not None:
+        shadow_models.append(OnlineSnapshotModel(spec, settings.redis_url))
+    shadows = [
+        ShadowRunner(
+            model,
+            pipeline=spec.name,
+            topic=spec.shadow_topic,
+            threshold=spec.model.threshold,
+            queue_batches=spec.batch.shadow_queue_batches,
+            publisher=publisher,
+            store=store,
+            metrics=metrics,
+        )
+        for model in shadow_models
+    ]
+    for shadow in shadows:
+        metrics.model_info.labels(spec.name, "shadow", shadow.model.name, "").set(1)
+        app.task(shadow.run)
+    service = ScoringService(pipeline, publisher, metrics, store=store, shadows=shadows)
     attach_scoring_agent(app, spec, service)
+    if store is not None:
+        attach_label_agent(app, spec, LabelJoiner(spec, store, metrics), publisher)
+    if spec.online is not None:
+        attach_learner_agent(app, spec, LearnerService(spec, client, metrics))
     track_assignment(app, spec, metrics.assigned_partitions.labels(spec.name))
+    _watch_primary_alias(app, spec, registry, pipeline, metrics)
     log.info(
-        "pipeline %s: %s -> %s (model %s v%s, batch <= %d events / %.1f ms)",
+        "pipeline %s: %s -> %s (model %s v%s, %d shadows, batch <= %d events / %.1f ms)",
         spec.name, spec.input.topic, spec.output.topic, scorer.name, scorer.version,
-        spec.batch.max_size, spec.batch.max_wait_ms,
+        len(shadows), spec.batch.max_size, spec.batch.max_wait_ms,
     )  # fmt: skip
     return faust.Worker(app, loglevel=settings.log_level, quiet=True)
+
+
+def _watch_primary_alias(
+    app: faust.App,
+    spec: PipelineSpec,
+    registry: ModelRegistry,
+    pipeline: ScoringPipeline,
+    metrics: Metrics,
+) -> None:
+    """Swap the primary model between batches when its alias moves; no restart, no event
+    lost (batches in flight finish with the model they started with)."""
+    if spec.model.version.isdigit():
+        return  # pinned to a version number: nothing to follow
+    watcher = AliasWatcher(registry, spec.model.name, spec.model.version)
+    watcher.check()  # remember where the alias points now
+
+    @app.timer(interval=ALIAS_CHECK_SECONDS)  # type: ignore[untyped-decorator]
+    async def follow_alias() -> None:
+        moved = await asyncio.to_thread(watcher.check)
+        if moved is None:
+            return
+        old = pipeline.scorer
+        new = await asyncio.to_thread(load_scorer, registry, spec, moved.name, str(moved.version))
+        pipeline.swap_scorer(new)
+        metrics.model_info.remove(spec.name, "primary", old.name, str(old.version))
+        metrics.model_info.labels(spec.name, "primary", new.name, str(new.version)).set(1)
+        log.info("primary model %s: v%s -> v%s", new.name, old.version, new.version)
 
 
 def run_worker(spec: PipelineSpec, settings: Settings) -> None:

@@ -1,0 +1,157 @@
+"""Rolling online evaluation: how each model scores the most recent labelled events.
+
+Every model (primary, shadows, the online learner) gets its own window of the last
+``window`` labelled events, with River's rolling metrics:
+
+- ``accuracy``: ``utils.Rolling(metrics.Accuracy, window_size=window)`` on
+  ``score >= threshold`` (the decision rule of the predictions topic);
+- ``log_loss``: ``utils.Rolling(metrics.LogLoss, window_size=window)`` on the score
+  (River clamps it away from 0 and 1);
+- ``roc_auc``: ``metrics.RollingROCAUC(window_size=window)``, exact over the window. While
+  the window holds one class only, ROC AUC is undefined: ``snapshot`` reports NaN then
+  (River itself answers 0.0, which would read as "always wrong").
+
+``snapshot`` also gives ``count`` (labelled events since start) and ``window_count``
+(events in the window). The object pickles, so it can be checkpointed with the learner.
+
+>>> evaluation = RollingEvaluation(window=3)
+>>> for score, label in [(0.9, 1), (0.2, 0), (0.7, 0), (0.4, 1)]:
+...     evaluation.update("fraud_gbt", score, label)
+>>> {metric: round(value, 3) for metric, value in evaluation.snapshot()["fraud_gbt"].items()}
+{'count': 4.0, 'window_count': 3.0, 'accuracy': 0.333, 'log_loss': 0.781, 'roc_auc': 0.5}
+>>> evaluation.update("fraud_river", 0.5, 0)
+>>> evaluation.snapshot()["fraud_river"]["roc_auc"]  # one class so far: undefined
+nan
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+from collections.abc import Iterable
+from typing import Any
+
+from river import metrics, utils
+
+from models.errors import ModelError
+from models.online import as_label
+
+
+class EvaluationError(ModelError):
+    """An update the metrics cannot take (a score that is not a probability)."""
+
+    def __init__(self, model: str, detail: str) -> None:
+        super().__init__(f"evaluation of model {model!r}: {detail}")
+        self.model = model
+
+
+class _ModelWindow:
+    """One model's rolling metrics and the class balance of its window."""
+
+    def __init__(self, window: int) -> None:
+        # Any: River's Rolling forwards get() through __getattr__, and RollingROCAUC is
+        # untyped in River 0.26.
+        self.accuracy: Any = utils.Rolling(metrics.Accuracy, window_size=window)
+        self.log_loss: Any = utils.Rolling(metrics.LogLoss, window_size=window)
+        self.roc_auc: Any = metrics.RollingROCAUC(window_size=window)  # type: ignore[no-untyped-call]
+        self.labels: collections.deque[bool] = collections.deque(maxlen=window)
+        self.positives = 0
+        self.count = 0
+
+    def update(self, score: float, label: bool, decision: bool) -> None:
+        if len(self.labels) == self.labels.maxlen and self.labels[0]:
+            self.positives -= 1
+        self.labels.append(label)
+        self.positives += label
+        self.count += 1
+        self.accuracy.update(label, decision)
+        self.log_loss.update(label, score)
+        self.roc_auc.update(label, score)
+
+    def snapshot(self) -> dict[str, float]:
+        in_window = len(self.labels)
+        both_classes = 0 < self.positives < in_window
+        return {
+            "count": float(self.count),
+            "window_count": float(in_window),
+            "accuracy": float(self.accuracy.get()),
+            "log_loss": float(self.log_loss.get()),
+            "roc_auc": float(self.roc_auc.get()) if both_classes else math.nan,
+        }
+
+
+class RollingEvaluation:
+    """Per-model rolling accuracy, log loss and ROC AUC over the last ``window`` labels.
+
+    Not thread-safe; the label join that feeds it owns it.
+    """
+
+    def __init__(self, window: int = 1000) -> None:
+        if window < 1:
+            msg = f"window must be at least 1 labelled event, got {window}"
+            raise ValueError(msg)
+        self.window = window
+        self._models: dict[str, _ModelWindow] = {}
+
+    @property
+    def models(self) -> list[str]:
+        return sorted(self._models)
+
+    def update(self, model: str, score: float, label: object, threshold: float = 0.5) -> None:
+        """Record one labelled event scored ``score`` (a probability) by ``model``.
+
+        ``label`` is 0/1 or a bool (anything else raises ``LabelError``); the decision
+        counted by accuracy is ``score >= threshold``.
+        """
+        self._check_threshold(model, threshold)
+        value, truth = self._checked(model, score, label)
+        self._window(model).update(value, truth, value >= threshold)
+
+    def update_many(
+        self,
+        model: str,
+        scores: Iterable[float],
+        labels: Iterable[object],
+        threshold: float = 0.5,
+    ) -> None:
+        """``update`` for each (score, label) pair, in order. Every pair is checked first:
+        a bad one raises and records nothing."""
+        self._check_threshold(model, threshold)
+        score_list, label_list = list(scores), list(labels)
+        if len(score_list) != len(label_list):
+            detail = f"{len(score_list)} scores for {len(label_list)} labels"
+            raise EvaluationError(model, detail)
+        pairs = enumerate(zip(score_list, label_list, strict=True))
+        checked = [self._checked(model, score, label, i) for i, (score, label) in pairs]
+        window = self._window(model)
+        for value, truth in checked:
+            window.update(value, truth, value >= threshold)
+
+    def _window(self, model: str) -> _ModelWindow:
+        state = self._models.get(model)
+        if state is None:
+            state = self._models[model] = _ModelWindow(self.window)
+        return state
+
+    @staticmethod
+    def _checked(
+        model: str, score: float, label: object, index: int | None = None
+    ) -> tuple[float, bool]:
+        truth = as_label(label, model, index)
+        value = float(score)
+        if not 0.0 <= value <= 1.0:  # also refuses NaN
+            where = "score" if index is None else f"score #{index}"
+            detail = f"{where} {score!r} is not a probability in [0, 1]"
+            raise EvaluationError(model, detail)
+        return value, truth
+
+    @staticmethod
+    def _check_threshold(model: str, threshold: float) -> None:
+        if not 0.0 <= threshold <= 1.0:
+            detail = f"threshold {threshold!r} is not in [0, 1]"
+            raise EvaluationError(model, detail)
+
+    def snapshot(self) -> dict[str, dict[str, float]]:
+        """Per model: ``accuracy``, ``log_loss``, ``roc_auc`` (NaN while the window holds a
+        single class), ``count`` and ``window_count``."""
+        return {name: self._models[name].snapshot() for name in sorted(self._models)}

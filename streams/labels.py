@@ -1,0 +1,162 @@
+"""The label join: delayed labels -> what was predicted for the same event.
+
+Every worker joins the labels of the partitions it owns: one prediction-store read per
+batch, then each label is one of
+
+- ``joined``: forwarded, with the stored vector and every model's score, to the internal
+  joined-labels topic (one partition: exactly one learner consumes it);
+- ``late``: arrived after the label window; forwarded only under ``late_policy: learn``;
+- ``orphan``: no stored prediction (never predicted, or expired past the grace period);
+- ``invalid``: not a label record: dead-lettered with stage ``label``.
+
+Duplicates are recognised by the learner (it remembers what it learned, atomically with its
+checkpoint), so a replayed labels topic never learns twice.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from streams.errors import BadInput
+from streams.metrics import Metrics
+from streams.prediction_store import PredictionStore
+from streams.records import InputMessage, OutputRecord, encode_dead_letter
+from streams.spec import PipelineSpec
+from streams.validation import parse_timestamp
+
+STAGE = "label"
+
+
+@dataclass(frozen=True, slots=True)
+class Label:
+    event_id: str
+    label: int
+    label_time: float
+
+
+def parse_label(raw: bytes | None, fallback_time: float) -> Label:
+    """``{"event_id": str|int, "label": 0|1|bool, "label_time": ISO 8601 | epoch ms}``."""
+    try:
+        document = orjson.loads(raw or b"")
+    except orjson.JSONDecodeError as exc:
+        raise BadInput(STAGE, "not_json", f"not valid JSON: {exc}") from exc
+    if not isinstance(document, dict):
+        raise BadInput(STAGE, "not_an_object", "a label is a JSON object")
+    event_id = document.get("event_id")
+    if isinstance(event_id, bool) or not isinstance(event_id, str | int):
+        raise BadInput(STAGE, "missing_field", "'event_id' (string or int) is required")
+    value = document.get("label")
+    if value not in (0, 1):  # True/False compare equal to 1/0
+        raise BadInput(STAGE, "wrong_type", f"'label' must be 0, 1, true or false, got {value!r}")
+    label_time = fallback_time
+    if document.get("label_time") is not None:
+        try:
+            label_time = parse_timestamp(document["label_time"])
+        except (ValueError, TypeError, OverflowError) as exc:
+            detail = f"'label_time' {document['label_time']!r} is not ISO 8601 or epoch ms"
+            raise BadInput(STAGE, "bad_timestamp", detail) from exc
+    return Label(str(event_id), int(value), label_time)
+
+
+def encode_joined(
+    label: Label, predicted_at: float, late: bool, vector: bytes, scores: dict[str, float]
+) -> bytes:
+    return orjson.dumps(
+        {
+            "event_id": label.event_id,
+            "label": label.label,
+            "label_time": label.label_time,
+            "predicted_at": predicted_at,
+            "late": late,
+            "vector_f32_b64": base64.b64encode(vector).decode("ascii"),
+            "scores": scores,
+        }
+    )
+
+
+@dataclass
+class JoinOutcome:
+    forward: list[OutputRecord] = field(default_factory=list)
+    dead_letters: list[OutputRecord] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def records(self) -> list[OutputRecord]:
+        return self.forward + self.dead_letters
+
+
+class LabelJoiner:
+    def __init__(
+        self,
+        spec: PipelineSpec,
+        store: PredictionStore,
+        metrics: Metrics,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if spec.labels is None:
+            msg = f"pipeline {spec.name}: a label joiner needs 'labels' in the spec"
+            raise ValueError(msg)
+        self.spec = spec
+        self.labels = spec.labels
+        self.store = store
+        self.clock = clock
+        self.shadow_models = [s.name for s in spec.shadows] + (
+            [spec.online.name] if spec.online else []
+        )
+        self._m_labels = metrics.labels
+        self._m_dead = metrics.dead_letters
+        self._m_delay = metrics.label_delay_seconds.labels(spec.name)
+
+    async def join(self, messages: Sequence[InputMessage]) -> JoinOutcome:
+        out = JoinOutcome()
+        labels: list[Label] = []
+        for message in messages:
+            try:
+                labels.append(parse_label(message.value, message.timestamp))
+            except BadInput as bad:
+                out.dead_letters.append(self._dead_letter(message, bad))
+        stored = await self.store.get([label.event_id for label in labels], self.shadow_models)
+        now = self.clock()
+        counts = {"joined": 0, "late": 0, "orphan": 0, "invalid": len(out.dead_letters)}
+        window = self.labels.window_seconds
+        for label, prediction in zip(labels, stored, strict=True):
+            if prediction is None:
+                counts["orphan"] += 1
+                continue
+            delay = now - prediction.predicted_at
+            self._m_delay.observe(max(delay, 0.0))
+            late = delay > window
+            counts["late" if late else "joined"] += 1
+            if late and self.labels.late_policy == "drop":
+                continue
+            value = encode_joined(
+                label, prediction.predicted_at, late, prediction.vector.tobytes(), prediction.scores
+            )
+            out.forward.append(
+                OutputRecord(self.spec.joined_labels_topic, label.event_id.encode(), value)
+            )
+        for outcome, count in counts.items():
+            if count:
+                self._m_labels.labels(self.spec.name, outcome).inc(count)
+        out.counts = counts
+        return out
+
+    def _dead_letter(self, message: InputMessage, bad: BadInput) -> OutputRecord:
+        self._m_dead.labels(self.spec.name, bad.stage, bad.reason).inc()
+        value = encode_dead_letter(
+            message, pipeline=self.spec.name, stage=bad.stage, reason=bad.reason,
+            error=bad.detail, at=self.clock(),
+        )  # fmt: skip
+        return OutputRecord(self.spec.output.dead_letter_topic, message.key, value)
+
+
+def decode_joined(value: bytes) -> dict[str, Any]:
+    document: dict[str, Any] = orjson.loads(value)
+    document["vector"] = base64.b64decode(document.pop("vector_f32_b64"))
+    return document

@@ -1,0 +1,207 @@
+"""The one online learner of a pipeline, and the snapshot its shadow scores with.
+
+Joined labels travel on an internal topic with ONE partition, so however many workers run,
+Kafka gives it to exactly one of them: one logical online model. For each batch the learner
+
+1. skips labels it has already learned (duplicates, or a replay after a restart),
+2. scores the new ones with its current state (progressive validation) and updates the
+   rolling evaluation of every model (primary, shadows, itself),
+3. learns them in order with ``learn_one``,
+4. checkpoints the model, its evaluation and the ids it learned in ONE atomic Redis script.
+
+Because 3 and 4 are atomic from Redis' point of view and the input is acked only after 4,
+a crash replays labels the checkpoint does not contain and skips those it does: learning is
+idempotent per event id and survives restarts.
+
+Scoring workers reload the snapshot when its version changes, checking at most every
+``RELOAD_SECONDS``: the online shadow is at most one learner batch plus that interval stale.
+"""
+
+from __future__ import annotations
+
+import pickle
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import redis
+import redis.asyncio as aioredis
+
+from models.evaluation import RollingEvaluation
+from models.inputs import Matrix
+from models.online import OnlineLearner
+from streams.labels import decode_joined
+from streams.metrics import Metrics
+from streams.prediction_store import Keys, bucket_seconds
+from streams.spec import PipelineSpec
+
+RELOAD_SECONDS = 1.0
+
+CHECKPOINT = """
+local ttl = tonumber(ARGV[1])
+redis.call('SET', ARGV[2], ARGV[3])
+redis.call('SET', ARGV[4], ARGV[5])
+redis.call('SET', ARGV[6], ARGV[7])
+local n_learned = tonumber(ARGV[8])
+local i = 9
+for _ = 1, n_learned do
+  redis.call('SET', ARGV[i], '1', 'EX', ttl)
+  i = i + 1
+end
+while i < #ARGV do
+  redis.call('INCRBY', ARGV[i], ARGV[i + 1])
+  redis.call('EXPIRE', ARGV[i], ttl)
+  i = i + 2
+end
+return n_learned
+"""
+
+
+class LearnerService:
+    def __init__(
+        self,
+        spec: PipelineSpec,
+        client: aioredis.Redis,
+        metrics: Metrics,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if spec.online is None or spec.labels is None:
+            msg = f"pipeline {spec.name}: a learner needs 'online' and 'labels' in the spec"
+            raise ValueError(msg)
+        self.spec = spec
+        self.online = spec.online
+        self.window = spec.labels.window_seconds
+        self.threshold = spec.model.threshold if spec.model.threshold is not None else 0.5
+        self.keys = Keys(spec.name)
+        self.client = client
+        self.clock = clock
+        self.learner: OnlineLearner | None = None
+        self.evaluation = RollingEvaluation()
+        self._checkpoint = client.register_script(CHECKPOINT)
+        name = spec.name
+        self._m_learned = metrics.online_learned.labels(name, self.online.name)
+        self._m_duplicates = metrics.labels.labels(name, "duplicate")
+        self._m_metric = metrics.online_metric
+        self._m_coverage = metrics.label_coverage.labels(name)
+
+    async def load(self) -> None:
+        """Resume from the last checkpoint, or start a new model."""
+        snapshot, evaluation = await self.client.mget(self.keys.snapshot, self.keys.evaluation)
+        if snapshot is not None:
+            self.learner = OnlineLearner.from_bytes(snapshot)
+            if evaluation is not None:
+                self.evaluation = pickle.loads(evaluation)  # noqa: S301 - our own checkpoint
+        else:
+            self.learner = OnlineLearner(self.online, self.spec.input_columns())
+
+    async def handle(self, values: Sequence[bytes]) -> int:
+        """Learn a batch of joined labels; returns how many were new."""
+        if self.learner is None:
+            await self.load()
+        learner = self.learner
+        assert learner is not None
+        records = [decode_joined(value) for value in values]
+        flags = await self.client.mget([self.keys.learned(r["event_id"]) for r in records])
+        fresh: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        for record, flag in zip(records, flags, strict=True):
+            if flag is not None or record["event_id"] in seen:
+                continue
+            seen.add(record["event_id"])
+            fresh.append(record)
+        duplicates = len(records) - len(fresh)
+        if duplicates:
+            self._m_duplicates.inc(duplicates)
+        if fresh:
+            matrix = np.stack([np.frombuffer(r["vector"], dtype=np.float32) for r in fresh])
+            labels = [int(r["label"]) for r in fresh]
+            own = learner.predict_many(matrix)  # before learning: progressive validation
+            for record, own_score, label in zip(fresh, own.tolist(), labels, strict=True):
+                for model, score in record["scores"].items():
+                    if model != self.online.name:  # its shadow score may be stale: use ours
+                        self.evaluation.update(model, score, label, self.threshold)
+                self.evaluation.update(self.online.name, own_score, label, self.threshold)
+            learner.learn(matrix, labels)
+        await self._save(fresh)
+        self._publish_metrics(len(fresh))
+        await self._update_coverage()
+        return len(fresh)
+
+    async def _save(self, fresh: list[dict[str, Any]]) -> None:
+        learner = self.learner
+        assert learner is not None
+        ttl = max(1, int(self.window * 4))
+        size = bucket_seconds(self.window)
+        joined: dict[int, int] = {}
+        for record in fresh:
+            if not record.get("late"):
+                bucket = int(record["predicted_at"] // size)
+                joined[bucket] = joined.get(bucket, 0) + 1
+        args: list[Any] = [
+            ttl,
+            self.keys.snapshot, learner.to_bytes(),
+            self.keys.version, learner.version,
+            self.keys.evaluation, pickle.dumps(self.evaluation),
+            len(fresh),
+        ]  # fmt: skip
+        args += [self.keys.learned(r["event_id"]) for r in fresh]
+        for bucket, count in joined.items():
+            args += [self.keys.joined_bucket(bucket), count]
+        await self._checkpoint(args=args)
+
+    def _publish_metrics(self, learned: int) -> None:
+        if learned:
+            self._m_learned.inc(learned)
+        for model, values in self.evaluation.snapshot().items():
+            for metric, value in values.items():
+                if metric != "count":
+                    self._m_metric.labels(self.spec.name, model, metric).set(value)
+
+    async def _update_coverage(self) -> None:
+        """Share of predictions made in the last closed stretch (older than the window)
+        that got a label: 10 buckets ending one window ago."""
+        size = bucket_seconds(self.window)
+        last = int((self.clock() - self.window) // size) - 1
+        buckets = range(last - 9, last + 1)
+        predicted = await self.client.mget([self.keys.predicted_bucket(b) for b in buckets])
+        joined = await self.client.mget([self.keys.joined_bucket(b) for b in buckets])
+        total = sum(int(v) for v in predicted if v is not None)
+        if total:
+            self._m_coverage.set(sum(int(v) for v in joined if v is not None) / total)
+
+
+class OnlineSnapshotModel:
+    """The online model as a shadow: the learner's latest snapshot, reloaded on change.
+
+    Called from its shadow's thread, so it uses a synchronous Redis client.
+    """
+
+    def __init__(self, spec: PipelineSpec, redis_url: str) -> None:
+        assert spec.online is not None
+        self.name = spec.online.name
+        self._spec = spec
+        self._keys = Keys(spec.name)
+        self._client = redis.Redis.from_url(redis_url)
+        self._learner = OnlineLearner(spec.online, spec.input_columns())
+        self._checked_at = 0.0
+
+    @property
+    def version(self) -> int:
+        return self._learner.version
+
+    def score(self, matrix: Matrix) -> npt.NDArray[np.float64]:
+        now = time.monotonic()
+        if now - self._checked_at >= RELOAD_SECONDS:
+            self._checked_at = now
+            self._reload()
+        return self._learner.predict_many(matrix)
+
+    def _reload(self) -> None:
+        version: bytes | None = self._client.get(self._keys.version)  # type: ignore[assignment]
+        if version is None or int(version) == self._learner.version:
+            return
+        snapshot: bytes | None = self._client.get(self._keys.snapshot)  # type: ignore[assignment]
+        if snapshot is not None:
+            self._learner = OnlineLearner.from_bytes(snapshot)

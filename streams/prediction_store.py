@@ -1,0 +1,160 @@
+"""What was predicted, kept until its label arrives: the exact input vector and every
+model's score, in Redis (shared by all workers), with a TTL.
+
+Labels are joined to these records, never to features read again later, so a label trains
+and evaluates on exactly what the models saw (no leakage). Records live for the label
+window plus a grace period, so a label arriving a little after its window is recognised as
+*late* rather than as an *orphan* (a label for an event never predicted).
+
+One Redis round trip per batch: a small Lua script sets every key of the batch with its TTL
+(client-side cost is building one argument list, not one command object per event).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import orjson
+import redis.asyncio as aioredis
+
+# ARGV: ttl, counter key ('' for none), counter increment, then key/value pairs.
+SET_MANY_WITH_TTL = """
+local ttl = tonumber(ARGV[1])
+if ARGV[2] ~= '' then
+  redis.call('INCRBY', ARGV[2], ARGV[3])
+  redis.call('EXPIRE', ARGV[2], ttl * 2)
+end
+for i = 4, #ARGV, 2 do
+  redis.call('SET', ARGV[i], ARGV[i + 1], 'EX', ttl)
+end
+return (#ARGV - 3) / 2
+"""
+#: How much longer than the label window a record is kept, to tell late from orphan labels.
+GRACE_FACTOR = 2.0
+_HEADER = struct.Struct("<I")
+
+
+class Keys:
+    """Every Redis key of a pipeline: predictions, shadow scores, the online model, counts."""
+
+    def __init__(self, pipeline: str) -> None:
+        self.prefix = f"streamscore:{pipeline}"
+        self.snapshot = f"{self.prefix}:online:snapshot"
+        self.version = f"{self.prefix}:online:version"
+        self.evaluation = f"{self.prefix}:online:evaluation"
+
+    def prediction(self, event_id: str) -> str:
+        return f"{self.prefix}:prediction:{event_id}"
+
+    def shadow(self, model: str, event_id: str) -> str:
+        return f"{self.prefix}:shadow:{model}:{event_id}"
+
+    def learned(self, event_id: str) -> str:
+        return f"{self.prefix}:learned:{event_id}"
+
+    def predicted_bucket(self, bucket: int) -> str:
+        return f"{self.prefix}:count:predicted:{bucket}"
+
+    def joined_bucket(self, bucket: int) -> str:
+        return f"{self.prefix}:count:joined:{bucket}"
+
+
+def bucket_seconds(window_seconds: float) -> float:
+    """Coverage is counted in buckets of 1/60 of the label window (at least 1 s)."""
+    return max(1.0, window_seconds / 60.0)
+
+
+@dataclass(frozen=True)
+class StoredPrediction:
+    event_id: str
+    predicted_at: float
+    primary: str
+    primary_version: int
+    vector: npt.NDArray[np.float32]
+    scores: dict[str, float]  # model name -> score, for the primary and each shadow that ran
+
+
+def encode_record(
+    predicted_at: float, model: str, version: int, score: float, vector: npt.NDArray[np.float32]
+) -> bytes:
+    header = orjson.dumps({"t": predicted_at, "m": model, "v": version, "s": score})
+    return _HEADER.pack(len(header)) + header + vector.astype(np.float32).tobytes()
+
+
+def decode_record(event_id: str, data: bytes) -> StoredPrediction:
+    (size,) = _HEADER.unpack_from(data)
+    header = orjson.loads(data[_HEADER.size : _HEADER.size + size])
+    vector = np.frombuffer(data[_HEADER.size + size :], dtype=np.float32)
+    return StoredPrediction(
+        event_id=event_id,
+        predicted_at=header["t"],
+        primary=header["m"],
+        primary_version=header["v"],
+        vector=vector,
+        scores={header["m"]: header["s"]},
+    )
+
+
+class PredictionStore:
+    def __init__(self, client: aioredis.Redis, pipeline: str, window_seconds: float) -> None:
+        self._client = client
+        self.keys = Keys(pipeline)
+        self.ttl_seconds = max(1, int(window_seconds * GRACE_FACTOR))
+        self._set_many = client.register_script(SET_MANY_WITH_TTL)
+        # Predictions per time bucket: the learner divides joined labels by these.
+        self._bucket_seconds = bucket_seconds(window_seconds)
+
+    async def put_predictions(
+        self,
+        event_ids: Sequence[str],
+        predicted_at: float,
+        model: str,
+        version: int,
+        scores: Sequence[float],
+        matrix: npt.NDArray[np.float32],
+    ) -> None:
+        bucket = int(predicted_at // self._bucket_seconds)
+        args: list[Any] = [self.ttl_seconds, self.keys.predicted_bucket(bucket), len(event_ids)]
+        for event_id, score, row in zip(event_ids, scores, matrix, strict=True):
+            args.append(self.keys.prediction(event_id))
+            args.append(encode_record(predicted_at, model, version, score, row))
+        await self._set_many(args=args)
+
+    async def put_shadow_scores(
+        self, model: str, event_ids: Sequence[str], scores: Sequence[float]
+    ) -> None:
+        args: list[Any] = [self.ttl_seconds, "", 0]
+        for event_id, score in zip(event_ids, scores, strict=True):
+            args.append(self.keys.shadow(model, event_id))
+            args.append(repr(float(score)))
+        await self._set_many(args=args)
+
+    async def get(
+        self, event_ids: Sequence[str], shadow_models: Sequence[str]
+    ) -> list[StoredPrediction | None]:
+        """The stored predictions of ``event_ids`` (None where unknown or expired), with the
+        scores of every shadow in ``shadow_models`` that scored them; one round trip."""
+        if not event_ids:
+            return []
+        keys = [self.keys.prediction(e) for e in event_ids]
+        keys += [self.keys.shadow(m, e) for m in shadow_models for e in event_ids]
+        values = await self._client.mget(keys)
+        n = len(event_ids)
+        found: list[StoredPrediction | None] = []
+        for i, event_id in enumerate(event_ids):
+            data = values[i]
+            if data is None:
+                found.append(None)
+                continue
+            record = decode_record(event_id, data)
+            for j, model in enumerate(shadow_models):
+                shadow = values[n * (j + 1) + i]
+                if shadow is not None:
+                    record.scores[model] = float(shadow)
+            found.append(record)
+        return found

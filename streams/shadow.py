@@ -1,0 +1,193 @@
+"""Shadow scoring: other models score the primary's exact feature vectors, off to the side.
+
+Each shadow has a bounded queue of batches, its own task and its own thread. The primary
+only ever calls ``offer``, which never waits: when a shadow's queue is full the batch is
+shed for that shadow (counted) and the primary carries on. A shadow that raises is counted
+and keeps running; nothing it does can delay, fail or reorder primary predictions.
+
+Shadow outputs are for evaluation and best-effort: a batch queued for a shadow when the
+worker stops is not scored. They go to the spec's shadow topic and to the prediction store
+(so delayed labels evaluate shadows too).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+import orjson
+
+from models.inputs import Matrix
+from streams.metrics import Metrics, observe_many
+from streams.prediction_store import PredictionStore
+from streams.publish import Publisher
+from streams.records import OutputRecord, iso_utc
+
+log = logging.getLogger(__name__)
+
+#: Events in the sliding window of the agreement gauge.
+AGREEMENT_WINDOW = 10_000
+
+
+class ShadowModel(Protocol):
+    name: str
+
+    @property
+    def version(self) -> int: ...
+
+    def score(self, matrix: Matrix) -> npt.NDArray[np.float64]: ...
+
+
+@dataclass(frozen=True)
+class ShadowBatch:
+    """What the primary scored, handed to every shadow."""
+
+    event_ids: Sequence[str]
+    entity_keys: Sequence[str | int]
+    event_times: npt.NDArray[np.float64]
+    matrix: Matrix
+    primary_scores: npt.NDArray[np.float64]
+
+
+class AgreementWindow:
+    """Decision agreement with the primary over the last ``size`` events."""
+
+    def __init__(self, size: int = AGREEMENT_WINDOW) -> None:
+        self._agree: collections.deque[bool] = collections.deque(maxlen=size)
+        self._count = 0
+
+    def add(self, agree: Sequence[bool]) -> None:
+        for value in agree:
+            if len(self._agree) == self._agree.maxlen:
+                self._count -= self._agree[0]
+            self._agree.append(value)
+            self._count += value
+
+    @property
+    def ratio(self) -> float:
+        return self._count / len(self._agree) if self._agree else float("nan")
+
+
+class ShadowRunner:
+    def __init__(
+        self,
+        model: ShadowModel,
+        *,
+        pipeline: str,
+        topic: str,
+        threshold: float | None,
+        queue_batches: int,
+        publisher: Publisher,
+        store: PredictionStore | None,
+        metrics: Metrics,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.model = model
+        self.topic = topic
+        self.threshold = threshold if threshold is not None else 0.5
+        self.publisher = publisher
+        self.store = store
+        self.clock = clock
+        self.agreement = AgreementWindow()
+        self._queue: asyncio.Queue[ShadowBatch] = asyncio.Queue(maxsize=queue_batches)
+        self._executor = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix=f"shadow-{model.name}"
+        )
+        labels = (pipeline, model.name)
+        self._m_shed = metrics.shadow_shed.labels(*labels)
+        self._m_backlog = metrics.shadow_backlog.labels(*labels)
+        self._m_agreement = metrics.shadow_agreement.labels(*labels)
+        self._m_diff = metrics.shadow_score_diff.labels(*labels)
+        self._m_changed = metrics.shadow_changed.labels(*labels)
+        self._m_infer = metrics.inference_seconds.labels(pipeline, model.name, "shadow")
+        self._m_errors = metrics.shadow_errors.labels(*labels)
+        self._backlog = 0  # events queued, for the backlog gauge
+        self.scored = 0
+        self.failed = 0
+
+    def offer(self, batch: ShadowBatch) -> None:
+        """Queue a batch for this shadow without ever waiting; shed it when full."""
+        try:
+            self._queue.put_nowait(batch)
+        except asyncio.QueueFull:
+            self._m_shed.inc(len(batch.event_ids))
+            return
+        self._backlog += len(batch.event_ids)
+        self._m_backlog.set(self._backlog)
+
+    async def run(self) -> None:
+        """Score queued batches until cancelled."""
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await self._queue.get()
+            self._backlog -= len(batch.event_ids)
+            self._m_backlog.set(self._backlog)
+            try:
+                started = time.perf_counter()
+                scores = await loop.run_in_executor(self._executor, self.model.score, batch.matrix)
+                self._m_infer.observe(time.perf_counter() - started)
+                await self._emit(batch, scores)
+                self.scored += len(batch.event_ids)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # A failing shadow must never reach the primary: count, log, go on.
+                self.failed += len(batch.event_ids)
+                self._m_errors.inc(len(batch.event_ids))
+                log.exception(
+                    "shadow %s failed on a batch of %d", self.model.name, len(batch.event_ids)
+                )
+
+    async def _emit(self, batch: ShadowBatch, scores: npt.NDArray[np.float64]) -> None:
+        primary = batch.primary_scores
+        agree = (scores >= self.threshold) == (primary >= self.threshold)
+        self.agreement.add(agree.tolist())
+        self._m_agreement.set(self.agreement.ratio)
+        observe_many(self._m_diff, np.abs(scores - primary))
+        changed = int((~agree).sum())
+        if changed:
+            self._m_changed.inc(changed)
+        scored_at = iso_utc(self.clock())
+        name, version = self.model.name, self.model.version
+        records = [
+            OutputRecord(
+                self.topic,
+                event_id.encode(),
+                orjson.dumps(
+                    {
+                        "event_id": event_id,
+                        "entity_key": entity_key,
+                        "model": name,
+                        "model_version": version,
+                        "role": "shadow",
+                        "score": score,
+                        "decision": score >= self.threshold,
+                        "primary_score": primary_score,
+                        "event_time": iso_utc(event_time),
+                        "scored_at": scored_at,
+                    }
+                ),
+            )
+            for event_id, entity_key, event_time, score, primary_score in zip(
+                batch.event_ids,
+                batch.entity_keys,
+                batch.event_times.tolist(),
+                scores.tolist(),
+                primary.tolist(),
+                strict=True,
+            )
+        ]
+        await self.publisher.publish(records)
+        if self.store is not None:
+            await self.store.put_shadow_scores(name, batch.event_ids, scores.tolist())
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
