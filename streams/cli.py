@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from models.cli import models_app
 from streams.errors import StreamscoreError
 from streams.settings import Settings
 from streams.settings import load_settings as _load_settings
@@ -21,6 +22,7 @@ app = typer.Typer(
 )
 features_app = typer.Typer(help="The Feast feature repo of a pipeline.", no_args_is_help=True)
 app.add_typer(features_app, name="features")
+app.add_typer(models_app, name="models")
 err = Console(stderr=True)
 
 SpecOption = Annotated[Path, typer.Option("--spec", "-s", help="Pipeline spec (YAML).")]

@@ -19,6 +19,7 @@ Scoring workers reload the snapshot when its version changes, checking at most e
 
 from __future__ import annotations
 
+import logging
 import pickle
 import time
 from collections.abc import Callable, Sequence
@@ -31,11 +32,13 @@ import redis.asyncio as aioredis
 
 from models.evaluation import RollingEvaluation
 from models.inputs import Matrix
-from models.online import OnlineLearner
+from models.online import OnlineLearner, SnapshotError
 from streams.labels import decode_joined
 from streams.metrics import Metrics
 from streams.prediction_store import Keys, bucket_seconds
 from streams.spec import PipelineSpec
+
+log = logging.getLogger(__name__)
 
 RELOAD_SECONDS = 1.0
 
@@ -89,12 +92,17 @@ class LearnerService:
     async def load(self) -> None:
         """Resume from the last checkpoint, or start a new model."""
         snapshot, evaluation = await self.client.mget(self.keys.snapshot, self.keys.evaluation)
+        columns = self.spec.input_columns()
         if snapshot is not None:
-            self.learner = OnlineLearner.from_bytes(snapshot)
-            if evaluation is not None:
-                self.evaluation = pickle.loads(evaluation)  # noqa: S301 - our own checkpoint
-        else:
-            self.learner = OnlineLearner(self.online, self.spec.input_columns())
+            try:
+                self.learner = OnlineLearner.from_bytes(snapshot, spec=self.online, columns=columns)
+            except SnapshotError as exc:  # the spec or River changed: its state no longer fits
+                log.warning("pipeline %s: starting a new online model: %s", self.spec.name, exc)
+            else:
+                if evaluation is not None:
+                    self.evaluation = pickle.loads(evaluation)  # noqa: S301 - our checkpoint
+                return
+        self.learner = OnlineLearner(self.online, columns)
 
     async def handle(self, values: Sequence[bytes]) -> int:
         """Learn a batch of joined labels; returns how many were new."""
@@ -116,7 +124,7 @@ class LearnerService:
             self._m_duplicates.inc(duplicates)
         if fresh:
             matrix = np.stack([np.frombuffer(r["vector"], dtype=np.float32) for r in fresh])
-            labels = [int(r["label"]) for r in fresh]
+            labels = [r["label"] for r in fresh]
             own = learner.predict_many(matrix)  # before learning: progressive validation
             for record, own_score, label in zip(fresh, own.tolist(), labels, strict=True):
                 for model, score in record["scores"].items():

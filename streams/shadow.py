@@ -145,6 +145,12 @@ class ShadowRunner:
                 log.exception(
                     "shadow %s failed on a batch of %d", self.model.name, len(batch.event_ids)
                 )
+            finally:
+                self._queue.task_done()
+
+    async def drain(self) -> None:
+        """Wait until every queued batch has been scored (or has failed)."""
+        await self._queue.join()
 
     async def _emit(self, batch: ShadowBatch, scores: npt.NDArray[np.float64]) -> None:
         primary = batch.primary_scores

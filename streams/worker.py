@@ -103,8 +103,9 @@ def _watch_primary_alias(
     lost (batches in flight finish with the model they started with)."""
     if spec.model.version.isdigit():
         return  # pinned to a version number: nothing to follow
-    watcher = AliasWatcher(registry, spec.model.name, spec.model.version)
-    watcher.check()  # remember where the alias points now
+    watcher = AliasWatcher(
+        registry, spec.model.name, spec.model.version, current=pipeline.scorer.version
+    )
 
     @app.timer(interval=ALIAS_CHECK_SECONDS)  # type: ignore[untyped-decorator]
     async def follow_alias() -> None:

@@ -1,0 +1,155 @@
+"""``streamscore models``: list the registry, promote a version to an alias, roll back.
+
+The registry root is ``STREAMSCORE_MODEL_DIR`` (``Settings.model_dir``). Every error names
+the model and the version or alias and exits with status 2. A worker watching the alias
+(``models/watch.py``) switches to the new version between two batches.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+import typer
+from rich import box
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from models.errors import ModelIntegrityError, ModelNotFound, RegistryError
+from models.registry import ALIASES_FILE, CHAMPION, ModelRegistry
+from streams.errors import StreamscoreError
+from streams.settings import load_settings
+
+models_app = typer.Typer(
+    help="The model registry: versions, aliases, promote and roll back.", no_args_is_help=True
+)
+
+AliasOption = Annotated[str, typer.Option("--alias", "-a", help="The alias to move.")]
+
+
+def _err() -> Console:
+    # Made per call, so the terminal width and the stream are those of this invocation.
+    return Console(stderr=True)
+
+
+def _fail(message: str) -> typer.Exit:
+    _err().print(f"[red]error:[/red] {escape(message)}", highlight=False)
+    return typer.Exit(2)
+
+
+def _registry() -> ModelRegistry:
+    try:
+        return ModelRegistry(load_settings().model_dir)
+    except StreamscoreError as exc:
+        raise _fail(str(exc)) from exc
+
+
+@models_app.command("list")
+def list_models(
+    name: Annotated[str | None, typer.Argument(help="Only this model.")] = None,
+) -> None:
+    """Every model's versions: created time, offline metrics, and the aliases on each."""
+    registry = _registry()
+    try:
+        names = [name] if name is not None else registry.names()
+        rows = [(model, *_describe(registry, model)) for model in names]
+    except StreamscoreError as exc:
+        raise _fail(str(exc)) from exc
+    if not rows:
+        _err().print(f"no models in {escape(str(registry.root))}", highlight=False)
+        return
+    table = Table(title=f"models in {escape(str(registry.root))}", box=box.SIMPLE_HEAD)
+    table.add_column("model", no_wrap=True)
+    table.add_column("version", justify="right", no_wrap=True)
+    table.add_column("aliases", no_wrap=True)
+    table.add_column("created (UTC)", no_wrap=True)
+    table.add_column("estimator / offline metrics", overflow="fold", min_width=22)
+    for model, versions, aliases in rows:
+        for version, created, estimator, metrics in versions:
+            pointing = ", ".join(sorted(a for a, v in aliases.items() if v == version))
+            details = f"[bold]{escape(estimator)}[/bold]\n{metrics}"
+            table.add_row(model, str(version), pointing, created, details)
+    Console().print(table)
+
+
+def _describe(
+    registry: ModelRegistry, name: str
+) -> tuple[list[tuple[int, str, str, str]], dict[str, int]]:
+    versions = []
+    for version in registry.versions(name):
+        try:
+            manifest = registry.resolve(name, version).manifest
+        except ModelIntegrityError as exc:
+            versions.append((version, "?", "?", f"[red]damaged:[/red] {escape(str(exc))}"))
+            continue
+        metrics = escape("\n".join(f"{k}={v:.4g}" for k, v in sorted(manifest.metrics.items())))
+        versions.append((version, _when(manifest.created), manifest.estimator, metrics))
+    return versions, registry.aliases(name)
+
+
+def _when(iso: str) -> str:
+    try:
+        return datetime.fromisoformat(iso).strftime("%Y-%m-%d %H:%M")
+    except ValueError:
+        return iso
+
+
+@models_app.command()
+def promote(
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    version: Annotated[int, typer.Argument(min=1, help="Version to point the alias at.")],
+    alias: AliasOption = CHAMPION,
+) -> None:
+    """Point ALIAS (default champion) at VERSION of NAME; the artifact is verified first."""
+    registry = _registry()
+    try:
+        registry.resolve(name, version)  # exists, and its ONNX matches its manifest
+        before = registry.aliases(name).get(alias)
+        if before == version:
+            _err().print(f"{name}: {alias} already points at version {version}", highlight=False)
+            return
+        registry.set_alias(name, alias, version)
+    except StreamscoreError as exc:
+        msg = f"cannot promote {name} version {version} to {alias!r}: {exc}"
+        raise _fail(msg) from exc
+    was = "nothing" if before is None else f"version {before}"
+    _err().print(f"{name}: {alias} -> version {version} (was {was})", highlight=False)
+
+
+@models_app.command()
+def rollback(
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    alias: AliasOption = CHAMPION,
+) -> None:
+    """Move ALIAS back to the version it pointed at before its last change.
+
+    A rollback is itself a change: running it twice restores where the alias was.
+    """
+    registry = _registry()
+    try:
+        target, current = _rollback_target(registry, name, alias)
+        registry.resolve(name, target)  # still there and intact
+        registry.set_alias(name, alias, target)
+    except StreamscoreError as exc:
+        msg = f"cannot roll back {name} {alias!r}: {exc}"
+        raise _fail(msg) from exc
+    message = f"{name}: {alias} -> version {target} (was version {current})"
+    _err().print(message, highlight=False)
+
+
+def _rollback_target(registry: ModelRegistry, name: str, alias: str) -> tuple[int, int | None]:
+    """(the version before the alias's last change, the version it points at now)."""
+    changes = [c for c in registry.alias_history(name) if c.alias == alias]
+    current = registry.aliases(name).get(alias)
+    if not changes or current is None:
+        detail = f"alias {alias!r} has never been set"
+        raise ModelNotFound(name, alias, registry.root / name / ALIASES_FILE, detail)
+    last = changes[-1]
+    if last.previous is None:
+        msg = (
+            f"alias {alias!r} points at version {current} and has no earlier version"
+            f" (set {last.at}, history: {[c.version for c in changes]})"
+        )
+        raise RegistryError(msg)
+    return last.previous, current
