@@ -1,0 +1,151 @@
+"""Delayed labels on a real Redis, with an injected clock: late, out-of-order, duplicated,
+orphan and invalid labels, and a learner that equals River trained directly."""
+
+from __future__ import annotations
+
+import uuid
+
+import numpy as np
+import orjson
+import pytest
+import redis.asyncio as aioredis
+
+from models.online import OnlineLearner, build_river_model
+from streams.labels import Label, LabelJoiner, decode_joined, encode_joined
+from streams.learner import LearnerService
+from streams.metrics import Metrics
+from streams.prediction_store import PredictionStore
+from streams.records import InputMessage
+from tests.integration.harness import PreparedPipeline
+
+pytestmark = pytest.mark.integration
+
+T0 = 1_800_000_000.0
+WINDOW = 60.0
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def label_message(offset: int, value: bytes) -> InputMessage:
+    return InputMessage(None, value, "labels", 0, offset, T0)
+
+
+def label(event_id: str, value: int | bool) -> bytes:
+    return orjson.dumps(
+        {"event_id": event_id, "label": value, "label_time": "2027-01-15T08:00:00Z"}
+    )
+
+
+@pytest.fixture
+async def redis_client(redis_url: str):
+    client = aioredis.Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def spec(card_fraud: PreparedPipeline):
+    labels = card_fraud.spec.labels.model_copy(update={"window_seconds": WINDOW})
+    return card_fraud.spec.model_copy(
+        update={"name": f"labels-{uuid.uuid4().hex[:8]}", "labels": labels}
+    )
+
+
+async def test_labels_join_to_what_was_predicted(spec, redis_client) -> None:
+    width = len(spec.input_columns())
+    vectors = np.random.default_rng(0).normal(size=(10, width)).astype(np.float32)
+    ids = [f"e{i}" for i in range(10)]
+    store = PredictionStore(redis_client, spec.name, WINDOW)
+    await store.put_predictions(ids, T0, "fraud_gbt", 1, [i / 10 for i in range(10)], vectors)
+    await store.put_shadow_scores("fraud_lr", ids[:5], [0.5] * 5)
+    clock = Clock(T0 + 30)
+    joiner = LabelJoiner(spec, store, Metrics(), clock=clock)
+
+    outcome = await joiner.join(
+        [
+            label_message(0, label("e3", 1)),
+            label_message(1, label("e1", False)),  # out of order
+            label_message(2, label("e1", False)),  # duplicate: the learner skips it
+            label_message(3, label("never-predicted", 1)),
+            label_message(4, b'{"event_id": "e2", "label": "yes"}'),
+            label_message(5, b"not json"),
+        ]
+    )
+    assert outcome.counts == {"joined": 3, "late": 0, "orphan": 1, "invalid": 2}
+    joined = [decode_joined(r.value) for r in outcome.forward]
+    assert [j["event_id"] for j in joined] == ["e3", "e1", "e1"]
+    assert np.frombuffer(joined[0]["vector"], dtype=np.float32).tolist() == vectors[3].tolist()
+    assert joined[0]["scores"] == {"fraud_gbt": pytest.approx(0.3), "fraud_lr": 0.5}
+    assert all(r.topic == spec.joined_labels_topic for r in outcome.forward)
+    reasons = sorted(orjson.loads(d.value)["reason"] for d in outcome.dead_letters)
+    assert reasons == ["not_json", "wrong_type"]
+
+    clock.now = T0 + WINDOW + 5  # past the window, still inside the store's grace period
+    late = await joiner.join([label_message(6, label("e5", 1))])
+    assert late.counts["late"] == 1 and not late.forward  # late_policy: drop
+    learn_late = LabelJoiner(
+        spec.model_copy(update={"labels": spec.labels.model_copy(update={"late_policy": "learn"})}),
+        store, Metrics(), clock=clock,
+    )  # fmt: skip
+    forwarded = await learn_late.join([label_message(7, label("e5", 1))])
+    assert [decode_joined(r.value)["late"] for r in forwarded.forward] == [True]
+
+
+def joined_records(spec, n: int, seed: int) -> tuple[list[bytes], np.ndarray, list[int]]:
+    rng = np.random.default_rng(seed)
+    width = len(spec.input_columns())
+    vectors = rng.normal(size=(n, width)).astype(np.float32)
+    labels = (vectors[:, 0] + 0.5 * vectors[:, 1] > 0).astype(int).tolist()
+    records = [
+        encode_joined(Label(f"ev{seed}-{i}", y, T0), T0, False, v.tobytes(), {"fraud_gbt": 0.5})
+        for i, (v, y) in enumerate(zip(vectors, labels, strict=True))
+    ]
+    return records, vectors, labels
+
+
+async def test_learner_equals_river_trained_directly_and_never_learns_twice(
+    spec, redis_client
+) -> None:
+    records, vectors, labels = joined_records(spec, 300, seed=1)
+    batches = [records[i : i + 64] for i in range(0, 300, 64)]
+    batches[2] = batches[2] + batches[1][:10]  # duplicates inside the stream
+    metrics = Metrics()
+    learner = LearnerService(spec, redis_client, metrics, clock=Clock(T0))
+    learned = [await learner.handle(batch) for batch in batches]
+    assert sum(learned) == 300
+
+    columns = spec.input_columns()
+    direct = build_river_model(spec.online)
+    for vector, y in zip(vectors, labels, strict=True):
+        direct.learn_one(dict(zip(columns, vector.tolist(), strict=True)), bool(y))
+    held_out = np.random.default_rng(9).normal(size=(50, len(columns))).astype(np.float32)
+    expected = [
+        direct.predict_proba_one(dict(zip(columns, r.tolist(), strict=True)))[True]
+        for r in held_out
+    ]
+    snapshot = await redis_client.get(learner.keys.snapshot)
+    restored = OnlineLearner.from_bytes(snapshot)
+    np.testing.assert_allclose(restored.predict_many(held_out), expected, rtol=1e-9, atol=1e-12)
+    assert restored.learned == 300
+
+    # A restart resumes from the checkpoint; a replay of everything learns nothing new.
+    restarted = LearnerService(spec, redis_client, Metrics(), clock=Clock(T0))
+    assert [await restarted.handle(batch) for batch in batches] == [0] * len(batches)
+    after = OnlineLearner.from_bytes(await redis_client.get(learner.keys.snapshot))
+    assert after.learned == 300
+    np.testing.assert_allclose(after.predict_many(held_out), expected, rtol=1e-9, atol=1e-12)
+    duplicates = metrics.registry.get_sample_value(
+        "streamscore_labels_total", {"pipeline": spec.name, "outcome": "duplicate"}
+    )
+    assert duplicates == 10
+    auc = metrics.registry.get_sample_value(
+        "streamscore_online_metric",
+        {"pipeline": spec.name, "model": spec.online.name, "metric": "roc_auc"},
+    )
+    assert auc is not None and auc > 0.8  # it learned the signal, progressively validated
