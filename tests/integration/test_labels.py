@@ -149,3 +149,24 @@ async def test_learner_equals_river_trained_directly_and_never_learns_twice(
         {"pipeline": spec.name, "model": spec.online.name, "metric": "roc_auc"},
     )
     assert auc is not None and auc > 0.8  # it learned the signal, progressively validated
+
+
+async def test_join_coverage_counts_labels_of_predictions_whose_window_closed(
+    spec, redis_client
+) -> None:
+    width = len(spec.input_columns())
+    ids = [f"c{i}" for i in range(10)]
+    store = PredictionStore(redis_client, spec.name, WINDOW)
+    vectors = np.zeros((10, width), dtype=np.float32)
+    await store.put_predictions(ids, T0, "fraud_gbt", 1, [0.1] * 10, vectors)
+    records = [
+        encode_joined(Label(i, 1, T0), T0, False, vectors[0].tobytes(), {"fraud_gbt": 0.1})
+        for i in ids[:7]
+    ]
+    metrics = Metrics()
+    learner = LearnerService(spec, redis_client, metrics, clock=Clock(T0 + WINDOW + 5))
+    await learner.handle(records)
+    coverage = metrics.registry.get_sample_value(
+        "streamscore_label_join_coverage_ratio", {"pipeline": spec.name}
+    )
+    assert coverage == pytest.approx(0.7)
