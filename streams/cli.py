@@ -150,6 +150,18 @@ def demo(
 
 
 @app.command()
+def compare(spec: SpecOption) -> None:
+    """Compare each shadow with the primary, and every model on labelled events."""
+    from streams.compare import report
+
+    settings = load_settings()
+    pipeline = _spec(spec)
+    console = Console()
+    for table in report(pipeline, settings.kafka_bootstrap_servers, settings.redis_url):
+        console.print(table)
+
+
+@app.command()
 def servers() -> None:
     """Run the embedded Kafka broker and Redis in the foreground (Ctrl-C stops both)."""
     from streams.embedded import EmbeddedKafka, EmbeddedRedis

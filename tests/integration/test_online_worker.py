@@ -101,6 +101,16 @@ def test_learning_survives_restart_and_a_replayed_labels_topic(
     snapshot = redis.Redis.from_url(settings.redis_url).get(Keys(spec.name).snapshot)
     assert OnlineLearner.from_bytes(snapshot).learned == 200
 
+    # The compare report sees the shadows' outputs and every model's labelled evaluation.
+    env = {
+        "STREAMSCORE_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "STREAMSCORE_REDIS_URL": settings.redis_url,
+    }
+    result = CliRunner().invoke(cli, ["compare", "--spec", str(spec_path)], env=env)
+    assert result.exit_code == 0, result.output
+    for model in (spec.model.name, *(s.name for s in spec.shadows), spec.online.name):
+        assert model in result.output
+
 
 def test_promote_and_rollback_switch_the_primary_with_no_event_lost(
     card_fraud: PreparedPipeline,

@@ -18,6 +18,7 @@ from features.reader import OnlineFeatureReader
 from features.store import open_store
 from models.registry import ModelRegistry
 from models.scorer import OnnxScorer
+from streams.compare import compare_shadows
 from streams.generators import make_generator
 from streams.metrics import Metrics
 from streams.pipeline import ScoringPipeline
@@ -159,6 +160,12 @@ async def test_slow_and_failing_shadows_never_hold_up_the_primary(
     np.testing.assert_allclose([r["score"] for r in real_records], direct, rtol=1e-6, atol=1e-7)
     for record in real_records:
         assert record["primary_score"] == pytest.approx(by_event[record["event_id"]]["score"])
+
+    # The compare report's figures are the same comparison, from the topics.
+    comparison = compare_shadows(predictions, shadow_records)[shadow_lr.name]
+    assert comparison.compared == len(real_records)
+    decisions = [by_event[r["event_id"]]["decision"] == r["decision"] for r in real_records]
+    assert comparison.agree == sum(decisions)
 
 
 async def _stored_vectors(

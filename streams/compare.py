@@ -1,0 +1,135 @@
+"""``streamscore compare``: how each shadow compares with the primary, and how every model
+does on labelled events.
+
+Reads the predictions and shadow topics (as any downstream consumer can) and joins them by
+event id; reads the learner's rolling evaluation from its checkpoint in Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import pickle
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+import redis
+from aiokafka import AIOKafkaConsumer
+from rich.table import Table
+
+from streams.prediction_store import Keys
+from streams.spec import PipelineSpec
+from streams.validation import parse_timestamp
+
+
+@dataclass
+class ShadowComparison:
+    model: str
+    versions: set[int | str] = field(default_factory=set)
+    score_diffs: list[float] = field(default_factory=list)
+    agree: int = 0
+    latency: list[float] = field(default_factory=list)  # shadow: event time -> scored
+    primary_latency: list[float] = field(default_factory=list)
+
+    @property
+    def compared(self) -> int:
+        return len(self.score_diffs)
+
+
+async def read_topics(
+    bootstrap_servers: str, topics: list[str], idle_seconds: float = 2.0
+) -> dict[str, list[dict[str, Any]]]:
+    """Every record of ``topics`` from the beginning, until none arrives for ``idle_seconds``."""
+    consumer = AIOKafkaConsumer(
+        *topics, bootstrap_servers=bootstrap_servers, group_id=None, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    records: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    try:
+        idle_since = time.monotonic()
+        while time.monotonic() - idle_since < idle_seconds:
+            batches = await consumer.getmany(timeout_ms=200, max_records=10_000)
+            for partition, batch in batches.items():
+                records[partition.topic].extend(orjson.loads(r.value) for r in batch if r.value)
+                idle_since = time.monotonic()
+    finally:
+        await consumer.stop()
+    return records
+
+
+def compare_shadows(
+    predictions: list[dict[str, Any]], shadow_records: list[dict[str, Any]]
+) -> dict[str, ShadowComparison]:
+    primary = {p["event_id"]: p for p in predictions}
+    out: dict[str, ShadowComparison] = {}
+    for record in shadow_records:
+        match = primary.get(record["event_id"])
+        if match is None:
+            continue
+        comparison = out.setdefault(record["model"], ShadowComparison(record["model"]))
+        comparison.versions.add(record["model_version"])
+        comparison.score_diffs.append(abs(record["score"] - match["score"]))
+        comparison.agree += record.get("decision") == match.get("decision", record["decision"])
+        event_time = parse_timestamp(record["event_time"])
+        comparison.latency.append(parse_timestamp(record["scored_at"]) - event_time)
+        comparison.primary_latency.append(parse_timestamp(match["scored_at"]) - event_time)
+    return out
+
+
+def labelled_evaluation(spec: PipelineSpec, redis_url: str) -> dict[str, dict[str, float]]:
+    """The learner's rolling evaluation per model (empty without an online model/labels)."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        data: bytes | None = client.get(Keys(spec.name).evaluation)  # type: ignore[assignment]
+    finally:
+        client.close()
+    if data is None:
+        return {}
+    snapshot: dict[str, dict[str, float]] = pickle.loads(data).snapshot()  # noqa: S301 - ours
+    return snapshot
+
+
+def report(spec: PipelineSpec, bootstrap_servers: str, redis_url: str) -> list[Table]:
+    topics = asyncio.run(read_topics(bootstrap_servers, [spec.output.topic, spec.shadow_topic]))
+    comparisons = compare_shadows(topics[spec.output.topic], topics[spec.shadow_topic])
+    n = len(topics[spec.output.topic])
+    shadows = Table(title=f"shadows vs primary {spec.model.name} ({n:,} predictions)")
+    for column in (
+        "shadow",
+        "versions",
+        "compared",
+        "agreement",
+        "changed",
+        "|diff| p50",
+        "|diff| p99",
+        "latency p50 (primary)",
+    ):
+        shadows.add_column(column, justify="right")
+    for c in comparisons.values():
+        diffs = np.asarray(c.score_diffs)
+        shadows.add_row(
+            c.model,
+            ",".join(map(str, sorted(c.versions, key=str))),
+            f"{c.compared:,}",
+            f"{c.agree / c.compared:.2%}",
+            f"{c.compared - c.agree:,}",
+            f"{np.percentile(diffs, 50):.4f}",
+            f"{np.percentile(diffs, 99):.4f}",
+            f"{np.median(c.latency) * 1000:.1f} ms ({np.median(c.primary_latency) * 1000:.1f} ms)",
+        )
+    evaluation = labelled_evaluation(spec, redis_url)
+    labelled = Table(title="rolling evaluation on labelled events (last window per model)")
+    for column in ("model", "labelled", "accuracy", "log loss", "ROC AUC"):
+        labelled.add_column(column, justify="right")
+    for model, values in evaluation.items():
+        labelled.add_row(
+            model,
+            f"{values.get('count', 0):,.0f}",
+            f"{values.get('accuracy', float('nan')):.4f}",
+            f"{values.get('log_loss', float('nan')):.4f}",
+            f"{values.get('roc_auc', float('nan')):.4f}",
+        )
+    return [shadows, labelled]
