@@ -21,6 +21,11 @@ from streams.transport import StreamscoreApp
 
 log = logging.getLogger(__name__)
 
+# Labels are not latency-sensitive: large, slow batches mean fewer store reads and fewer
+# learner checkpoints (each one pickles the model and its evaluation).
+LABEL_BATCH_SIZE = 2048
+LABEL_BATCH_WAIT_SECONDS = 0.5
+
 
 def kafka_urls(bootstrap_servers: str) -> list[str]:
     """'h1:9092,h2:9092' -> ['kafka://h1:9092', 'kafka://h2:9092'] (Faust's broker form)."""
@@ -116,12 +121,10 @@ def attach_label_agent(
     assert spec.labels is not None
     source = _raw_topic(app, spec.labels.topic, spec.labels.partitions)
     joined = app.topic(spec.joined_labels_topic, partitions=1)
-    max_size = spec.batch.max_size
-    max_wait = spec.batch.max_wait_ms / 1000.0
 
     async def join(stream: faust.StreamT[bytes]) -> None:
         await joined.maybe_declare()
-        async for events in _batches(stream, max_size, max_wait):
+        async for events in _batches(stream, LABEL_BATCH_SIZE, LABEL_BATCH_WAIT_SECONDS):
             outcome = await joiner.join([_input_message(event) for event in events])
             await publisher.publish(outcome.records)
             for event in events:
@@ -133,10 +136,9 @@ def attach_label_agent(
 def attach_learner_agent(app: faust.App, spec: PipelineSpec, learner: LearnerService) -> Any:
     """The joined-labels topic has one partition, so exactly one worker runs this."""
     source = _raw_topic(app, spec.joined_labels_topic, 1)
-    max_size = spec.batch.max_size
 
     async def learn(stream: faust.StreamT[bytes]) -> None:
-        async for events in _batches(stream, max_size, 0.05):
+        async for events in _batches(stream, LABEL_BATCH_SIZE, LABEL_BATCH_WAIT_SECONDS):
             await learner.handle([event.message.value or b"" for event in events])
             for event in events:
                 await stream.ack(event)
