@@ -128,6 +128,7 @@ class SimulatedWorker:
         m.shadow_changed.labels(p, self.shadow).inc(int(rng.binomial(scored, 0.03)))
         m.shadow_shed.labels(p, self.shadow).inc(int(rng.binomial(scored, 0.001)))
         m.shadow_backlog.labels(p, self.shadow).set(int(rng.integers(0, 64)))
+        m.shadow_errors.labels(p, self.shadow).inc(int(rng.binomial(scored, 0.001)))
         # delayed labels and online learning
         joined = int(rng.binomial(scored, 0.8))
         m.labels.labels(p, "joined").inc(joined)
