@@ -4,6 +4,7 @@ scoring service, then ack. All the work lives in plain-Python services."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
@@ -12,6 +13,7 @@ from faust.types import TP, EventT
 
 from streams.labels import LabelJoiner
 from streams.learner import LearnerService
+from streams.metrics import Metrics
 from streams.publish import Publisher
 from streams.records import InputMessage
 from streams.service import ScoringService
@@ -25,6 +27,7 @@ log = logging.getLogger(__name__)
 # learner checkpoints (each one pickles the model and its evaluation).
 LABEL_BATCH_SIZE = 2048
 LABEL_BATCH_WAIT_SECONDS = 0.5
+LAG_REPORT_SECONDS = 2.0
 
 
 def kafka_urls(bootstrap_servers: str) -> list[str]:
@@ -91,7 +94,42 @@ def _raw_topic(app: faust.App, name: str, partitions: int) -> faust.TopicT:
     return app.topic(name, partitions=partitions, key_type=bytes, value_type=bytes)
 
 
-def attach_scoring_agent(app: faust.App, spec: PipelineSpec, service: ScoringService) -> Any:
+class Progress:
+    """Where the scoring agent is, for the consumer-lag and batch-wait metrics."""
+
+    def __init__(self, spec: PipelineSpec, metrics: Metrics) -> None:
+        self.spec = spec
+        self.next_offset: dict[int, int] = {}  # partition -> offset after the last acked one
+        self._lag = metrics.consumer_lag
+        self._batch_wait = metrics.batch_wait_seconds.labels(spec.name)
+        self._idle_since = time.perf_counter()
+
+    def batch_started(self) -> None:
+        self._batch_wait.observe(time.perf_counter() - self._idle_since)
+
+    def batch_done(self, events: list[EventT[bytes]]) -> None:
+        for event in events:
+            message = event.message
+            if message.offset >= self.next_offset.get(message.partition, 0):
+                self.next_offset[message.partition] = message.offset + 1
+        self._idle_since = time.perf_counter()
+
+    def report_lag(self, app: faust.App) -> None:
+        """Lag per owned input partition: its high watermark minus our next offset."""
+        topic, name = self.spec.input.topic, self.spec.name
+        for tp in app.consumer.assignment():
+            if tp.topic != topic:
+                continue
+            highwater = app.consumer.highwater(tp)
+            if highwater is None:
+                continue
+            lag = max(0, highwater - self.next_offset.get(tp.partition, 0))
+            self._lag.labels(name, topic, str(tp.partition)).set(lag)
+
+
+def attach_scoring_agent(
+    app: faust.App, spec: PipelineSpec, service: ScoringService, progress: Progress
+) -> Any:
     source = _raw_topic(app, spec.input.topic, spec.input.partitions)
     outputs = [
         app.topic(spec.output.topic, partitions=spec.output_partitions),
@@ -106,10 +144,16 @@ def attach_scoring_agent(app: faust.App, spec: PipelineSpec, service: ScoringSer
         for topic in outputs:
             await topic.maybe_declare()
         async for events in _batches(stream, max_size, max_wait):
+            progress.batch_started()
             messages = [_input_message(event) for event in events]
             await service.handle(messages)
             for event in events:
                 await stream.ack(event)
+            progress.batch_done(events)
+
+    @app.timer(interval=LAG_REPORT_SECONDS)  # type: ignore[untyped-decorator]
+    async def report_lag() -> None:
+        progress.report_lag(app)
 
     return app.agent(source, name=f"{spec.name}.score")(score)
 

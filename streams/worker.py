@@ -14,6 +14,7 @@ from models.registry import ModelRegistry
 from models.scorer import OnnxScorer
 from models.watch import AliasWatcher
 from streams.app import (
+    Progress,
     attach_label_agent,
     attach_learner_agent,
     attach_scoring_agent,
@@ -77,7 +78,7 @@ def build_worker(spec: PipelineSpec, settings: Settings, metrics: Metrics) -> fa
         metrics.model_info.labels(spec.name, "shadow", shadow.model.name, "").set(1)
         app.task(shadow.run)
     service = ScoringService(pipeline, publisher, metrics, store=store, shadows=shadows)
-    attach_scoring_agent(app, spec, service)
+    attach_scoring_agent(app, spec, service, Progress(spec, metrics))
     if store is not None:
         attach_label_agent(app, spec, LabelJoiner(spec, store, metrics), publisher)
     if spec.online is not None:

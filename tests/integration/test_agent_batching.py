@@ -7,7 +7,8 @@ import asyncio
 
 import pytest
 
-from streams.app import attach_scoring_agent, create_app
+from streams.app import Progress, attach_scoring_agent, create_app
+from streams.metrics import Metrics
 from streams.records import InputMessage
 from streams.settings import Settings
 from tests.unit.test_pipeline import SPEC
@@ -16,6 +17,8 @@ pytestmark = pytest.mark.integration
 
 
 class RecordingService:
+    shadows: list[object] = []
+
     def __init__(self) -> None:
         self.batches: list[list[InputMessage]] = []
         self.changed = asyncio.Event()
@@ -38,7 +41,8 @@ async def test_batches_are_capped_at_max_size_and_flushed_by_max_wait(
     spec = SPEC.model_copy(update={"batch": batch, "name": f"batching-{unique}"})
     app = create_app(spec, Settings(kafka_bootstrap_servers=kafka_bootstrap))
     service = RecordingService()
-    agent = attach_scoring_agent(app, spec, service)  # type: ignore[arg-type]
+    metrics = Metrics()
+    agent = attach_scoring_agent(app, spec, service, Progress(spec, metrics))  # type: ignore[arg-type]
     try:
         async with agent.test_context() as context:
             for i in range(10):
@@ -51,5 +55,9 @@ async def test_batches_are_capped_at_max_size_and_flushed_by_max_wait(
     assert max(sizes) <= 4 and sum(sizes) == 10
     values = [m.value for b in service.batches for m in b]
     assert values == [f"v{i}".encode() for i in range(10)]  # in order, none lost or repeated
+    waits = metrics.registry.get_sample_value(
+        "streamscore_batch_wait_seconds_count", {"pipeline": spec.name}
+    )
+    assert waits == len(service.batches)
     first = service.batches[0][0]
     assert first.topic == spec.input.topic and first.key == b"k0"
