@@ -6,15 +6,14 @@ discovery replaced by the target below, 1 s scrape and rule intervals), scrapes 
 ``metrics_target`` and evaluates the real rule file. Every PromQL expression of every
 dashboard panel and every rule must then parse and return data.
 
-``metrics_target`` is the one place that decides what is scraped: today an in-test
-``prometheus_client`` server whose ``streams.metrics.Metrics`` registry a thread keeps
-filling with realistic values for every metric family. To check the queries against a real
-``streamscore worker`` under load, make the fixture start one (tests/integration/harness.py)
-and a producer, and return the worker's ``127.0.0.1:<STREAMSCORE_METRICS_PORT>``.
+``metrics_target`` is a real ``streamscore worker`` running the demo pipeline (primary,
+two shadows, online model, labels) under a light load that exercises every path: bad input,
+unknown entities, joined, late and orphan labels.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import re
@@ -24,18 +23,21 @@ import threading
 import time
 import urllib.parse
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+import orjson
 import pytest
 import yaml
-from prometheus_client import start_http_server
 
 from streams.embedded import die_with_parent, free_port
-from streams.metrics import Metrics, observe_many
-from streams.spec import feature_column, load_spec
+from streams.metrics import Metrics
+from streams.processes import WorkerProcess
+from streams.producer import EventProducer
+from streams.spec import PipelineSpec
+from tests.integration.harness import PreparedPipeline, create_topics, produce
 from tests.unit.test_dashboards_static import (
     RULES,
     RULES_TEST,
@@ -48,7 +50,6 @@ from tests.unit.test_dashboards_static import (
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS_YML = ROOT / "monitoring" / "prometheus" / "prometheus.yml"
-DEMO_SPEC = ROOT / "streams" / "specs" / "card_fraud.yaml"
 WORKER_JOB = "streamscore-worker"
 PROMETHEUS = shutil.which("prometheus")
 PROMTOOL = shutil.which("promtool")
@@ -63,116 +64,70 @@ pytestmark = [
 
 #: Grafana's variables, replaced the way Grafana would before the query reaches Prometheus.
 GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__interval": "15s", "$__range": "5m"}
-QUERY_TIMEOUT = 20.0  # seconds a query may take to return data once scraping has begun
+QUERY_TIMEOUT = 60.0  # seconds a query may take to return data once load and scraping run
 
-#: Mean time one micro-batch spends in each stage; label outcomes besides "joined" (shares).
-STAGE_MEAN_SECONDS = {"decode": 0.0004, "enrich": 0.004, "infer": 0.0008, "publish": 0.002}
-OTHER_LABEL_OUTCOMES = {"late": 0.02, "orphan": 0.01, "duplicate": 0.005, "invalid": 0.002}
-
-
-# --- the scraped target -------------------------------------------------------------------
+LOAD_RATE = 300.0  # events/s from the main producer: enough for every series, light on CPU
+LABEL_WINDOW = 2.0  # seconds: short, so a slower label stream is "late" within the test
 
 
-class SimulatedWorker:
-    """Fills a ``Metrics`` registry the way a loaded scoring worker would, every ``period``.
-
-    Labels come from the demo spec (pipeline name, feature columns, primary model); every
-    metric family gets at least one series on the first ``tick``.
-    """
-
-    def __init__(self, metrics: Metrics, seed: int = 7) -> None:
-        spec = load_spec(DEMO_SPEC)
-        self.metrics = metrics
-        self.pipeline = spec.name
-        self.topic = spec.input.topic
-        self.partitions = [str(p) for p in range(spec.input.partitions)]
-        self.features = [feature_column(ref) for ref in spec.features.refs]
-        self.primary = spec.model.name
-        self.shadow = "fraud_lr"
-        self.online = "fraud_river"
-        self.rng = np.random.default_rng(seed)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        m, p = metrics, self.pipeline
-        m.model_info.labels(p, "primary", self.primary, "3").set(1)
-        m.model_info.labels(p, "shadow", self.shadow, "1").set(1)
-        m.model_info.labels(p, "online", self.online, "1").set(1)
-
-    def tick(self) -> None:
-        m, p, rng = self.metrics, self.pipeline, self.rng
-        n = int(rng.integers(32, 257))
-        bad = int(rng.binomial(n, 0.01))
-        m.events.labels(p).inc(n)
-        m.batch_size.labels(p).observe(n)
-        m.batch_wait_seconds.labels(p).observe(rng.uniform(0.0002, 0.005))
-        m.dead_letters.labels(p, "decode", "not_json").inc(bad // 2)
-        m.dead_letters.labels(p, "decode", "out_of_range").inc(bad - bad // 2)
-        for stage, mean in STAGE_MEAN_SECONDS.items():
-            m.stage_seconds.labels(p, stage).observe(rng.gamma(4.0, mean / 4.0))
-        scored = n - bad
-        m.predictions.labels(p, self.primary).inc(scored)
-        m.predictions.labels(p, self.shadow).inc(scored)
-        m.inference_seconds.labels(p, self.primary, "primary").observe(rng.gamma(4, 2e-4))
-        m.inference_seconds.labels(p, self.shadow, "shadow").observe(rng.gamma(4, 5e-5))
-        observe_many(m.end_to_end_seconds.labels(p), rng.lognormal(np.log(0.008), 0.5, scored))
-        misses = int(rng.binomial(scored, 0.02))
-        m.feature_misses.labels(p).inc(misses)
-        for feature in self.features:
-            m.defaulted_features.labels(p, feature).inc(misses + int(rng.binomial(scored, 0.01)))
-        for partition in self.partitions:
-            m.consumer_lag.labels(p, self.topic, partition).set(int(rng.integers(0, 400)))
-        m.assigned_partitions.labels(p).set(len(self.partitions))
-        # shadow vs primary
-        m.shadow_agreement.labels(p, self.shadow).set(rng.uniform(0.95, 0.99))
-        observe_many(m.shadow_score_diff.labels(p, self.shadow), rng.exponential(0.03, scored))
-        m.shadow_changed.labels(p, self.shadow).inc(int(rng.binomial(scored, 0.03)))
-        m.shadow_shed.labels(p, self.shadow).inc(int(rng.binomial(scored, 0.001)))
-        m.shadow_backlog.labels(p, self.shadow).set(int(rng.integers(0, 64)))
-        m.shadow_errors.labels(p, self.shadow).inc(int(rng.binomial(scored, 0.001)))
-        # delayed labels and online learning
-        joined = int(rng.binomial(scored, 0.8))
-        m.labels.labels(p, "joined").inc(joined)
-        for outcome, share in OTHER_LABEL_OUTCOMES.items():
-            m.labels.labels(p, outcome).inc(int(rng.binomial(scored, share)))
-        observe_many(m.label_delay_seconds.labels(p), rng.exponential(30.0, joined))
-        m.label_coverage.labels(p).set(rng.uniform(0.85, 0.95))
-        m.online_learned.labels(p, self.online).inc(joined)
-        for model in (self.online, self.primary):
-            m.online_metric.labels(p, model, "accuracy").set(rng.uniform(0.96, 0.99))
-            m.online_metric.labels(p, model, "roc_auc").set(rng.uniform(0.85, 0.95))
-            m.online_metric.labels(p, model, "log_loss").set(rng.uniform(0.05, 0.15))
-
-    def start(self, period: float = 0.05) -> None:
-        self.tick()
-
-        def run() -> None:
-            while not self._stop.wait(period):
-                self.tick()
-
-        self._thread = threading.Thread(target=run, name="simulated-worker", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+# --- the scraped target: a real worker under load ------------------------------------------
 
 
 @pytest.fixture(scope="module")
-def metrics_target() -> Iterator[str]:
-    """host:port of a /metrics endpoint under load, for Prometheus to scrape."""
-    metrics = Metrics()
-    worker = SimulatedWorker(metrics)
-    port = free_port()
-    server, thread = start_http_server(port, addr="127.0.0.1", registry=metrics.registry)
-    worker.start()
+def live_pipeline(card_fraud: PreparedPipeline) -> tuple[Path, PipelineSpec]:
+    """The demo pipeline (shadows, online model, labels) under its own name and topics."""
+    suffix = uuid.uuid4().hex[:8]
+    labels = {
+        **card_fraud.spec.labels.model_dump(),
+        "topic": f"labels-{suffix}",
+        "window_seconds": LABEL_WINDOW,
+    }
+    return card_fraud.variant(suffix, labels=labels)
+
+
+async def _load(spec: PipelineSpec, bootstrap: str, stop: asyncio.Event) -> None:
+    """Valid, bad and unknown-entity events; labels 1 s later (joined), a slow stream whose
+    labels come after the window (late), and labels for events never seen (orphans)."""
+    main = EventProducer(spec, bootstrap, rate=LOAD_RATE, bad_rate=0.05, label_delay=1.0, seed=1)
+    slow = EventProducer(spec, bootstrap, rate=10, label_delay=3 * LABEL_WINDOW, seed=2)
+    assert spec.labels is not None
+    orphans = [(b"o", orjson.dumps({"event_id": f"never-{i}", "label": 1})) for i in range(20)]
+    await produce(bootstrap, spec.labels.topic, orphans)
+    await asyncio.gather(main.run(stop), slow.run(stop))
+
+
+@pytest.fixture(scope="module")
+def metrics_target(
+    card_fraud: PreparedPipeline, live_pipeline: tuple[Path, PipelineSpec]
+) -> Iterator[str]:
+    """host:port of a real ``streamscore worker``'s /metrics, under load."""
+    spec_path, spec = live_pipeline
+    settings = card_fraud.settings.model_copy(update={"metrics_port": free_port()})
+    asyncio.run(create_topics(settings, spec))
+    worker = WorkerProcess(spec_path, settings, card_fraud.workdir / f"{spec.name}.log")
+    stop = threading.Event()
+
+    def load() -> None:
+        async def main() -> None:
+            done = asyncio.Event()
+            runner = asyncio.create_task(_load(spec, settings.kafka_bootstrap_servers, done))
+            while not stop.is_set() and not runner.done():
+                await asyncio.sleep(0.2)
+            done.set()
+            await runner
+
+        asyncio.run(main())
+
+    thread = threading.Thread(target=load, name="load")
     try:
-        yield f"127.0.0.1:{port}"
+        _wait(lambda: bool(worker.assigned_partitions()), 90, "the worker to join its group")
+        thread.start()
+        yield f"127.0.0.1:{settings.metrics_port}"
     finally:
+        stop.set()
+        if thread.is_alive():
+            thread.join(timeout=30)
         worker.stop()
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 # --- the Prometheus server ----------------------------------------------------------------
@@ -306,19 +261,29 @@ def test_promtool_test_rules() -> None:
 def test_the_target_exposes_every_metric_family_and_passes_promtool_lint(
     metrics_target: str,
 ) -> None:
-    with urllib.request.urlopen(f"http://{metrics_target}/metrics", timeout=5) as response:  # noqa: S310
-        exposition = response.read().decode()
     families = {family.name for family in Metrics().registry.collect()}
-    exposed = set(re.findall(r"^# TYPE (\S+) ", exposition, flags=re.MULTILINE))
-    exposed |= {name.removesuffix("_total") for name in exposed}
-    assert families <= exposed
-    for family in families:
-        assert re.search(rf"^{family}\w*[{{ ]", exposition, flags=re.MULTILINE), (
-            f"the target exports no series of {family}: give SimulatedWorker.tick a value"
-        )
+
+    def exposition() -> str:
+        url = f"http://{metrics_target}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - loopback
+            return str(response.read().decode())
+
+    def missing() -> set[str]:
+        text = exposition()
+        return {
+            family
+            for family in families
+            if not re.search(rf"^{family}\w*[{{ ]", text, flags=re.MULTILINE)
+        }
+
+    # Every family gets a series once the load has reached every path (labels come later).
+    _wait(lambda: not missing(), 90, "a series of every metric family")
+    text = exposition()
+    exposed = set(re.findall(r"^# TYPE (\S+) ", text, flags=re.MULTILINE))
+    assert families <= exposed | {name.removesuffix("_total") for name in exposed}
     assert PROMTOOL is not None
     lint = subprocess.run(
-        [PROMTOOL, "check", "metrics"], input=exposition, capture_output=True, text=True,
+        [PROMTOOL, "check", "metrics"], input=text, capture_output=True, text=True,
         timeout=30, check=False,
     )  # fmt: skip
     assert lint.returncode == 0, lint.stdout + lint.stderr
@@ -384,8 +349,8 @@ def _returns_data(base: str, expr: str) -> Callable[[], bool]:
 
 
 @pytest.fixture(scope="module")
-def pipeline() -> str:
-    return load_spec(DEMO_SPEC).name
+def pipeline(live_pipeline: tuple[Path, PipelineSpec]) -> str:
+    return live_pipeline[1].name
 
 
 @pytest.mark.parametrize("query", all_queries(), ids=lambda q: q.source)
