@@ -159,14 +159,14 @@ async def _run(
         def print_line() -> None:
             if time.monotonic() - printed_at[0] >= 5.0:
                 printed_at[0] = time.monotonic()
-                console.print(line())
+                console.print(line(), markup=False)
 
         def line() -> str:
             figures = summary.line(time.monotonic() - started, producer.stats.sent, state())
             return f"{figures} {models.line()}"
 
         await watch(print_line)
-        console.print(line())
+        console.print(line(), markup=False)
 
     stop.set()
     summary_stop.set()
