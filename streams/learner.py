@@ -19,6 +19,7 @@ Scoring workers reload the snapshot when its version changes, checking at most e
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import pickle
 import time
@@ -108,8 +109,6 @@ class LearnerService:
         """Learn a batch of joined labels; returns how many were new."""
         if self.learner is None:
             await self.load()
-        learner = self.learner
-        assert learner is not None
         records = [decode_joined(value) for value in values]
         flags = await self.client.mget([self.keys.learned(r["event_id"]) for r in records])
         fresh: list[dict[str, Any]] = []
@@ -122,6 +121,18 @@ class LearnerService:
         duplicates = len(records) - len(fresh)
         if duplicates:
             self._m_duplicates.inc(duplicates)
+        # River is pure Python: learning and pickling the checkpoint would stall the event
+        # loop (and with it the scoring agent), so they run in a thread.
+        args = await asyncio.to_thread(self._learn, fresh)
+        await self._checkpoint(args=args)
+        self._publish_metrics(len(fresh))
+        await self._update_coverage()
+        return len(fresh)
+
+    def _learn(self, fresh: list[dict[str, Any]]) -> list[Any]:
+        """Evaluate then learn ``fresh`` in order; return the checkpoint script's arguments."""
+        learner = self.learner
+        assert learner is not None
         if fresh:
             matrix = np.stack([np.frombuffer(r["vector"], dtype=np.float32) for r in fresh])
             labels = [r["label"] for r in fresh]
@@ -132,14 +143,6 @@ class LearnerService:
                         self.evaluation.update(model, score, label, self.threshold)
                 self.evaluation.update(self.online.name, own_score, label, self.threshold)
             learner.learn(matrix, labels)
-        await self._save(fresh)
-        self._publish_metrics(len(fresh))
-        await self._update_coverage()
-        return len(fresh)
-
-    async def _save(self, fresh: list[dict[str, Any]]) -> None:
-        learner = self.learner
-        assert learner is not None
         ttl = max(1, int(self.window * 4))
         size = bucket_seconds(self.window)
         joined: dict[int, int] = {}
@@ -157,7 +160,7 @@ class LearnerService:
         args += [self.keys.learned(r["event_id"]) for r in fresh]
         for bucket, count in joined.items():
             args += [self.keys.joined_bucket(bucket), count]
-        await self._checkpoint(args=args)
+        return args
 
     def _publish_metrics(self, learned: int) -> None:
         if learned:
