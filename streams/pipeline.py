@@ -32,7 +32,7 @@ class FeatureRows(Protocol):
 
 
 class FeatureSource(Protocol):
-    def read(self, keys: Sequence[Any]) -> FeatureRows: ...
+    async def read_async(self, keys: Sequence[Any]) -> FeatureRows: ...
 
 
 class Scorer(Protocol):
@@ -98,7 +98,7 @@ class ScoringPipeline:
         """Use ``scorer`` from the next batch on (a batch already running keeps its own)."""
         self.scorer = scorer
 
-    def score_batch(self, messages: Sequence[InputMessage]) -> ScoredBatch:
+    async def score_batch(self, messages: Sequence[InputMessage]) -> ScoredBatch:
         scorer = self.scorer  # one model for the whole batch, even if swapped meanwhile
         self._m_events.inc(len(messages))
         self._m_batch_size.observe(len(messages))
@@ -115,7 +115,7 @@ class ScoringPipeline:
             return out
 
         started = time.perf_counter()
-        rows = self.features.read([event.entity_key for event in out.events])
+        rows = await self.features.read_async([event.entity_key for event in out.events])
         self._m_stage["enrich"].observe(time.perf_counter() - started)
 
         started = time.perf_counter()

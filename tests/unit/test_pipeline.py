@@ -58,7 +58,7 @@ class InMemoryFeatures:
     def __init__(self) -> None:
         self.calls: list[list[str]] = []
 
-    def read(self, keys):
+    async def read_async(self, keys):
         self.calls.append(list(keys))
         found = np.array([k in STORE for k in keys])
         defaults = [SPEC.features.defaults[r] for r in SPEC.features.refs]
@@ -92,7 +92,7 @@ def message(offset: int, value: bytes | dict) -> InputMessage:
     return InputMessage(f"k{offset}".encode(), raw, "events", 0, offset, 1_700_000_000.0)
 
 
-def test_one_read_and_one_run_per_batch_and_every_input_accounted(onnx_scorer) -> None:
+async def test_one_read_and_one_run_per_batch_and_every_input_accounted(onnx_scorer) -> None:
     features, scorer, metrics = InMemoryFeatures(), CountingScorer(onnx_scorer), Metrics()
     pipeline = ScoringPipeline(SPEC, features, scorer, metrics, clock=lambda: 1_700_000_001.0)
     batch = [
@@ -102,7 +102,7 @@ def test_one_read_and_one_run_per_batch_and_every_input_accounted(onnx_scorer) -
         message(3, {"id": "e3", "user": "nobody", "amount": 1, "kind": "a"}),
         message(4, {"id": "e4", "user": "u1", "amount": 5000, "kind": "a"}),
     ]
-    scored = pipeline.score_batch(batch)
+    scored = await pipeline.score_batch(batch)
 
     assert features.calls == [["u1", "u2", "nobody"]] and scorer.runs == 1
     assert [r.key for r in scored.predictions] == [b"e0", b"e2", b"e3"]
@@ -123,15 +123,15 @@ def test_one_read_and_one_run_per_batch_and_every_input_accounted(onnx_scorer) -
     assert sample("streamscore_dead_letters_total", {**dead, "reason": "out_of_range"}) == 1
 
 
-def test_a_batch_of_only_bad_input_reads_and_scores_nothing(onnx_scorer) -> None:
+async def test_a_batch_of_only_bad_input_reads_and_scores_nothing(onnx_scorer) -> None:
     features, scorer = InMemoryFeatures(), CountingScorer(onnx_scorer)
     pipeline = ScoringPipeline(SPEC, features, scorer, Metrics())
-    scored = pipeline.score_batch([message(0, b"{"), message(1, b"[]")])
+    scored = await pipeline.score_batch([message(0, b"{"), message(1, b"[]")])
     assert len(scored.dead_letters) == 2 and not scored.predictions
     assert features.calls == [] and scorer.runs == 0
 
 
-def test_scoring_does_not_depend_on_batch_composition(onnx_scorer) -> None:
+async def test_scoring_does_not_depend_on_batch_composition(onnx_scorer) -> None:
     events = [
         message(
             i, {"id": f"e{i}", "user": ["u1", "u2", "x"][i % 3], "amount": i, "kind": "ab"[i % 2]}
@@ -139,8 +139,8 @@ def test_scoring_does_not_depend_on_batch_composition(onnx_scorer) -> None:
         for i in range(30)
     ]
     pipeline = ScoringPipeline(SPEC, InMemoryFeatures(), onnx_scorer, Metrics())
-    whole = pipeline.score_batch(events).scores
+    whole = (await pipeline.score_batch(events)).scores
     pieces = np.concatenate(
-        [pipeline.score_batch(events[i : i + 7]).scores for i in range(0, 30, 7)]
+        [(await pipeline.score_batch(events[i : i + 7])).scores for i in range(0, 30, 7)]
     )
     np.testing.assert_allclose(whole, pieces, rtol=1e-6)
