@@ -105,8 +105,8 @@ def corrupt(event: dict[str, Any], spec: PipelineSpec, rng: random.Random) -> by
     if kind == "missing_field":
         required = [n for n, f in fields.items() if f.required and n != spec.event.id_field]
         if required:
-            event = {k: v for k, v in event.items() if k != rng.choice(required)}
-            return orjson.dumps(event)
+            dropped = rng.choice(required)  # drawn once, not once per key
+            return orjson.dumps({k: v for k, v in event.items() if k != dropped})
     if kind == "wrong_type":
         typed = [n for n, f in fields.items() if f.type in ("int", "float", "bool")]
         if typed:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 
 import faust
 import redis.asyncio as aioredis
@@ -121,8 +122,15 @@ def _watch_primary_alias(
         log.info("primary model %s: v%s -> v%s", new.name, old.version, new.version)
 
 
+#: Python's default (5 ms) makes the event loop wait behind a busy shadow thread for that
+#: long whenever it needs the GIL back; measured here, a 40-row ONNX run went from 0.06 ms to
+#: 5.4 ms next to a busy thread, and 0.74 ms with this interval.
+GIL_SWITCH_INTERVAL_SECONDS = 0.0005
+
+
 def run_worker(spec: PipelineSpec, settings: Settings) -> None:
     """Run until SIGINT/SIGTERM; Faust stops the agent, commits acked offsets and exits."""
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_SECONDS)
     metrics = Metrics()
     if settings.metrics_port:
         serve(metrics, settings.metrics_host, settings.metrics_port)

@@ -106,3 +106,21 @@ def test_arbitrary_bytes_never_crash(raw: bytes) -> None:
 def test_arbitrary_objects_never_crash(doc: dict) -> None:
     with contextlib.suppress(BadInput):
         parse({**VALID, **doc})
+
+
+def test_corrupted_events_never_validate() -> None:
+    """The producer's deliberately bad events must all be rejected (load tests count them)."""
+    import random
+
+    from streams.generators import corrupt, make_generator
+    from streams.spec import load_spec
+    from tests.conftest import CARD_FRAUD_SPEC
+
+    spec = load_spec(CARD_FRAUD_SPEC)
+    generator, rng = make_generator(spec, seed=4), random.Random(4)
+    demo = EventValidator(spec.event, entity_field=spec.entity.field)
+    from datetime import UTC, datetime
+
+    for _ in range(300):
+        with pytest.raises(BadInput):
+            demo.parse(corrupt(generator.next_event(datetime.now(UTC)), spec, rng), 0.0)
