@@ -1,0 +1,132 @@
+"""Where a load run happens: embedded Tansu and Redis, and an isolated copy of a pipeline.
+
+The pipeline is prepared as the integration tests prepare theirs (tests/integration/
+harness.py): its Feast repo is copied into a work folder, offline data written, applied and
+materialized into this run's Redis, and its models trained into the work folder's registry
+if they are not there yet. Each system under test then runs a *variant*: the same repo and
+models under its own pipeline name (so its own consumer group) and its own topics.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from streams.bootstrap import prepare_features, train_if_needed
+from streams.embedded import EmbeddedKafka, EmbeddedRedis, free_port
+from streams.settings import Settings
+from streams.spec import PipelineSpec, load_spec
+from streams.topics import ensure_topics, spec_topics
+
+# On the embedded Tansu broker (README, Settings): a short first group join, short fetches.
+EMBEDDED_SESSION_TIMEOUT = 6.0
+EMBEDDED_FETCH_WAIT_MS = 10
+
+
+@dataclass
+class Environment:
+    spec: PipelineSpec  # the prepared pipeline (its repo inside ``workdir``)
+    settings: Settings  # connections and runtime settings every worker starts from
+    workdir: Path
+    server_pids: dict[str, int] = field(default_factory=dict)  # for CPU accounting
+
+    def worker_settings(self) -> Settings:
+        """The settings of one more worker process: its own /metrics port on loopback."""
+        return self.settings.model_copy(
+            update={"metrics_port": free_port(), "metrics_host": "127.0.0.1"}
+        )
+
+    def variant(self, suffix: str) -> Variant:
+        """The prepared spec under its own name and topics, written to a file for a worker."""
+        doc: dict[str, Any] = self.spec.model_dump(mode="json", exclude_none=True)
+        doc["name"] = f"{self.spec.name}-{suffix}"
+        doc["input"]["topic"] = f"{self.spec.input.topic}-{suffix}"
+        output = doc["output"]
+        for key in ("topic", "dead_letter_topic", "shadow_topic"):
+            if key in output:
+                output[key] = f"{output[key]}-{suffix}"
+        labels = doc.get("labels")
+        if isinstance(labels, dict) and "topic" in labels:
+            labels["topic"] = f"{labels['topic']}-{suffix}"
+        path = self.workdir / f"spec-{suffix}.yaml"
+        path.write_text(yaml.safe_dump(doc, sort_keys=False))
+        return Variant(path, load_spec(path))
+
+
+@dataclass
+class Variant:
+    path: Path
+    spec: PipelineSpec
+
+    @property
+    def labels_topic(self) -> tuple[str, int]:
+        """Where labels go: the spec's labels topic if it declares one (the pipeline joins
+        them), else ``<input topic>-labels`` (nobody consumes it yet)."""
+        labels = getattr(self.spec, "labels", None)
+        if labels is not None:
+            return labels.topic, labels.partitions
+        return f"{self.spec.input.topic}-labels", self.spec.input.partitions
+
+    async def create_topics(self, bootstrap: str) -> None:
+        topics = spec_topics(self.spec)
+        name, partitions = self.labels_topic
+        topics[name] = partitions
+        await ensure_topics(bootstrap, topics)
+
+
+def prepare(spec_path: Path, workdir: Path, settings: Settings) -> tuple[PipelineSpec, list[str]]:
+    """Copy the spec's Feast repo into ``workdir``, apply + materialize it, train if needed.
+
+    Returns the prepared spec and what was trained (empty when the models were there)."""
+    source = load_spec(spec_path)
+    repo = workdir / "repo"
+    if not repo.exists():
+        shutil.copytree(
+            source.features.repo, repo, ignore=shutil.ignore_patterns("data", "__pycache__")
+        )
+    update: dict[str, Any] = {"features": source.features.model_copy(update={"repo": repo})}
+    if source.training is not None:
+        relative = source.training.dataset.relative_to(source.features.repo)
+        update["training"] = source.training.model_copy(update={"dataset": repo / relative})
+    spec = source.model_copy(update=update)
+    prepare_features(spec, settings)
+    trained = train_if_needed(spec, settings)
+    return spec, [f"{v.name} v{v.version}" for v in trained]
+
+
+@contextlib.contextmanager
+def embedded(
+    spec_path: Path, workdir: Path, log_level: str, say: Callable[[str], None]
+) -> Iterator[Environment]:
+    """Tansu + Redis on free loopback ports, the pipeline prepared in ``workdir``; both
+    servers are stopped on exit, whatever happens."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    with EmbeddedKafka() as kafka, EmbeddedRedis() as redis:
+        say(f"embedded Kafka (Tansu) {kafka.bootstrap_servers}, Redis {redis.url}")
+        settings = Settings(
+            kafka_bootstrap_servers=kafka.bootstrap_servers,
+            redis_url=redis.url,
+            model_dir=workdir / "models",
+            data_dir=workdir / "state",
+            metrics_port=0,
+            metrics_host="127.0.0.1",
+            kafka_session_timeout_seconds=EMBEDDED_SESSION_TIMEOUT,
+            kafka_fetch_max_wait_ms=EMBEDDED_FETCH_WAIT_MS,
+            log_level=log_level,  # type: ignore[arg-type]
+        )
+        spec, trained = prepare(spec_path, workdir, settings)
+        say(
+            "feature repo applied and materialized; "
+            + (f"trained {', '.join(trained)}" if trained else "models already registered")
+        )
+        pids = {}
+        for name, server in (("tansu", kafka), ("redis", redis)):
+            if server.process is not None:
+                pids[name] = server.process.pid
+        yield Environment(spec, settings, workdir, pids)

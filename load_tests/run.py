@@ -1,0 +1,126 @@
+"""``python -m load_tests.run`` (``make load``): the whole load test in one command.
+
+Starts Tansu and Redis, prepares the demo pipeline in a temporary folder (Feast apply +
+materialize, training if needed), starts the generator process, then measures, one system at
+a time on the same machine:
+
+1. the pass-through ceiling (``load_tests.baselines passthrough``),
+2. the naive per-event pipeline (``load_tests.baselines naive``),
+3. the real pipeline (``streamscore worker``): latency at 2,000 events/s Poisson, bursts,
+   the sustained throughput (with labels, then without), then with a second worker.
+
+Writes report.json, report.md, throughput.png and latency.png into
+``load_tests/reports/<time>-<preset>/`` and prints the comparison. Everything started is
+stopped, on Ctrl-C and on failure too. ``--quick`` gives rough figures in about a minute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import signal
+import sys
+import tempfile
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+from rich.console import Console
+
+from load_tests import environment, profiling
+from load_tests.config import PROFILES
+from load_tests.markdown import print_comparison
+from load_tests.session import SYSTEMS, run_load
+from load_tests.traffic import Mix
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_SPEC = REPO_ROOT / "streams" / "specs" / "card_fraud.yaml"
+REPORTS = Path(__file__).resolve().parent / "reports"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m load_tests.run",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--quick", action="store_true", help="rough figures in about a minute")
+    parser.add_argument("--preset", choices=sorted(PROFILES), help="full (default), quick, tiny")
+    parser.add_argument("--spec", type=Path, default=DEFAULT_SPEC, help="pipeline spec")
+    parser.add_argument("--out", type=Path, help="report folder (default: reports/<time>)")
+    parser.add_argument(
+        "--workdir", type=Path, help="prepare the pipeline here and keep it (default: temp)"
+    )
+    parser.add_argument(
+        "--profile", action="store_true", help="also sample each worker with py-spy under load"
+    )
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=SYSTEMS,
+        help="measure only this system (repeatable; real includes its two-worker search)",
+    )
+    parser.add_argument("--bad", type=float, help="share of invalid events (default 0.01)")
+    parser.add_argument("--unknown", type=float, help="share of unknown entities (default 0.01)")
+    parser.add_argument("--label-delay", type=float, help="seconds from event to label (2)")
+    parser.add_argument("--label-fraction", type=float, help="share of events labelled (1.0)")
+    parser.add_argument("--log-level", default="warn", help="workers' log level")
+    return parser.parse_args(argv)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    # Ctrl-C and SIGTERM both unwind the run, which stops everything it started. (A shell
+    # starts background jobs with SIGINT ignored; restore it so `kill -INT` works too.)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
+    args = parse_args(argv)
+    profile = PROFILES[args.preset or ("quick" if args.quick else "full")]
+    profile = replace(
+        profile,
+        mix=Mix(
+            bad=profile.mix.bad if args.bad is None else args.bad,
+            unknown=profile.mix.unknown if args.unknown is None else args.unknown,
+        ),
+        label_delay=profile.label_delay if args.label_delay is None else args.label_delay,
+        label_fraction=(
+            profile.label_fraction if args.label_fraction is None else args.label_fraction
+        ),
+    )
+    console = Console()
+    if args.profile and not profiling.available():
+        console.print("[red]--profile needs py-spy[/red] (pip install py-spy)")
+        return 2
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    out_dir = args.out or REPORTS / f"{stamp}-{profile.name}"
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="streamscore-load-"))
+    console.print(f"streamscore load test ({profile.name}); report -> {out_dir}")
+    try:
+        with environment.embedded(args.spec, workdir, args.log_level, console.print) as env:
+            report = asyncio.run(
+                run_load(
+                    env,
+                    profile,
+                    out_dir,
+                    console,
+                    with_profiler=args.profile,
+                    only=tuple(args.only or SYSTEMS),
+                )
+            )
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/yellow]: every process this run started is stopped")
+        return 130
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    print_comparison(report, console)
+    console.print(f"report: {out_dir / 'report.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,303 @@
+"""One load run on a prepared environment: the plan, systems started and stopped in turn.
+
+1. pass-through ceiling, 2. naive per-event pipeline, 3. the real pipeline (latency at
+2,000 events/s Poisson, bursts, sustained throughput), the real pipeline offered no labels,
+and the real pipeline with two workers. Each system gets its own topics and consumer
+group, a warm-up, and is drained and stopped before the next one starts, so they never
+share the machine with each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from load_tests import profiling
+from load_tests.config import NAIVE, PASSTHROUGH, REAL, REAL_NO_LABELS, REAL_X2, Profile
+from load_tests.display import Display
+from load_tests.environment import Environment
+from load_tests.measure import OutputMeter
+from load_tests.processes import BaselineProcess, GeneratorProcess, Worker
+from load_tests.report import build_report, git_state, write_report
+from load_tests.steps import Runner, StepResult, System
+from load_tests.usage import CpuMeter
+from streams.processes import WorkerProcess
+
+SYSTEMS = (PASSTHROUGH, NAIVE, REAL)
+QUIET_SECONDS = 1.0  # how long the machine's background load is sampled before the run
+
+
+async def run_load(
+    env: Environment,
+    profile: Profile,
+    out_dir: Path,
+    console: Console,
+    *,
+    with_profiler: bool = False,
+    only: tuple[str, ...] = SYSTEMS,
+) -> dict[str, Any]:
+    """Measure the systems in ``only`` on ``env``; returns the report (also written)."""
+    session = LoadSession(env, profile, out_dir, console, with_profiler, only)
+    return await session.run()
+
+
+class LoadSession:
+    def __init__(
+        self,
+        env: Environment,
+        profile: Profile,
+        out_dir: Path,
+        console: Console,
+        with_profiler: bool,
+        only: tuple[str, ...],
+    ) -> None:
+        self.env, self.profile, self.out_dir = env, profile, out_dir
+        self.with_profiler = with_profiler
+        self.plan = [name for name in SYSTEMS if name in only]
+        self.run_id = uuid.uuid4().hex[:6]
+        self.logs = out_dir / "logs"
+        self.cpu = CpuMeter()
+        for name, pid in env.server_pids.items():
+            self.cpu.track(name, pid)
+        per_search = 2 + with_profiler  # start + search (+ py-spy)
+        real_stages = 1 + (profile.bursts is not None) + 2  # latency, bursts, two workers
+        real_stages += per_search * profile.search_without_labels
+        stages = per_search * len(self.plan) + (REAL in self.plan) * real_stages
+        self.display = Display(console, stages)
+        self.searches: dict[str, dict[str, Any]] = {}
+        self.extras: dict[str, Any] = {"latency": None, "bursts": None, "profiles": {}}
+        self.systems: list[System] = []
+        self.notes: list[str] = []
+        self.prestarted: dict[str, System] = {}
+
+    async def run(self) -> dict[str, Any]:
+        started = time.time()
+        git = await asyncio.to_thread(git_state)
+        background = await self._background_load()
+        if background > 20.0:
+            self.notes.append(
+                f"other processes used {background:.0f}% CPU (100 = one core) before the run"
+                " started: figures are lower than on a quiet machine"
+            )
+        generator = await GeneratorProcess.start(
+            self.env.settings.kafka_bootstrap_servers,
+            self.env.variant(f"lt{self.run_id}-generator").path,
+            self.logs / "generator.log",
+            seed=1,
+            pool_size=self.profile.pool_size,
+            bad=self.profile.mix.bad,
+            unknown=self.profile.mix.unknown,
+        )
+        self.cpu.track("generator", generator.process.pid)
+        self.runner = Runner(self.profile, generator, self.cpu, self.display.status)
+        stopping: list[asyncio.Task[None]] = []
+        try:
+            with self.display:
+                if self.profile.prestart:
+                    self.display.stage("starting every system's worker")
+                    starts = [self._start_system(name) for name in self.plan]
+                    if REAL in self.plan:
+                        starts.append(self._start_system(REAL_X2, REAL, workers=2))
+                        if self.profile.search_without_labels:
+                            starts.append(self._start_system(REAL_NO_LABELS, REAL))
+                    outcomes = await asyncio.gather(*starts, return_exceptions=True)
+                    # All settled: whatever started is in self.systems, stopped below.
+                    for outcome in outcomes:
+                        if isinstance(outcome, BaseException):
+                            raise outcome
+                    self.prestarted = {system.name: system for system in self.systems}
+                    order = [*self.plan, REAL_NO_LABELS, REAL_X2]
+                    self.systems.sort(key=lambda system: order.index(system.name))
+                for name in self.plan:
+                    system = await self._start(name, self.prestarted.get(name))
+                    if name == REAL:
+                        await self._real_phases(system)
+                    await self._search(system, name)
+                    if not await self.runner.finish(system):
+                        self.notes.append(f"{system.name}: the backlog had not cleared at stop")
+                    # Stopping (Faust commits, leaves its group) overlaps the next start.
+                    stopping.append(asyncio.create_task(stop_system(system, self.cpu)))
+                    if name == REAL:
+                        await self._more_real()
+        finally:
+            await asyncio.gather(*stopping, return_exceptions=True)
+            await asyncio.gather(*(stop_system(s, self.cpu) for s in self.systems))
+            await generator.stop()
+        report = build_report(
+            env=self.env,
+            profile=self.profile,
+            started=started,
+            searches=self.searches,
+            systems=self.systems,
+            extras=self.extras,
+            generator_bye=generator.bye,
+            notes=self.notes,
+            memory_mb=self.cpu.memory_mb(),
+            background_cpu=background,
+            git=git,
+        )
+        write_report(report, self.systems, self.extras, self.out_dir)
+        return report
+
+    async def _background_load(self) -> float:
+        before = self.cpu.snapshot()
+        await asyncio.sleep(QUIET_SECONDS)
+        return self.cpu.percent_since(before).get("other processes", 0.0)
+
+    async def _start_system(self, name: str, mode: str | None = None, workers: int = 1) -> System:
+        system = await start_system(
+            self.env, name, mode or name, f"lt{self.run_id}-{name}",
+            self.runner.generator.kinds, self.logs, self.cpu, self.profile, workers=workers,
+        )  # fmt: skip
+        system.labels = name != REAL_NO_LABELS
+        self.systems.append(system)
+        return system
+
+    async def _start(
+        self, name: str, started: System | None = None, mode: str | None = None, workers: int = 1
+    ) -> System:
+        self.display.stage(f"{name}: starting {workers} worker(s)" if started is None else name)
+        system = started or await self._start_system(name, mode, workers)
+        await self._warm_up(system)
+        self.display.advance()
+        return system
+
+    async def _warm_up(self, system: System) -> None:
+        profile = self.profile
+        await self.runner.phase(
+            system, "warm-up", profile.warmup, profile.warmup_seconds, judge=False
+        )
+        await self.runner.drain(system, profile.drain_seconds)
+
+    async def _fixed(self, system: System, label: str, pattern: Any, seconds: float) -> StepResult:
+        self.display.stage(f"{system.name}: {label}, {pattern.describe()}")
+        step = await self.runner.phase(system, label, pattern, seconds, judge=False)
+        await self.runner.drain(system, self.profile.drain_seconds)
+        lat = step.latency_ms
+        self.display.result(
+            label, f"p50 {lat.get('p50', 0):.1f} ms, p99 {lat.get('p99', 0):.1f} ms"
+        )
+        self.display.advance()
+        return step
+
+    async def _real_phases(self, system: System) -> None:
+        profile = self.profile
+        self.extras["latency"] = await self._fixed(
+            system, "latency", profile.latency_pattern, profile.latency_seconds
+        )
+        if profile.bursts is not None:
+            self.extras["bursts"] = await self._fixed(
+                system, "bursts", profile.bursts, profile.bursts_seconds
+            )
+
+    async def _search(self, system: System, name: str, *, start: float | None = None) -> None:
+        plan = self.profile.searches[name]
+        if start:
+            plan = replace(plan, start=start)
+        what = "" if system.labels else " (no labels offered)"
+        self.display.stage(f"{name}: sustained throughput{what}, step-up search")
+        found = await self.runner.search(system, plan)
+        self.searches[name] = found
+        rate = found["sustained_events_per_second"]
+        self.display.result(name, f"sustained {rate:,.0f} events/s")
+        self.display.advance()
+        if self.with_profiler and name != REAL_X2:
+            self.display.stage(f"{name}: sampling its worker under load (py-spy)")
+            self.extras["profiles"][name] = await profiling.profile_worker(
+                self.runner, system, found, self.out_dir, self.profile.profile_seconds
+            )
+            self.display.advance()
+
+    async def _more_real(self) -> list[System]:
+        """The real pipeline again on fresh topics (Tansu slows down as topics fill): once
+        offered no labels, once with two workers from the start."""
+        one = self.searches[REAL]["sustained_events_per_second"]
+        systems = []
+        runs = [(REAL_NO_LABELS, 1)] if self.profile.search_without_labels else []
+        for name, workers in [*runs, (REAL_X2, 2)]:
+            system = await self._start(name, self.prestarted.get(name), REAL, workers)
+            await self._search(system, name, start=one)
+            systems.append(system)
+            if not await self.runner.finish(system):
+                self.notes.append(f"{system.name}: the backlog had not cleared at stop")
+            await stop_system(system, self.cpu)
+        return systems
+
+
+async def start_system(
+    env: Environment, name: str, mode: str, suffix: str, kinds: str, logs: Path,
+    cpu: CpuMeter, profile: Profile, *, workers: int = 1,
+) -> System:  # fmt: skip
+    """Topics, ``workers`` workers, the output meter; returns once the workers own every
+    partition between them."""
+    variant = env.variant(suffix)
+    spec = variant.spec
+    bootstrap = env.settings.kafka_bootstrap_servers
+    await variant.create_topics(bootstrap)
+    started = [
+        _start_worker(mode, variant.path, env, logs / f"{name}-{i}.log")
+        for i in range(1, workers + 1)
+    ]
+    for i, worker in enumerate(started, start=1):
+        cpu.track(f"{name} worker {i}", worker.process.pid)
+    passthrough = mode == PASSTHROUGH
+    topics = (
+        [spec.output.topic] if passthrough else [spec.output.topic, spec.output.dead_letter_topic]
+    )
+    # A pass-through copy carries the input's own time field; a prediction has event_time.
+    time_field = (spec.event.time_field or "event_time") if passthrough else "event_time"
+    meter = OutputMeter(
+        bootstrap, topics, spec.output_partitions,
+        dead_letter_topic=None if passthrough else spec.output.dead_letter_topic,
+        time_key=f'"{time_field}":"'.encode(), kinds=kinds, routed=not passthrough,
+    )  # fmt: skip
+    system = System(name, mode, variant, started, meter)
+    try:
+        await meter.start()
+        await wait_ready(system, profile.ready_seconds)
+    except BaseException:
+        await stop_system(system, cpu)
+        raise
+    return system
+
+
+def _start_worker(mode: str, spec_path: Path, env: Environment, log: Path) -> Worker:
+    settings = env.worker_settings()
+    if mode == REAL:
+        return WorkerProcess(spec_path, settings, log)
+    return BaselineProcess(mode, spec_path, settings, log)
+
+
+async def wait_ready(system: System, timeout: float) -> None:
+    """Until every worker owns input partitions and together they own all of them."""
+    partitions = system.variant.spec.input.partitions
+    deadline = time.monotonic() + timeout
+    while True:
+        system.check_running()
+        owned = [await asyncio.to_thread(w.assigned_partitions) for w in system.workers]
+        if all(owned) and sum(o or 0 for o in owned) == partitions:
+            return
+        if time.monotonic() > deadline:
+            tails = "\n---\n".join(w.log_tail() for w in system.workers)
+            msg = (
+                f"{system.name}: workers own {owned} of {partitions} partitions after {timeout:g} s"
+            )
+            raise TimeoutError(f"{msg}:\n{tails}")
+        await asyncio.sleep(0.2)
+
+
+async def stop_system(system: System, cpu: CpuMeter) -> None:
+    """Stop the meter and the workers (idempotent)."""
+    with contextlib.suppress(Exception):
+        await system.meter.stop()
+    for i, worker in enumerate(system.workers, start=1):
+        if worker.process.returncode is None:
+            await asyncio.to_thread(worker.stop)
+        cpu.forget(f"{system.name} worker {i}")

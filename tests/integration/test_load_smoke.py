@@ -1,0 +1,60 @@
+"""The load tester end to end, in its tiny preset, on the session's broker, Redis and
+prepared demo pipeline: every system runs, the report has every section, nothing is lost."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+from rich.console import Console
+
+from load_tests.config import NAIVE, PASSTHROUGH, PROFILES, REAL, REAL_X2
+from load_tests.environment import Environment
+from load_tests.report import SECTIONS
+from load_tests.session import run_load
+from tests.integration.harness import PreparedPipeline
+
+pytestmark = pytest.mark.integration
+
+
+def test_tiny_load_run_reports_every_section_and_loses_nothing(
+    card_fraud: PreparedPipeline, tmp_path: Path
+) -> None:
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    env = Environment(card_fraud.spec, card_fraud.settings, workdir)
+    out = tmp_path / "report"
+    console = Console(file=io.StringIO(), width=120)
+    started = time.monotonic()
+
+    report = asyncio.run(run_load(env, PROFILES["tiny"], out, console))
+
+    assert time.monotonic() - started < 90, "the tiny preset should take well under a minute"
+    for section in SECTIONS:
+        assert report.get(section) is not None, f"section {section!r} missing"
+    for name in (PASSTHROUGH, NAIVE, REAL):
+        assert report["comparison"][name]["phases"], f"no search steps for {name}"
+    assert report["latency"]["latency_ms"]["n"] > 0
+    assert report["bursts"]["sent"] > 0
+    assert report["scaling"]["two_workers"]["phases"]
+    assert report["labels"]["sent"] > 0
+
+    losses = report["losses"]
+    assert set(losses["by_system"]) == {PASSTHROUGH, NAIVE, REAL, REAL_X2}
+    assert losses["total_missing"] == 0, losses
+    for name, row in losses["by_system"].items():
+        assert row["sent"] > 0, name
+        assert row["missing"] == row["failed_sends"] == row["misrouted"] == 0, (name, row)
+        if name != PASSTHROUGH:  # valid events become predictions, invalid ones dead letters
+            assert row["dead_letters"] == row["expected_dead_letters"] > 0, (name, row)
+            outputs = row["predictions"] + row["dead_letters"] - row["duplicates"]
+            assert outputs == row["sent"], (name, row)
+
+    for name in ("report.json", "report.md", "throughput.png", "latency.png"):
+        assert (out / name).stat().st_size > 0, name
+    assert orjson.loads((out / "report.json").read_bytes())["losses"] == losses
+    assert "## Comparison" in (out / "report.md").read_text()
