@@ -1,5 +1,5 @@
-"""The Faust app and its agent. The agent is thin: take a micro-batch, hand it to the
-scoring service, then ack. All the work lives in plain-Python services."""
+"""The Faust app and its agents (scoring, label join, learner). Agents are thin: take a
+micro-batch, hand it to a plain-Python service, publish, then ack."""
 
 from __future__ import annotations
 
