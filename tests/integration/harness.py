@@ -26,13 +26,6 @@ from streams.spec import PipelineSpec, load_spec
 from streams.topics import ensure_topics, spec_topics
 
 
-def write_spec(spec: PipelineSpec, path: Path) -> Path:
-    path.write_text(
-        yaml.safe_dump(spec.model_dump(mode="json", exclude_none=True), sort_keys=False)
-    )
-    return path
-
-
 @dataclass
 class PreparedPipeline:
     spec: PipelineSpec
@@ -109,10 +102,6 @@ async def consume(
     finally:
         await consumer.stop()
     return received
-
-
-def worker_settings(prepared: PreparedPipeline) -> Settings:
-    return prepared.settings
 
 
 def start_worker(prepared: PreparedPipeline, spec_path: Path, name: str) -> WorkerProcess:
