@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import signal
 import subprocess
 import sys
 import urllib.request
@@ -22,7 +20,7 @@ import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
 from streams.embedded import die_with_parent
-from streams.processes import settings_env
+from streams.processes import WorkerProcess
 from streams.settings import Settings
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -44,49 +42,10 @@ class Worker(Protocol):
     def log_tail(self, lines: int = 30) -> str: ...
 
 
-class BaselineProcess:
-    """``python -m load_tests.baselines MODE --spec SPEC`` with the worker's settings."""
-
-    def __init__(self, mode: str, spec_path: Path, settings: Settings, log_path: Path) -> None:
-        self.settings = settings
-        self.log_path = log_path
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log: IO[bytes] = log_path.open("wb")
-        env = {**os.environ, **settings_env(settings)}
-        command = [sys.executable, "-m", "load_tests.baselines", mode, "--spec", str(spec_path)]
-        self.process = subprocess.Popen(
-            command,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-            preexec_fn=die_with_parent,  # noqa: PLW1509 - it only makes one syscall
-        )
-
-    @property
-    def running(self) -> bool:
-        return self.process.poll() is None
-
-    def assigned_partitions(self) -> float | None:
-        samples = scrape(self.settings.metrics_port)
-        if samples is None:
-            return None
-        return sum_of(samples, "streamscore_assigned_partitions")
-
-    def stop(self, timeout: float = 20.0) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self._log.close()
-        return self.process.returncode
-
-    def log_tail(self, lines: int = 30) -> str:
-        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
+def baseline_process(mode: str, spec_path: Path, settings: Settings, log_path: Path) -> Worker:
+    """``python -m load_tests.baselines MODE --spec SPEC``, run and stopped like a worker."""
+    command = [sys.executable, "-m", "load_tests.baselines", mode, "--spec", str(spec_path)]
+    return WorkerProcess(spec_path, settings, log_path, command=command)
 
 
 def scrape(port: int) -> Samples | None:

@@ -24,7 +24,7 @@ from load_tests.config import NAIVE, PASSTHROUGH, REAL, REAL_NO_LABELS, REAL_X2,
 from load_tests.display import Display
 from load_tests.environment import Environment
 from load_tests.measure import OutputMeter
-from load_tests.processes import BaselineProcess, GeneratorProcess, Worker
+from load_tests.processes import GeneratorProcess, Worker, baseline_process
 from load_tests.report import build_report, git_state, write_report
 from load_tests.steps import Runner, StepResult, System
 from load_tests.usage import CpuMeter
@@ -272,7 +272,7 @@ def _start_worker(mode: str, spec_path: Path, env: Environment, log: Path) -> Wo
     settings = env.worker_settings()
     if mode == REAL:
         return WorkerProcess(spec_path, settings, log)
-    return BaselineProcess(mode, spec_path, settings, log)
+    return baseline_process(mode, spec_path, settings, log)
 
 
 async def wait_ready(system: System, timeout: float) -> None:

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
@@ -27,9 +28,18 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 
 class WorkerProcess:
-    """A worker in its own process; its output goes to ``log_path``."""
+    """A worker in its own process; its output goes to ``log_path``.
 
-    def __init__(self, spec_path: Path, settings: Settings, log_path: Path) -> None:
+    ``command`` replaces ``streamscore worker --spec SPEC`` (the load tests' baselines).
+    """
+
+    def __init__(
+        self,
+        spec_path: Path,
+        settings: Settings,
+        log_path: Path,
+        command: Sequence[str] | None = None,
+    ) -> None:
         self.spec_path = spec_path
         self.settings = settings
         self.log_path = log_path
@@ -37,9 +47,9 @@ class WorkerProcess:
         self._log: IO[bytes] = log_path.open("wb")
         # The child inherits this environment (PATH, HOME, ...) with the settings on top.
         env = {**os.environ, **settings_env(settings)}
-        command = [sys.executable, "-m", "streams.cli", "worker", "--spec", str(spec_path)]
+        default = [sys.executable, "-m", "streams.cli", "worker", "--spec", str(spec_path)]
         self.process = subprocess.Popen(
-            command,
+            list(command or default),
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=env,
