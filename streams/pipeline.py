@@ -7,6 +7,7 @@ and never holds up the rest of its batch; every input ends as exactly one output
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -14,13 +15,23 @@ from typing import Any, Protocol, cast
 
 import numpy as np
 import numpy.typing as npt
+from tenacity import (
+    AsyncRetrying,
+    before_sleep_log,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential,
+)
 
+from features.errors import FeatureStoreError
 from models.inputs import InputLayout, Matrix
 from streams.errors import BadInput
 from streams.metrics import Metrics
 from streams.records import InputMessage, OutputRecord, encode_dead_letter, encode_prediction
 from streams.spec import PipelineSpec, feature_column
 from streams.validation import Event, EventValidator
+
+log = logging.getLogger(__name__)
 
 
 class FeatureRows(Protocol):
@@ -73,8 +84,10 @@ class ScoringPipeline:
         scorer: Scorer,
         metrics: Metrics,
         clock: Callable[[], float] = time.time,
+        retry_for_seconds: float = 60.0,
     ) -> None:
         self.spec = spec
+        self.retry_for_seconds = retry_for_seconds
         self.features = features
         self.scorer = scorer
         self.clock = clock
@@ -115,7 +128,7 @@ class ScoringPipeline:
             return out
 
         started = time.perf_counter()
-        rows = await self.features.read_async([event.entity_key for event in out.events])
+        rows = await self._read_features([event.entity_key for event in out.events])
         self._m_stage["enrich"].observe(time.perf_counter() - started)
 
         started = time.perf_counter()
@@ -130,6 +143,26 @@ class ScoringPipeline:
         out.predictions = self._predictions(scorer, out.events, rows, out.scores)
         self._count_features(rows)
         return out
+
+    async def _read_features(self, keys: list[Any]) -> FeatureRows:
+        """The batch's one feature read, awaited on the event loop (a scoring thread measured
+        far worse: each return from I/O waited for the GIL behind the loop, up to the 5 ms
+        switch interval). A transient store failure (Redis restarting, a timeout) is retried
+        with backoff, only this step, so nothing is counted twice; when it persists the error
+        propagates, the worker stops, and since nothing was acked the batch is consumed again
+        after restart."""
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(FeatureStoreError),
+            wait=wait_exponential(multiplier=0.1, max=5.0),
+            stop=stop_after_delay(self.retry_for_seconds),
+            before_sleep=before_sleep_log(log, logging.WARNING),
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                return await self.features.read_async(keys)
+        msg = "unreachable: tenacity reraises the last error"
+        raise AssertionError(msg)
 
     def _predictions(
         self,

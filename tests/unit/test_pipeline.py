@@ -144,3 +144,44 @@ async def test_scoring_does_not_depend_on_batch_composition(onnx_scorer) -> None
         [(await pipeline.score_batch(events[i : i + 7])).scores for i in range(0, 30, 7)]
     )
     np.testing.assert_allclose(whole, pieces, rtol=1e-6)
+
+
+async def test_a_transient_feature_store_failure_is_retried_without_double_counting(
+    onnx_scorer,
+) -> None:
+    from features.errors import FeatureStoreError
+
+    class FlakyFeatures(InMemoryFeatures):
+        async def read_async(self, keys):
+            if not self.calls:
+                self.calls.append(["failed"])
+                raise FeatureStoreError("features.reader: redis is restarting")
+            return await super().read_async(keys)
+
+    features, metrics = FlakyFeatures(), Metrics()
+    pipeline = ScoringPipeline(SPEC, features, onnx_scorer, metrics)
+    batch = [
+        message(0, {"id": "e0", "user": "u1", "amount": 5, "kind": "a"}),
+        message(1, b"garbage"),
+    ]
+    scored = await pipeline.score_batch(batch)
+    assert len(scored.predictions) == 1 and len(scored.dead_letters) == 1
+    assert features.calls == [["failed"], ["u1"]]  # only the read was retried
+    sample = metrics.registry.get_sample_value
+    assert sample("streamscore_events_total", {"pipeline": "unit"}) == 2
+    labels = {"pipeline": "unit", "stage": "decode", "reason": "not_json"}
+    assert sample("streamscore_dead_letters_total", labels) == 1
+
+
+async def test_a_persistent_feature_store_failure_propagates(onnx_scorer) -> None:
+    from features.errors import FeatureStoreError
+
+    class DownFeatures(InMemoryFeatures):
+        async def read_async(self, keys):
+            raise FeatureStoreError("features.reader: redis is down")
+
+    pipeline = ScoringPipeline(SPEC, DownFeatures(), onnx_scorer, Metrics(), retry_for_seconds=0.2)
+    with pytest.raises(FeatureStoreError):
+        await pipeline.score_batch(
+            [message(0, {"id": "e0", "user": "u1", "amount": 5, "kind": "a"})]
+        )
