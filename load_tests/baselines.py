@@ -37,7 +37,13 @@ from streams.app import create_app, track_assignment
 from streams.errors import BadInput
 from streams.metrics import Metrics, serve
 from streams.publish import KafkaPublisher
-from streams.records import InputMessage, OutputRecord, encode_dead_letter, encode_prediction
+from streams.records import (
+    InputMessage,
+    OutputRecord,
+    encode_dead_letter,
+    encode_prediction,
+    iso_utc,
+)
 from streams.settings import Settings, load_settings
 from streams.spec import PipelineSpec, feature_column, load_spec
 from streams.validation import EventValidator
@@ -135,7 +141,7 @@ def attach_naive(app: faust.App, spec: PipelineSpec, settings: Settings, metrics
                 defaulted=defaulted,
                 entity_found=len(defaulted) < len(columns),
                 event_time=parsed.time,
-                scored_at=time.time(),
+                scored_at=iso_utc(time.time()),
             )
             await output.send(key=parsed.event_id.encode(), value=value)
 

@@ -27,7 +27,13 @@ from features.errors import FeatureStoreError
 from models.inputs import InputLayout, Matrix
 from streams.errors import BadInput
 from streams.metrics import Metrics
-from streams.records import InputMessage, OutputRecord, encode_dead_letter, encode_prediction
+from streams.records import (
+    InputMessage,
+    OutputRecord,
+    encode_dead_letter,
+    encode_prediction,
+    iso_utc,
+)
 from streams.spec import PipelineSpec, feature_column
 from streams.validation import Event, EventValidator
 
@@ -174,7 +180,7 @@ class ScoringPipeline:
         topic = self.spec.output.topic
         columns = self.feature_columns
         threshold = self.threshold
-        scored_at = self.clock()
+        scored_at = iso_utc(self.clock())  # once per batch, not per event
         defaulted_rows: list[list[bool]] = rows.defaulted.tolist()
         any_defaulted = cast(list[bool], rows.defaulted.any(axis=1).tolist())
         found = rows.entity_found.tolist()

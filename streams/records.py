@@ -52,9 +52,12 @@ def encode_prediction(
     defaulted: list[str],
     entity_found: bool,
     event_time: float,
-    scored_at: float,
+    scored_at: str,
 ) -> bytes:
-    """One prediction record. ``decision`` is present only when the spec sets a threshold."""
+    """One prediction record. ``decision`` is present only when the spec sets a threshold.
+
+    ``scored_at`` is already formatted (``iso_utc``): it is the same for a whole batch.
+    """
     record: dict[str, Any] = {
         "event_id": event_id,
         "entity_key": entity_key,
@@ -69,7 +72,7 @@ def encode_prediction(
     record["defaulted_features"] = defaulted
     record["entity_found"] = entity_found
     record["event_time"] = iso_utc(event_time)
-    record["scored_at"] = iso_utc(scored_at)
+    record["scored_at"] = scored_at
     return orjson.dumps(record)
 
 
