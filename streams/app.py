@@ -3,7 +3,6 @@ micro-batch, hand it to a plain-Python service, publish, then ack."""
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any, cast
@@ -20,8 +19,6 @@ from streams.service import ScoringService
 from streams.settings import Settings
 from streams.spec import PipelineSpec
 from streams.transport import StreamscoreApp
-
-log = logging.getLogger(__name__)
 
 # Labels are not latency-sensitive: large, slow batches mean fewer store reads and fewer
 # learner checkpoints (each one pickles the model and its evaluation).

@@ -4,7 +4,6 @@ label join), hand it to the shadows, measure."""
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Callable, Sequence
 
@@ -17,8 +16,6 @@ from streams.prediction_store import PredictionStore
 from streams.publish import Publisher
 from streams.records import InputMessage
 from streams.shadow import ShadowBatch, ShadowRunner
-
-log = logging.getLogger(__name__)
 
 
 class ScoringService:

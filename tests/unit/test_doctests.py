@@ -1,0 +1,15 @@
+"""The docstring examples run and stay true."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+
+import pytest
+
+
+@pytest.mark.parametrize("module", ["streams.spec", "streams.validation", "features.store"])
+def test_docstring_examples(module: str) -> None:
+    result = doctest.testmod(importlib.import_module(module))
+    assert result.attempted > 0, f"{module} has no examples to run"
+    assert result.failed == 0
