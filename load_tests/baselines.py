@@ -33,7 +33,7 @@ from features.store import open_store
 from models.inputs import InputLayout
 from models.registry import ModelRegistry
 from models.scorer import OnnxScorer
-from streams.app import create_app, track_assignment
+from streams.app import create_app, create_worker, track_assignment
 from streams.errors import BadInput
 from streams.metrics import Metrics, serve
 from streams.publish import KafkaPublisher
@@ -163,11 +163,11 @@ def main(argv: list[str] | None = None) -> None:
         attach_passthrough(app, spec, metrics)
     else:
         attach_naive(app, spec, settings, metrics)
-    track_assignment(app, spec, metrics.assigned_partitions.labels(spec.name))
+    track_assignment(app, spec.input.topic, metrics.assigned_partitions.labels(spec.name))
     log.info(
         "baseline %s for %s: %s -> %s", args.mode, spec.name, spec.input.topic, spec.output.topic
     )
-    faust.Worker(app, loglevel=settings.log_level, quiet=True).execute_from_commandline()
+    create_worker(app, settings).execute_from_commandline()
 
 
 if __name__ == "__main__":

@@ -6,14 +6,14 @@ import asyncio
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, get_args
 
 import typer
 from rich.console import Console
 
 from models.cli import models_app
 from streams.errors import StreamscoreError
-from streams.settings import Settings
+from streams.settings import Settings, WorkerRole
 from streams.settings import load_settings as _load_settings
 from streams.spec import PipelineSpec, load_spec
 
@@ -50,11 +50,26 @@ def _fail(exc: Exception) -> typer.Exit:
 
 
 @app.command()
-def worker(spec: SpecOption) -> None:
-    """Run a scoring worker (Faust) for the spec until SIGINT/SIGTERM."""
+def worker(
+    spec: SpecOption,
+    role: Annotated[
+        str | None,
+        typer.Option(
+            help="all | scoring | learning (default: STREAMSCORE_WORKER_ROLE, else all).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Run a worker (Faust) for the spec until SIGINT/SIGTERM: it scores events, joins
+    labels and trains the online model, or only the part its role names."""
     from streams.worker import run_worker
 
     settings = load_settings()
+    if role is not None:
+        if role not in get_args(WorkerRole):
+            err.print(f"[red]error:[/red] --role must be one of {', '.join(get_args(WorkerRole))}")
+            raise typer.Exit(2)
+        settings = settings.model_copy(update={"worker_role": role})
     pipeline = _spec(spec)
     try:
         run_worker(pipeline, settings)

@@ -12,6 +12,10 @@ class SpecError(StreamscoreError):
     """The pipeline spec is invalid; the message names the offending field."""
 
 
+class WorkerRoleError(StreamscoreError):
+    """The worker's role does not fit the spec (e.g. a learning worker without labels)."""
+
+
 class BadInput(StreamscoreError):
     """One input message cannot be scored. Carries the stage and a short reason code.
 

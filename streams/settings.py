@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from streams.errors import StreamscoreError
 
 LogLevel = Literal["crit", "error", "warn", "info", "debug"]
+WorkerRole = Literal["all", "scoring", "learning"]
 
 
 class Settings(BaseSettings):
@@ -67,6 +68,12 @@ class Settings(BaseSettings):
         default=1, ge=1, description="Replication factor of topics the worker creates."
     )
     log_level: LogLevel = Field(default="info", description="Worker log level.")
+    worker_role: WorkerRole = Field(
+        default="all",
+        description="What a worker runs: 'scoring' (score events, shadows), 'learning' (join"
+        " labels, train the online model) or 'all' of it in one process. Run either 'all'"
+        " workers, or 'scoring' workers plus one 'learning' worker: never both kinds.",
+    )
     consumer_auto_offset_reset: Literal["earliest", "latest"] = Field(
         default="earliest",
         description="Where a new consumer group starts reading the input topic.",

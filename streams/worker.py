@@ -20,8 +20,10 @@ from streams.app import (
     attach_learner_agent,
     attach_scoring_agent,
     create_app,
+    create_worker,
     track_assignment,
 )
+from streams.errors import WorkerRoleError
 from streams.labels import LabelJoiner
 from streams.learner import LearnerService, OnlineSnapshotModel
 from streams.metrics import Metrics, serve
@@ -46,17 +48,47 @@ def load_scorer(registry: ModelRegistry, spec: PipelineSpec, name: str, version:
 
 
 def build_worker(spec: PipelineSpec, settings: Settings, metrics: Metrics) -> faust.Worker:
-    """Load the models and feature store, then wire the Faust app around the services."""
+    """Wire the Faust app around the services of the worker's role (``settings.worker_role``).
+
+    Scoring and learning share nothing but Redis (the prediction store), so they can run in
+    separate processes: the learner then never competes with scoring for the GIL.
+    """
+    role = settings.worker_role
+    if role == "learning" and spec.labels is None:
+        msg = f"pipeline {spec.name!r} declares no labels: a learning worker has nothing to do"
+        raise WorkerRoleError(msg)
+    app = create_app(spec, settings)
+    publisher = KafkaPublisher(app.producer)
+    client = aioredis.Redis.from_url(settings.redis_url)
+    store = PredictionStore(client, spec.name, spec.labels.window_seconds) if spec.labels else None
+    if role in ("all", "scoring"):
+        _attach_scoring(app, spec, settings, metrics, publisher, store)
+        track_assignment(app, spec.input.topic, metrics.assigned_partitions.labels(spec.name))
+    if role in ("all", "learning") and store is not None:
+        assert spec.labels is not None
+        attach_label_agent(app, spec, LabelJoiner(spec, store, metrics), publisher)
+        if spec.online is not None:
+            attach_learner_agent(app, spec, LearnerService(spec, client, metrics))
+        if role == "learning":
+            track_assignment(app, spec.labels.topic, metrics.assigned_partitions.labels(spec.name))
+    return create_worker(app, settings)
+
+
+def _attach_scoring(
+    app: faust.App,
+    spec: PipelineSpec,
+    settings: Settings,
+    metrics: Metrics,
+    publisher: KafkaPublisher,
+    store: PredictionStore | None,
+) -> None:
+    """Load the models and the feature store; the scoring agent, its shadows, the alias
+    watcher."""
     registry = ModelRegistry(settings.model_dir)
     scorer = load_scorer(registry, spec, spec.model.name, spec.model.version)
     metrics.model_info.labels(spec.name, "primary", scorer.name, str(scorer.version)).set(1)
     reader = OnlineFeatureReader(open_store(spec.features.repo, settings.redis_url), spec)
     pipeline = ScoringPipeline(spec, reader, scorer, metrics)
-
-    app = create_app(spec, settings)
-    publisher = KafkaPublisher(app.producer)
-    client = aioredis.Redis.from_url(settings.redis_url)
-    store = PredictionStore(client, spec.name, spec.labels.window_seconds) if spec.labels else None
     shadow_models: list[ShadowModel] = [
         load_scorer(registry, spec, shadow.name, shadow.version) for shadow in spec.shadows
     ]
@@ -80,18 +112,12 @@ def build_worker(spec: PipelineSpec, settings: Settings, metrics: Metrics) -> fa
         app.task(shadow.run)
     service = ScoringService(pipeline, publisher, metrics, store=store, shadows=shadows)
     attach_scoring_agent(app, spec, service, Progress(spec, metrics))
-    if store is not None:
-        attach_label_agent(app, spec, LabelJoiner(spec, store, metrics), publisher)
-    if spec.online is not None:
-        attach_learner_agent(app, spec, LearnerService(spec, client, metrics))
-    track_assignment(app, spec, metrics.assigned_partitions.labels(spec.name))
     _watch_primary_alias(app, spec, registry, pipeline, metrics)
     log.info(
         "pipeline %s: %s -> %s (model %s v%s, %d shadows, batch <= %d events / %.1f ms)",
         spec.name, spec.input.topic, spec.output.topic, scorer.name, scorer.version,
         len(shadows), spec.batch.max_size, spec.batch.max_wait_ms,
     )  # fmt: skip
-    return faust.Worker(app, loglevel=settings.log_level, quiet=True)
 
 
 def _watch_primary_alias(

@@ -112,6 +112,45 @@ def test_learning_survives_restart_and_a_replayed_labels_topic(
         assert model in result.output
 
 
+def test_scoring_and_learning_workers_split_the_work(card_fraud: PreparedPipeline) -> None:
+    """A 'scoring' worker scores and remembers predictions; a separate 'learning' worker
+    joins the labels against them and trains: neither does the other's part."""
+    suffix = uuid.uuid4().hex[:8]
+    labels = {**card_fraud.spec.labels.model_dump(), "topic": f"labels-{suffix}"}
+    spec_path, spec = card_fraud.variant(suffix, labels=labels)
+    settings = card_fraud.settings
+    bootstrap = settings.kafka_bootstrap_servers
+    asyncio.run(create_topics(settings, spec))
+    generator = make_generator(spec, seed=22)
+    now = datetime.now(UTC)
+    labelled = [generator.next_labelled(now) for _ in range(120)]
+    events = [(e["transaction_id"].encode(), orjson.dumps(e)) for e, _ in labelled]
+    label_records = [
+        (e["transaction_id"].encode(), orjson.dumps({"event_id": e["transaction_id"], "label": y}))
+        for e, y in labelled
+    ]
+
+    def start(role: str) -> WorkerProcess:
+        role_settings = settings.model_copy(
+            update={"metrics_port": free_port(), "worker_role": role}
+        )
+        return WorkerProcess(spec_path, role_settings, card_fraud.workdir / f"{suffix}-{role}.log")
+
+    scoring, learning = start("scoring"), start("learning")
+    try:
+        asyncio.run(produce(bootstrap, spec.input.topic, events))
+        asyncio.run(consume(bootstrap, [spec.output.topic], len(events), 90, scoring))
+        asyncio.run(produce(bootstrap, spec.labels.topic, label_records))
+        wait_for(lambda: learned(learning, spec) >= 120, 90, learning, "120 learned labels")
+        assert outcome(learning, spec, "joined") == 120
+        assert learned(scoring, spec) == 0 and outcome(scoring, spec, "joined") == 0
+        assert scoring.metric("streamscore_events_total", pipeline=spec.name) == 120
+        assert not learning.metric("streamscore_events_total", pipeline=spec.name)
+    finally:
+        assert scoring.stop() == 0, scoring.log_tail()
+        assert learning.stop() == 0, learning.log_tail()
+
+
 def test_promote_and_rollback_switch_the_primary_with_no_event_lost(
     card_fraud: PreparedPipeline,
 ) -> None:

@@ -32,3 +32,20 @@ def test_missing_spec_file_is_a_clear_error(tmp_path: Path) -> None:
     result = runner.invoke(app, ["train", "--spec", str(tmp_path / "nope.yaml")])
     assert result.exit_code == 2
     assert "cannot read pipeline spec" in result.output
+
+
+def test_unknown_worker_role_is_a_clear_error() -> None:
+    result = runner.invoke(app, ["worker", "--spec", str(SPEC), "--role", "scorer"])
+    assert result.exit_code == 2
+    assert "--role must be one of all, scoring, learning" in result.output
+
+
+def test_learning_worker_needs_a_spec_with_labels(tmp_path: Path) -> None:
+    eta = Path(__file__).resolve().parents[1] / "specs" / "eta" / "spec.yaml"
+    result = runner.invoke(
+        app,
+        ["worker", "--spec", str(eta), "--role", "learning"],
+        env={"STREAMSCORE_METRICS_PORT": "0"},
+    )
+    assert result.exit_code == 1
+    assert "declares no labels" in result.output

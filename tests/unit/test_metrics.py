@@ -50,3 +50,16 @@ def test_each_metrics_instance_has_its_own_registry() -> None:
     assert a.registry.get_sample_value("streamscore_events_total", {"pipeline": "p"}) == 3
     assert b.registry.get_sample_value("streamscore_events_total", {"pipeline": "p"}) is None
     assert a.registry.get_sample_value("process_resident_memory_bytes") is not None
+
+
+def test_metrics_stay_in_memory_after_feast_sets_the_multiprocess_folder() -> None:
+    import os
+
+    import features.store  # noqa: F401  (imports the Feast SDK, which sets the variable)
+
+    assert os.environ.get("PROMETHEUS_MULTIPROC_DIR"), "Feast no longer sets it: drop the fix"
+    metrics = Metrics()
+    counter = metrics.events.labels("p")
+    counter.inc(3)
+    assert not counter._value._multiprocess  # prometheus_client's own flag
+    assert metrics.registry.get_sample_value("streamscore_events_total", {"pipeline": "p"}) == 3
