@@ -241,12 +241,20 @@ async def start_system(
     spec = variant.spec
     bootstrap = env.settings.kafka_bootstrap_servers
     await variant.create_topics(bootstrap)
+    # The real pipeline as deployed: scoring workers, plus one learning worker when the spec
+    # has labels (label join + online learner in their own process).
+    learns = mode == REAL and spec.labels is not None
+    role = "scoring" if learns else "all"
     started = [
-        _start_worker(mode, variant.path, env, logs / f"{name}-{i}.log")
+        _start_worker(mode, variant.path, env, logs / f"{name}-{i}.log", role)
         for i in range(1, workers + 1)
     ]
     for i, worker in enumerate(started, start=1):
         cpu.track(f"{name} worker {i}", worker.process.pid)
+    learner = None
+    if learns:
+        learner = _start_worker(mode, variant.path, env, logs / f"{name}-learning.log", "learning")
+        cpu.track(f"{name} learning worker", learner.process.pid)
     passthrough = mode == PASSTHROUGH
     topics = (
         [spec.output.topic] if passthrough else [spec.output.topic, spec.output.dead_letter_topic]
@@ -258,7 +266,7 @@ async def start_system(
         dead_letter_topic=None if passthrough else spec.output.dead_letter_topic,
         time_key=f'"{time_field}":"'.encode(), kinds=kinds, routed=not passthrough,
     )  # fmt: skip
-    system = System(name, mode, variant, started, meter)
+    system = System(name, mode, variant, started, meter, learner=learner)
     try:
         await meter.start()
         await wait_ready(system, profile.ready_seconds)
@@ -268,10 +276,12 @@ async def start_system(
     return system
 
 
-def _start_worker(mode: str, spec_path: Path, env: Environment, log: Path) -> Worker:
+def _start_worker(
+    mode: str, spec_path: Path, env: Environment, log: Path, role: str = "all"
+) -> Worker:
     settings = env.worker_settings()
     if mode == REAL:
-        return WorkerProcess(spec_path, settings, log)
+        return WorkerProcess(spec_path, settings.model_copy(update={"worker_role": role}), log)
     return baseline_process(mode, spec_path, settings, log)
 
 
@@ -282,7 +292,9 @@ async def wait_ready(system: System, timeout: float) -> None:
     while True:
         system.check_running()
         owned = [await asyncio.to_thread(w.assigned_partitions) for w in system.workers]
-        if all(owned) and sum(o or 0 for o in owned) == partitions:
+        learner = system.learner
+        learning = learner is None or bool(await asyncio.to_thread(learner.assigned_partitions))
+        if all(owned) and sum(o or 0 for o in owned) == partitions and learning:
             return
         if time.monotonic() > deadline:
             tails = "\n---\n".join(w.log_tail() for w in system.workers)
@@ -301,3 +313,7 @@ async def stop_system(system: System, cpu: CpuMeter) -> None:
         if worker.process.returncode is None:
             await asyncio.to_thread(worker.stop)
         cpu.forget(f"{system.name} worker {i}")
+    if system.learner is not None:
+        if system.learner.process.returncode is None:
+            await asyncio.to_thread(system.learner.stop)
+        cpu.forget(f"{system.name} learning worker")

@@ -48,8 +48,12 @@ class System:
     series: list[tuple[float, int, int, str]] = field(default_factory=list)
     steps: list[StepResult] = field(default_factory=list)
 
+    # The real pipeline's label join and online learner run in their own 'learning' worker
+    # (it never scores, so it is not among ``workers``); None for the baselines.
+    learner: Worker | None = None
+
     def check_running(self) -> None:
-        for worker in self.workers:
+        for worker in [*self.workers, *([self.learner] if self.learner else [])]:
             if not worker.running:
                 code = worker.process.returncode
                 msg = f"{self.name}: a worker exited (code {code}):\n{worker.log_tail()}"

@@ -1,15 +1,17 @@
 """The Faust app and its agents (scoring, label join, learner). Agents are thin: take a
-micro-batch, hand it to a plain-Python service, publish, then ack."""
+micro-batch, hand it to a plain-Python service, publish, then ack. The scoring agent keeps
+several batches in flight (``streams.inflight``) and acks them in order."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, cast
 
 import faust
 from faust.types import TP, EventT
 
+from streams.inflight import InFlight
 from streams.labels import LabelJoiner
 from streams.learner import LearnerService
 from streams.metrics import Metrics
@@ -25,6 +27,9 @@ from streams.transport import StreamscoreApp
 LABEL_BATCH_SIZE = 2048
 LABEL_BATCH_WAIT_SECONDS = 0.5
 LAG_REPORT_SECONDS = 2.0
+#: On stop, how long batches in flight get to deliver and be acked (the rest is consumed
+#: again after a restart).
+DRAIN_SECONDS = 10.0
 
 
 def kafka_urls(bootstrap_servers: str) -> list[str]:
@@ -122,15 +127,19 @@ class Progress:
         self._batch_wait = metrics.batch_wait_seconds.labels(spec.name)
         self._idle_since = time.perf_counter()
 
-    def batch_started(self) -> None:
+    def batch_taken(self) -> None:
+        """The agent has a batch: how long it waited for it to fill."""
         self._batch_wait.observe(time.perf_counter() - self._idle_since)
 
-    def batch_done(self, events: list[EventT[bytes]]) -> None:
+    def waiting(self) -> None:
+        """The agent waits for the next batch from now."""
+        self._idle_since = time.perf_counter()
+
+    def batch_acked(self, events: Sequence[EventT[bytes]]) -> None:
         for event in events:
             message = event.message
             if message.offset >= self.next_offset.get(message.partition, 0):
                 self.next_offset[message.partition] = message.offset + 1
-        self._idle_since = time.perf_counter()
 
     def report_lag(self, app: faust.App) -> None:
         """Lag per owned input partition: its high watermark minus our next offset."""
@@ -161,13 +170,21 @@ def attach_scoring_agent(
     async def score(stream: faust.StreamT[bytes]) -> None:
         for topic in outputs:
             await topic.maybe_declare()
-        async for events in _batches(stream, max_size, max_wait):
-            progress.batch_started()
-            messages = [_input_message(event) for event in events]
-            await service.handle(messages)
+
+        async def ack(events: Sequence[EventT[bytes]]) -> None:
             for event in events:
                 await stream.ack(event)
-            progress.batch_done(events)
+            progress.batch_acked(events)
+
+        in_flight = InFlight(spec.batch.in_flight, ack)
+        try:
+            async for events in _batches(stream, max_size, max_wait):
+                progress.batch_taken()
+                messages = [_input_message(event) for event in events]
+                await in_flight.submit(events, service.handle(messages))
+                progress.waiting()
+        finally:
+            await in_flight.drain(DRAIN_SECONDS)
 
     @app.timer(interval=LAG_REPORT_SECONDS)  # type: ignore[untyped-decorator]
     async def report_lag() -> None:

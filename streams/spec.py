@@ -185,6 +185,16 @@ class BatchSpec(_Strict):
         le=10_000,
         description="Longest a batch waits to fill: the latency batching may add.",
     )
+    in_flight: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description=(
+            "Batches a worker processes at once: the next batch fills and starts while earlier"
+            " ones wait on Redis and Kafka. Inputs are acked in batch order, each batch once"
+            " all its outputs are delivered."
+        ),
+    )
     shadow_queue_batches: int = Field(
         default=32,
         ge=1,
