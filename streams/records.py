@@ -6,6 +6,8 @@ Both are documented in README ("Topics and record formats"); change them togethe
 from __future__ import annotations
 
 import base64
+import functools
+import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -35,9 +37,22 @@ class OutputRecord:
 
 
 def iso_utc(epoch_seconds: float) -> str:
-    """Epoch seconds -> ISO 8601 UTC with microseconds, e.g. '2026-11-22T23:00:00.123000Z'."""
-    moment = datetime.fromtimestamp(epoch_seconds, tz=UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """Epoch seconds -> ISO 8601 UTC with microseconds, e.g. '2026-11-22T23:00:00.123000Z'.
+
+    Called for every output record: the date and time of the whole second come from a cache
+    (a stream's events share their seconds), the microseconds are rounded as ``datetime``
+    rounds them (half to even), so the text is the same as ``strftime``'s.
+    """
+    second = math.floor(epoch_seconds)
+    micros = round((epoch_seconds - second) * 1e6)
+    if micros == 1_000_000:
+        second, micros = second + 1, 0
+    return f"{_utc_second(second)}.{micros:06d}Z"
+
+
+@functools.lru_cache(maxsize=4096)
+def _utc_second(second: int) -> str:
+    return datetime.fromtimestamp(second, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def encode_prediction(

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import orjson
+from hypothesis import given
+from hypothesis import strategies as st
 
 from streams.records import (
     InputMessage,
@@ -68,3 +72,15 @@ def test_dead_letter_keeps_original_bytes_and_source() -> None:
 
 def test_iso_utc_round_trips_through_the_parser() -> None:
     assert parse_timestamp(iso_utc(1_700_000_000.123456)) == 1_700_000_000.123456
+
+
+@given(
+    st.one_of(
+        st.floats(min_value=0, max_value=4102444800, allow_nan=False),
+        st.integers(min_value=0, max_value=4102444800).map(lambda s: s + 0.9999995),
+        st.integers(min_value=0, max_value=4102444800).map(lambda s: s + 0.0000005),
+    )
+)
+def test_iso_utc_is_strftime_of_datetime(epoch_seconds: float) -> None:
+    expected = datetime.fromtimestamp(epoch_seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    assert iso_utc(epoch_seconds) == expected
