@@ -65,8 +65,10 @@ def markdown(report: dict[str, Any]) -> str:
         f"real / naive = **{_f(ratios['real_over_naive'], 1)}**, "
         f"pass-through / naive = {_f(ratios['passthrough_over_naive'], 1)}",
         "",
-        "`real_no_labels` is the same real worker offered events without their labels (no label"
-        " join, no online learning): what the scoring path alone sustains.",
+        "`real` is one scoring worker (`--role scoring`: primary, shadows, prediction store)"
+        " plus one learning worker (`--role learning`: label join, online learner) in its own"
+        " process; every event's label follows it. `real_no_labels` is the same pair offered"
+        " no labels: what the scoring path alone sustains.",
         "",
     ]
     for title, key in (("Latency, real pipeline", "latency"), ("Bursts, real pipeline", "bursts")):
