@@ -33,8 +33,8 @@ GRAFANA = ROOT / "monitoring" / "grafana"
 PREFIX = "STREAMSCORE_"
 WORKER_JOB = "streamscore-worker"
 
-STREAMSCORE_SERVICES = ("feast-apply", "worker", "producer")
-HEALTHCHECKED = ("kafka", "redis", "prometheus", "grafana", "worker")
+STREAMSCORE_SERVICES = ("feast-apply", "worker", "learner", "producer")
+HEALTHCHECKED = ("kafka", "redis", "prometheus", "grafana", "worker", "learner")
 
 
 def load_compose() -> dict[str, Any]:
@@ -114,6 +114,7 @@ def test_compose_has_the_stack() -> None:
         "redis",
         "feast-apply",
         "worker",
+        "learner",
         "producer",
         "prometheus",
         "grafana",
@@ -279,7 +280,20 @@ def test_worker_metrics_port_is_the_scrape_port_and_the_default() -> None:
 def test_workers_are_discovered_by_dns_on_the_compose_service() -> None:
     for sd in worker_scrape_job()["dns_sd_configs"]:
         assert sd["type"] == "A"
-        assert sd["names"] == ["worker"]
+        assert sd["names"] == ["worker", "learner"]
+
+
+def test_scoring_workers_and_one_learner_split_the_roles() -> None:
+    roles = {
+        name: environment(SERVICES[name]).get(f"{PREFIX}WORKER_ROLE")
+        for name in ("worker", "learner")
+    }
+    assert roles == {"worker": "scoring", "learner": "learning"}
+    learner = SERVICES["learner"]
+    assert learner["command"] == SERVICES["worker"]["command"]
+    assert learner.get("deploy", {}).get("replicas", 1) == 1
+    port = environment(learner)[f"{PREFIX}METRICS_PORT"]
+    assert int(port) == Settings.model_fields["metrics_port"].default  # the scrape port
 
 
 def test_prometheus_targets_are_compose_services() -> None:
