@@ -35,6 +35,19 @@ class Environment:
     settings: Settings  # connections and runtime settings every worker starts from
     workdir: Path
     server_pids: dict[str, int] = field(default_factory=dict)  # for CPU accounting
+    kafka: EmbeddedKafka | None = None  # the embedded broker, restarted between systems
+
+    def fresh_broker(self) -> None:
+        """Restart the embedded broker, same port, empty memory storage. Tansu keeps every
+        record in memory and its CPU per request grows with what it stores, so each system
+        is measured on a broker holding nothing else (measured: systems run later in a run
+        met a broker using a whole core where the first used half of one)."""
+        if self.kafka is None:
+            return
+        self.kafka.stop()
+        self.kafka.start()
+        assert self.kafka.process is not None
+        self.server_pids["tansu"] = self.kafka.process.pid
 
     def worker_settings(self) -> Settings:
         """The settings of one more worker process: its own /metrics port on loopback."""
@@ -129,4 +142,4 @@ def embedded(
         for name, server in (("tansu", kafka), ("redis", redis)):
             if server.process is not None:
                 pids[name] = server.process.pid
-        yield Environment(spec, settings, workdir, pids)
+        yield Environment(spec, settings, workdir, pids, kafka)
