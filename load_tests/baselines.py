@@ -8,10 +8,10 @@ with ``streams.app.create_app`` (same transport, consumer group, fetch wait, pro
 serve the same ``/metrics`` readiness gauge, so the run starts, waits for and stops them
 exactly like the real worker.
 
-- **passthrough**: the real agent's machinery without its work: ``noack_take`` micro-batches
-  of the spec's size and wait, each input's bytes published unchanged to the output topic
-  through ``streams.publish.KafkaPublisher``, inputs acked after delivery. The ceiling of
-  what Faust + Kafka allow on this machine.
+- **passthrough**: the real agent's machinery without its work: the same micro-batches
+  (``streams.batching``) of the spec's size and wait, each input's bytes published
+  unchanged to the output topic through ``streams.publish.KafkaPublisher``, inputs acked
+  after delivery. The ceiling of what Faust + Kafka allow on this machine.
 - **naive**: what one writes without batching: for each event, validate it, one Feast
   ``get_online_features`` call, one ONNX ``session.run`` (``OnnxScorer`` on one row), one
   awaited ``topic.send`` (the idiomatic Faust loop; it awaits the hand-over to the producer,
@@ -24,7 +24,7 @@ import argparse
 import logging
 import time
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import faust
 import numpy as np
@@ -34,9 +34,10 @@ from models.inputs import InputLayout
 from models.registry import ModelRegistry
 from models.scorer import OnnxScorer
 from streams.app import create_app, create_worker, track_assignment
+from streams.batching import micro_batches
 from streams.errors import BadInput
 from streams.metrics import Metrics, serve
-from streams.publish import KafkaPublisher
+from streams.publish import KafkaPublisher, app_producer
 from streams.records import (
     InputMessage,
     OutputRecord,
@@ -64,7 +65,7 @@ def _message(event: Any) -> InputMessage:
 
 def attach_passthrough(app: faust.App, spec: PipelineSpec, metrics: Metrics) -> None:
     output = app.topic(spec.output.topic, partitions=spec.output_partitions)
-    publisher = KafkaPublisher(app.producer)
+    publisher = KafkaPublisher(app_producer(app))
     events_total = metrics.events.labels(spec.name)
     batch_size = metrics.batch_size.labels(spec.name)
     publish_seconds = metrics.stage_seconds.labels(spec.name, "publish")
@@ -73,7 +74,7 @@ def attach_passthrough(app: faust.App, spec: PipelineSpec, metrics: Metrics) -> 
 
     async def forward(stream: faust.StreamT[bytes]) -> None:
         await output.maybe_declare()
-        async for events in cast(Any, stream).noack_take(max_size, within=max_wait):
+        async for events in micro_batches(stream, max_size, max_wait):
             messages = [_message(event) for event in events]
             events_total.inc(len(messages))
             batch_size.observe(len(messages))

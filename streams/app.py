@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Sequence
-from typing import Any, cast
+from typing import Any
 
 import faust
 from faust.types import TP, EventT
 
+from streams.batching import micro_batches
 from streams.inflight import InFlight
 from streams.labels import LabelJoiner
 from streams.learner import LearnerService
@@ -102,15 +103,9 @@ def track_assignment(app: faust.App, topic: str, gauge: Any) -> None:
 def _batches(
     stream: faust.StreamT[bytes], max_size: int, max_wait: float
 ) -> AsyncIterator[list[EventT[bytes]]]:
-    """Micro-batches of events that we ack ourselves, only after their outputs are delivered.
-
-    ``noack_take`` yields events (not values) whatever its annotation says, and the StreamT
-    protocol does not declare it.
-    """
-    batches: AsyncIterator[list[EventT[bytes]]] = cast(Any, stream).noack_take(
-        max_size, within=max_wait
-    )
-    return batches
+    """Micro-batches of events that we ack ourselves, only after their outputs are delivered
+    (``streams.batching``: they keep filling while the agent works)."""
+    return micro_batches(stream, max_size, max_wait)
 
 
 def _raw_topic(app: faust.App, name: str, partitions: int) -> faust.TopicT:
@@ -178,10 +173,9 @@ def attach_scoring_agent(
 
         in_flight = InFlight(spec.batch.in_flight, ack)
         try:
-            async for events in _batches(stream, max_size, max_wait):
+            async for events in micro_batches(stream, max_size, max_wait, in_flight.reserve):
                 progress.batch_taken()
-                messages = [_input_message(event) for event in events]
-                await in_flight.submit(events, service.handle(messages))
+                in_flight.start(events, service.handle([_input_message(e) for e in events]))
                 progress.waiting()
         finally:
             await in_flight.drain(DRAIN_SECONDS)

@@ -33,15 +33,27 @@ class InFlight(Generic[E]):
         self._failure: BaseException | None = None
         self._acker = asyncio.ensure_future(self._ack_in_order())
 
-    async def submit(self, events: Sequence[E], work: Awaitable[Any]) -> None:
-        """Start ``work`` for ``events``; waits while ``limit`` batches are unacked."""
+    async def reserve(self) -> None:
+        """Wait for room for one more batch (while ``limit`` batches are unacked); raises
+        the failure of an earlier batch. Call before taking the batch, so that it holds
+        everything that arrived while the worker was busy."""
         await self._slots.acquire()
         if self._failure is not None:
             self._slots.release()
-            with contextlib.suppress(Exception):
-                _close(work)
             raise self._failure
+
+    def start(self, events: Sequence[E], work: Awaitable[Any]) -> None:
+        """Run ``work`` for ``events`` in the slot ``reserve`` made."""
         self._queue.put_nowait((events, asyncio.ensure_future(work)))
+
+    async def submit(self, events: Sequence[E], work: Awaitable[Any]) -> None:
+        """``reserve`` then ``start``."""
+        try:
+            await self.reserve()
+        except BaseException:
+            _close(work)
+            raise
+        self.start(events, work)
 
     async def drain(self, timeout: float) -> None:
         """Let the batches in flight finish and be acked (graceful stop), then stop."""

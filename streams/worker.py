@@ -29,7 +29,7 @@ from streams.learner import LearnerService, OnlineSnapshotModel
 from streams.metrics import Metrics, serve
 from streams.pipeline import ScoringPipeline
 from streams.prediction_store import PredictionStore
-from streams.publish import KafkaPublisher
+from streams.publish import KafkaPublisher, app_producer
 from streams.service import ScoringService
 from streams.settings import Settings
 from streams.shadow import ShadowModel, ShadowRunner
@@ -58,7 +58,7 @@ def build_worker(spec: PipelineSpec, settings: Settings, metrics: Metrics) -> fa
         msg = f"pipeline {spec.name!r} declares no labels: a learning worker has nothing to do"
         raise WorkerRoleError(msg)
     app = create_app(spec, settings)
-    publisher = KafkaPublisher(app.producer)
+    publisher = KafkaPublisher(app_producer(app))
     client = aioredis.Redis.from_url(settings.redis_url)
     store = PredictionStore(client, spec.name, spec.labels.window_seconds) if spec.labels else None
     if role in ("all", "scoring"):

@@ -61,3 +61,52 @@ async def test_batches_are_capped_at_max_size_and_flushed_by_max_wait(
     assert waits == len(service.batches)
     first = service.batches[0][0]
     assert first.topic == spec.input.topic and first.key == b"k0"
+
+
+class SlowFirstBatch(RecordingService):
+    """Holds its first batch for ``hold`` seconds, recording when each batch started/ended."""
+
+    def __init__(self, hold: float) -> None:
+        super().__init__()
+        self.hold = hold
+        self.started: list[float] = []
+        self.ended: list[float] = []
+        self.holding = asyncio.Event()
+
+    async def handle(self, messages: list[InputMessage]) -> None:
+        loop = asyncio.get_running_loop()
+        self.started.append(loop.time())
+        if len(self.started) == 1:
+            self.holding.set()
+            await asyncio.sleep(self.hold)
+        self.ended.append(loop.time())
+        await super().handle(messages)
+
+
+async def test_events_arriving_during_a_batch_are_taken_at_once_when_it_ends(
+    kafka_bootstrap: str, unique: str
+) -> None:
+    """Adaptive batching: while the agent is busy, arrivals accumulate, and the next batch,
+    taken as soon as it is free, holds them all, even those that waited longer than
+    max_wait (not one batch per max_wait window)."""
+    max_wait = 0.5
+    batch = SPEC.batch.model_copy(update={"max_size": 100, "max_wait_ms": max_wait * 1000})
+    spec = SPEC.model_copy(update={"batch": batch, "name": f"adaptive-{unique}"})
+    app = create_app(spec, Settings(kafka_bootstrap_servers=kafka_bootstrap))
+    service = SlowFirstBatch(hold=4 * max_wait)
+    agent = attach_scoring_agent(app, spec, service, Progress(spec, Metrics()))  # type: ignore[arg-type]
+    try:
+        async with agent.test_context() as context:
+            await context.put(b"first", key=b"k")
+            await asyncio.wait_for(service.holding.wait(), 10)
+            for i in range(3):
+                await context.put(f"early{i}".encode(), key=f"e{i}".encode())
+            await asyncio.sleep(2 * max_wait)  # the early ones have waited past max_wait
+            for i in range(3):
+                await context.put(f"late{i}".encode(), key=f"l{i}".encode())
+            await service.wait_for(7)
+    finally:
+        await app.producer.stop()
+
+    assert [len(b) for b in service.batches] == [1, 6]
+    assert service.started[1] - service.ended[0] < max_wait / 2

@@ -32,16 +32,6 @@ from tests.integration.harness import PreparedPipeline, consume, create_topics
 pytestmark = pytest.mark.integration
 
 
-class AiokafkaSend:
-    """Faust's producer.send signature over a plain aiokafka producer."""
-
-    def __init__(self, producer: AIOKafkaProducer) -> None:
-        self._producer = producer
-
-    async def send(self, topic, key, value, partition, timestamp, headers):
-        return await self._producer.send(topic, value, key=key)
-
-
 class SleepyShadow:
     """Ten times slower than the primary (and then some): it sleeps in its own thread."""
 
@@ -87,7 +77,7 @@ async def test_slow_and_failing_shadows_never_hold_up_the_primary(
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
     await producer.start()
     client = aioredis.Redis.from_url(settings.redis_url)
-    publisher = KafkaPublisher(AiokafkaSend(producer))
+    publisher = KafkaPublisher(lambda: producer)
     store = PredictionStore(client, spec.name, 600)
     batches = [messages_for(spec, 1000, spec.input.topic)[i : i + 100] for i in range(0, 1000, 100)]
 
