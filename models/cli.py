@@ -109,7 +109,7 @@ def promote(
         if before == version:
             _err().print(f"{name}: {alias} already points at version {version}", highlight=False)
             return
-        registry.set_alias(name, alias, version)
+        registry.set_alias(name, alias, version, expected=before)
     except StreamscoreError as exc:
         msg = f"cannot promote {name} version {version} to {alias!r}: {exc}"
         raise _fail(msg) from exc
@@ -130,7 +130,7 @@ def rollback(
     try:
         target, current = _rollback_target(registry, name, alias)
         registry.resolve(name, target)  # still there and intact
-        registry.set_alias(name, alias, target)
+        registry.set_alias(name, alias, target, expected=current)
     except StreamscoreError as exc:
         msg = f"cannot roll back {name} {alias!r}: {exc}"
         raise _fail(msg) from exc

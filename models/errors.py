@@ -45,6 +45,21 @@ class ModelIntegrityError(RegistryError):
         self.path = path
 
 
+class AliasMoved(RegistryError):
+    """An alias changed between reading it and setting it (a concurrent promote or
+    rollback); nothing was written."""
+
+    def __init__(self, name: str, alias: str, expected: int | None, found: int | None) -> None:
+        def show(v: int | None) -> str:
+            return "nothing" if v is None else f"version {v}"
+
+        super().__init__(
+            f"alias {alias!r} of model {name!r} moved meanwhile: expected {show(expected)},"
+            f" found {show(found)}; nothing changed, look again and retry"
+        )
+        self.expected, self.found = expected, found
+
+
 class ScoringError(ModelError):
     """A model cannot be loaded for scoring or a scoring call failed."""
 

@@ -31,7 +31,7 @@ from typing import Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from models.errors import ModelIntegrityError, ModelNotFound, RegistryError
+from models.errors import AliasMoved, ModelIntegrityError, ModelNotFound, RegistryError
 from models.manifest import Manifest, ManifestFields
 
 CHAMPION = "champion"
@@ -39,6 +39,13 @@ MODEL_FILE = "model.onnx"
 MANIFEST_FILE = "manifest.json"
 ALIASES_FILE = "aliases.json"
 _LOCK_FILE = ".lock"
+
+
+class _Any:
+    """``set_alias(expected=ANY)``: set whatever the alias points at now."""
+
+
+ANY = _Any()
 # No leading dot: hidden names are the registry's own staging and lock files (and '..').
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 # Aliases never start with a digit, so "3" always means version 3.
@@ -136,14 +143,25 @@ class ModelRegistry:
         found.read_onnx()
         return found
 
-    def set_alias(self, name: str, alias: str, version: int) -> None:
-        """Point ``alias`` at an existing ``version`` (atomically, recorded in the history)."""
+    def set_alias(
+        self, name: str, alias: str, version: int, *, expected: int | None | _Any = ANY
+    ) -> None:
+        """Point ``alias`` at an existing ``version`` (atomically, recorded in the history).
+
+        With ``expected`` (a version, or None for "not set"), it is a compare-and-set: if the
+        alias no longer points there when the lock is held, ``AliasMoved`` is raised and
+        nothing changes, so two concurrent promotions cannot silently overwrite each other.
+        """
         if not _ALIAS.fullmatch(alias):
             msg = f"alias {alias!r} of model {name!r} is not valid: start with a letter or '_'"
             raise RegistryError(msg)
         folder = self._model_dir(name)
         with _locked(folder):
             self._load(name, version, folder, asked=str(version))
+            if not isinstance(expected, _Any):
+                found = self._read_aliases(folder).aliases.get(alias)
+                if found != expected:
+                    raise AliasMoved(name, alias, expected, found)
             self._move_alias(folder, alias, version)
 
     def register(self, name: str, onnx_bytes: bytes, fields: ManifestFields) -> ModelVersion:

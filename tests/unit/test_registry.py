@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from models.errors import ModelIntegrityError, ModelNotFound, RegistryError
+from models.errors import AliasMoved, ModelIntegrityError, ModelNotFound, RegistryError
 from models.manifest import ManifestFields, TrainingData
 from models.registry import CHAMPION, ModelRegistry
 
@@ -76,6 +76,47 @@ def test_alias_history_records_previous_version(registry: ModelRegistry) -> None
     moves = [(c.alias, c.version, c.previous) for c in registry.alias_history("fraud")]
     assert moves == [(CHAMPION, 1, None), (CHAMPION, 2, 1)]
     assert registry.resolve("fraud", CHAMPION).version == 2
+
+
+def test_set_alias_with_expected_is_a_compare_and_set(registry: ModelRegistry) -> None:
+    for payload in (ONNX, ONNX + b"2", ONNX + b"3"):
+        registry.register("fraud", payload, fields())
+    registry.set_alias("fraud", CHAMPION, 2, expected=1)  # champion was 1: moves
+    # A second promoter that read "1" before the first one wrote: refused, nothing written.
+    with pytest.raises(AliasMoved, match="expected version 1, found version 2") as caught:
+        registry.set_alias("fraud", CHAMPION, 3, expected=1)
+    assert (caught.value.expected, caught.value.found) == (1, 2)
+    assert registry.aliases("fraud")[CHAMPION] == 2
+    assert len(registry.alias_history("fraud")) == 2
+    registry.set_alias("fraud", "canary", 3, expected=None)  # "not set yet" is a value too
+    with pytest.raises(AliasMoved, match="expected nothing, found version 3"):
+        registry.set_alias("fraud", "canary", 1, expected=None)
+
+
+def test_concurrent_promotions_from_the_same_reading_move_the_alias_once(
+    registry: ModelRegistry,
+) -> None:
+    for payload in (ONNX, ONNX + b"2", ONNX + b"3", ONNX + b"4"):
+        registry.register("fraud", payload, fields())
+    read = registry.aliases("fraud")[CHAMPION]
+    outcomes: list[str] = []
+    start = threading.Barrier(3)
+
+    def promote(version: int) -> None:
+        start.wait()
+        try:
+            registry.set_alias("fraud", CHAMPION, version, expected=read)
+            outcomes.append("moved")
+        except AliasMoved:
+            outcomes.append("refused")
+
+    threads = [threading.Thread(target=promote, args=(v,)) for v in (2, 3, 4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == ["moved", "refused", "refused"]
+    assert len(registry.alias_history("fraud")) == 2
 
 
 def test_unknown_name_names_what_was_asked(registry: ModelRegistry) -> None:
