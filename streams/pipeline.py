@@ -7,6 +7,7 @@ and never holds up the rest of its batch; every input ends as exactly one output
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -74,6 +75,10 @@ class ScoredBatch:
     @property
     def records(self) -> list[OutputRecord]:
         return self.predictions + self.dead_letters
+
+    @functools.cached_property
+    def event_ids(self) -> list[str]:
+        return [event.event_id for event in self.events]
 
     @property
     def event_times(self) -> npt.NDArray[np.float64]:

@@ -56,7 +56,7 @@ class ScoringService:
     async def _remember(self, scored: ScoredBatch) -> None:
         assert self.store is not None and scored.matrix is not None and scored.scores is not None
         await self.store.put_predictions(
-            [event.event_id for event in scored.events],
+            scored.event_ids,
             self.clock(),
             scored.model,
             scored.model_version,
@@ -68,7 +68,7 @@ class ScoringService:
         if not self.shadows or scored.matrix is None or scored.scores is None:
             return
         batch = ShadowBatch(
-            event_ids=[event.event_id for event in scored.events],
+            event_ids=scored.event_ids,
             entity_keys=[event.entity_key for event in scored.events],
             event_times=event_times,
             matrix=scored.matrix,

@@ -8,6 +8,7 @@ import threading
 import time
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 
 import orjson
 import pytest
@@ -22,6 +23,7 @@ from streams.embedded import free_port
 from streams.generators import make_generator
 from streams.prediction_store import Keys
 from streams.processes import WorkerProcess
+from streams.spec import PipelineSpec
 from streams.validation import parse_timestamp
 from streams.worker import ALIAS_CHECK_SECONDS
 from tests.integration.harness import (
@@ -51,24 +53,36 @@ def outcome(worker: WorkerProcess, spec, name: str) -> float:
     return worker.metric("streamscore_labels_total", pipeline=spec.name, outcome=name) or 0.0
 
 
-def test_learning_survives_restart_and_a_replayed_labels_topic(
-    card_fraud: PreparedPipeline,
-) -> None:
+Records = list[tuple[bytes, bytes]]
+
+
+def labelled_traffic(
+    card_fraud: PreparedPipeline, n: int, seed: int
+) -> tuple[str, Path, PipelineSpec, Records, Records]:
+    """A variant of the pipeline with its own labels topic (created), ``n`` events and
+    their labels: (suffix, spec path, spec, event records, label records)."""
     suffix = uuid.uuid4().hex[:8]
-    labels_topic = f"labels-{suffix}"
-    labels = {**card_fraud.spec.labels.model_dump(), "topic": labels_topic}
+    labels = {**card_fraud.spec.labels.model_dump(), "topic": f"labels-{suffix}"}
     spec_path, spec = card_fraud.variant(suffix, labels=labels)
-    settings = card_fraud.settings
-    bootstrap = settings.kafka_bootstrap_servers
-    asyncio.run(create_topics(settings, spec))
-    generator = make_generator(spec, seed=21)
+    asyncio.run(create_topics(card_fraud.settings, spec))
+    generator = make_generator(spec, seed=seed)
     now = datetime.now(UTC)
-    labelled = [generator.next_labelled(now) for _ in range(200)]
+    labelled = [generator.next_labelled(now) for _ in range(n)]
     events = [(e["transaction_id"].encode(), orjson.dumps(e)) for e, _ in labelled]
     label_records = [
         (e["transaction_id"].encode(), orjson.dumps({"event_id": e["transaction_id"], "label": y}))
         for e, y in labelled
     ]
+    return suffix, spec_path, spec, events, label_records
+
+
+def test_learning_survives_restart_and_a_replayed_labels_topic(
+    card_fraud: PreparedPipeline,
+) -> None:
+    _, spec_path, spec, events, label_records = labelled_traffic(card_fraud, 200, seed=21)
+    labels_topic = spec.labels.topic
+    settings = card_fraud.settings
+    bootstrap = settings.kafka_bootstrap_servers
     asyncio.run(produce(bootstrap, spec.input.topic, events))
 
     worker_settings = settings.model_copy(update={"metrics_port": free_port()})
@@ -115,20 +129,9 @@ def test_learning_survives_restart_and_a_replayed_labels_topic(
 def test_scoring_and_learning_workers_split_the_work(card_fraud: PreparedPipeline) -> None:
     """A 'scoring' worker scores and remembers predictions; a separate 'learning' worker
     joins the labels against them and trains: neither does the other's part."""
-    suffix = uuid.uuid4().hex[:8]
-    labels = {**card_fraud.spec.labels.model_dump(), "topic": f"labels-{suffix}"}
-    spec_path, spec = card_fraud.variant(suffix, labels=labels)
+    suffix, spec_path, spec, events, label_records = labelled_traffic(card_fraud, 120, seed=22)
     settings = card_fraud.settings
     bootstrap = settings.kafka_bootstrap_servers
-    asyncio.run(create_topics(settings, spec))
-    generator = make_generator(spec, seed=22)
-    now = datetime.now(UTC)
-    labelled = [generator.next_labelled(now) for _ in range(120)]
-    events = [(e["transaction_id"].encode(), orjson.dumps(e)) for e, _ in labelled]
-    label_records = [
-        (e["transaction_id"].encode(), orjson.dumps({"event_id": e["transaction_id"], "label": y}))
-        for e, y in labelled
-    ]
 
     def start(role: str) -> WorkerProcess:
         role_settings = settings.model_copy(
