@@ -1,6 +1,7 @@
 """The Faust app and its agents (scoring, label join, learner). Agents are thin: take a
-micro-batch, hand it to a plain-Python service, publish, then ack. The scoring agent keeps
-several batches in flight (``streams.inflight``) and acks them in order."""
+micro-batch (``streams.batching``), hand it to a plain-Python service, publish, then ack.
+The scoring agent keeps up to ``batch.in_flight`` batches in flight (``streams.inflight``,
+default one) and acks them in order."""
 
 from __future__ import annotations
 
