@@ -160,7 +160,7 @@ class LoadSession:
     async def _restarted(self, system: System) -> System:
         """The same system again on an empty broker, so that its throughput search starts
         as every other system's does, not after the latency and burst phases filled it."""
-        if self.profile.prestart or self.env.kafka is None:
+        if not self._restarts_broker:
             return system
         if not await self.runner.finish(system):  # its phases' outputs counted first
             self.notes.append(f"{system.name}: the backlog had not cleared at stop")
@@ -168,10 +168,14 @@ class LoadSession:
         await self._fresh_broker()
         return await self._start(system.name, mode=system.mode)
 
-    async def _fresh_broker(self) -> None:
+    @property
+    def _restarts_broker(self) -> bool:
         """Each system on an empty broker (see ``Environment.fresh_broker``); not when every
         system was started up front (the smoke test), as their topics live on it."""
-        if self.profile.prestart or self.env.kafka is None:
+        return not self.profile.prestart and self.env.kafka is not None
+
+    async def _fresh_broker(self) -> None:
+        if not self._restarts_broker:
             return
         await asyncio.to_thread(self.env.fresh_broker)
         self.cpu.forget("tansu")

@@ -6,7 +6,7 @@ default one) and acks them in order."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import faust
@@ -101,14 +101,6 @@ def track_assignment(app: faust.App, topic: str, gauge: Any) -> None:
         gauge.set(len(owned))
 
 
-def _batches(
-    stream: faust.StreamT[bytes], max_size: int, max_wait: float
-) -> AsyncIterator[list[EventT[bytes]]]:
-    """Micro-batches of events that we ack ourselves, only after their outputs are delivered
-    (``streams.batching``: they keep filling while the agent works)."""
-    return micro_batches(stream, max_size, max_wait)
-
-
 def _raw_topic(app: faust.App, name: str, partitions: int) -> faust.TopicT:
     return app.topic(name, partitions=partitions, key_type=bytes, value_type=bytes)
 
@@ -198,7 +190,7 @@ def attach_label_agent(
 
     async def join(stream: faust.StreamT[bytes]) -> None:
         await joined.maybe_declare()
-        async for events in _batches(stream, LABEL_BATCH_SIZE, LABEL_BATCH_WAIT_SECONDS):
+        async for events in micro_batches(stream, LABEL_BATCH_SIZE, LABEL_BATCH_WAIT_SECONDS):
             outcome = await joiner.join([_input_message(event) for event in events])
             await publisher.publish(outcome.records)
             for event in events:
@@ -212,7 +204,7 @@ def attach_learner_agent(app: faust.App, spec: PipelineSpec, learner: LearnerSer
     source = _raw_topic(app, spec.joined_labels_topic, 1)
 
     async def learn(stream: faust.StreamT[bytes]) -> None:
-        async for events in _batches(stream, LABEL_BATCH_SIZE, LABEL_BATCH_WAIT_SECONDS):
+        async for events in micro_batches(stream, LABEL_BATCH_SIZE, LABEL_BATCH_WAIT_SECONDS):
             await learner.handle([event.message.value or b"" for event in events])
             for event in events:
                 await stream.ack(event)

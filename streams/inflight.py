@@ -8,7 +8,7 @@ only when its task has succeeded and every batch before it has been acked: the c
 offset never passes an input whose outputs are not delivered (at-least-once, as before).
 
 A failed batch stops everything after it: nothing later is acked, the failure is raised in
-the agent at its next ``submit`` (the worker stops loudly) and the inputs are consumed
+the agent at its next ``reserve`` (the worker stops loudly) and the inputs are consumed
 again after a restart.
 """
 
@@ -46,15 +46,6 @@ class InFlight(Generic[E]):
         """Run ``work`` for ``events`` in the slot ``reserve`` made."""
         self._queue.put_nowait((events, asyncio.ensure_future(work)))
 
-    async def submit(self, events: Sequence[E], work: Awaitable[Any]) -> None:
-        """``reserve`` then ``start``."""
-        try:
-            await self.reserve()
-        except BaseException:
-            _close(work)
-            raise
-        self.start(events, work)
-
     async def drain(self, timeout: float) -> None:
         """Let the batches in flight finish and be acked (graceful stop), then stop."""
         with contextlib.suppress(asyncio.TimeoutError):
@@ -85,15 +76,8 @@ class InFlight(Generic[E]):
                 if current is not None and current.cancelling():
                     raise  # drain() is stopping the acker
                 self._failure = RuntimeError("a batch's work was cancelled before delivery")
-            except Exception as exc:  # handed to the agent by submit() / drain()
+            except Exception as exc:  # handed to the agent by reserve() / drain()
                 self._failure = exc
             finally:
                 self._slots.release()
                 self._queue.task_done()
-
-
-def _close(work: Awaitable[Any]) -> None:
-    """Never-started coroutines would warn 'never awaited'."""
-    close = getattr(work, "close", None)
-    if close is not None:
-        close()

@@ -22,6 +22,13 @@ class Recorder:
     async def ack(self, events: Sequence[int]) -> None:
         self.acked.extend(events)
 
+    async def submit(
+        self, in_flight: InFlight[int], events: list[int], delay: float, fail: bool = False
+    ) -> None:
+        """What the agent does: wait for room, then start the batch's work."""
+        await in_flight.reserve()
+        in_flight.start(events, self.work(delay, fail))
+
     async def work(self, delay: float, fail: bool = False) -> None:
         self.running += 1
         self.most_running = max(self.most_running, self.running)
@@ -45,7 +52,7 @@ def test_batches_are_acked_in_order_and_never_more_than_limit_run(
         recorder = Recorder()
         in_flight: InFlight[int] = InFlight(limit, recorder.ack)
         for i, delay in enumerate(delays):
-            await in_flight.submit([2 * i, 2 * i + 1], recorder.work(delay))
+            await recorder.submit(in_flight, [2 * i, 2 * i + 1], delay)
         await in_flight.drain(timeout=5)
         return recorder
 
@@ -58,9 +65,9 @@ def test_later_batches_run_while_an_earlier_one_waits() -> None:
     async def scenario() -> Recorder:
         recorder = Recorder()
         in_flight: InFlight[int] = InFlight(3, recorder.ack)
-        await in_flight.submit([0], recorder.work(0.05))
-        await in_flight.submit([1], recorder.work(0.0))
-        await in_flight.submit([2], recorder.work(0.0))
+        await recorder.submit(in_flight, [0], 0.05)
+        await recorder.submit(in_flight, [1], 0.0)
+        await recorder.submit(in_flight, [2], 0.0)
         await asyncio.sleep(0.01)
         assert recorder.acked == []  # 1 and 2 are done, but 0 is not: nothing is acked yet
         await in_flight.drain(timeout=5)
@@ -75,12 +82,12 @@ def test_a_failed_batch_stops_acks_and_is_raised_to_the_agent() -> None:
     async def scenario() -> Recorder:
         recorder = Recorder()
         in_flight: InFlight[int] = InFlight(2, recorder.ack)
-        await in_flight.submit([0], recorder.work(0.0))
-        await in_flight.submit([1], recorder.work(0.01, fail=True))
-        await in_flight.submit([2], recorder.work(0.0))  # done before 1 fails: never acked
+        await recorder.submit(in_flight, [0], 0.0)
+        await recorder.submit(in_flight, [1], 0.01, fail=True)
+        await recorder.submit(in_flight, [2], 0.0)  # done before 1 fails: never acked
         with pytest.raises(ValueError, match="feature store down"):
             for i in range(3, 100):
-                await in_flight.submit([i], recorder.work(0.0))
+                await recorder.submit(in_flight, [i], 0.0)
         with pytest.raises(ValueError, match="feature store down"):
             await in_flight.drain(timeout=5)
         return recorder
@@ -92,8 +99,8 @@ def test_drain_gives_up_after_its_timeout() -> None:
     async def scenario() -> Recorder:
         recorder = Recorder()
         in_flight: InFlight[int] = InFlight(2, recorder.ack)
-        await in_flight.submit([0], recorder.work(0.0))
-        await in_flight.submit([1], recorder.work(30.0))
+        await recorder.submit(in_flight, [0], 0.0)
+        await recorder.submit(in_flight, [1], 30.0)
         await in_flight.drain(timeout=0.05)
         assert recorder.running == 0  # the unfinished batch was cancelled, not left running
         return recorder
