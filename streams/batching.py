@@ -1,30 +1,34 @@
-"""Adaptive micro-batches from a Faust stream, for agents that ack events themselves.
+"""Adaptive micro-batches from a Faust stream's channel, for agents that ack events themselves.
 
-Faust's ``noack_take`` stops filling while the agent processes a batch (its buffer is read
-in place, so the stream may add one event and then waits), and restarts its wait after each
-batch. Under load, batches therefore held only what arrived in one ``max_wait`` window (about
-20 events at saturation, measured) however long the backlog, and every per-batch cost (the
-feature read's fixed part, the prediction-store script, the model runs, the produce requests)
-was paid on those small batches.
+Faust hands an agent one event per event-loop turn: its stream iterator sleeps (``sleep(0)``)
+before every event, for fairness. On a loaded worker each loop turn also runs a slice of the
+batch being processed, so events reached a batch at the rate of loop turns, not of the fetch:
+at 2,000 events/s batches held ~20 events, every per-batch cost (the feature read's fixed
+part, the prediction-store script, the model runs, the produce requests) was paid on those,
+and seconds of lag built up with the worker's CPU not saturated (measured with a trace of
+batch sizes and fetches). Faust's ``noack_take`` has the same iterator underneath, and stops
+filling while the agent processes a batch.
 
-``micro_batches`` keeps filling while the agent works: a batch is closed when it holds
-``max_size`` events, or when its first event has waited ``max_wait``. So an idle pipeline
-adds at most ``max_wait`` of latency, and a busy one takes, as soon as it is free, everything
-that arrived meanwhile (adaptive batching). A full buffer makes the stream wait, which stops
-Faust's consumer: the backlog stays in Kafka, not in memory.
-
-It uses the same stream hooks as ``noack_take`` (a processor that buffers each event, and the
-stream consumed passively in the background); acks stay with the agent.
+``micro_batches`` therefore takes events straight from the stream's channel queue (where
+Faust's consumer puts them, a whole fetch at a time: streams/transport.py) and does per event
+what Faust's iterator does: skip events from before a rebalance, track the message for the
+consumer's commit bookkeeping, tell the sensors, run the stream's processors. A batch is
+closed when it holds ``max_size`` events, or when its first event has waited ``max_wait``;
+while the agent is busy, arrivals stay in the queue and the next batch takes them all as
+soon as the agent has room (adaptive batching). The queue is bounded
+(``stream_buffer_maxsize``): when it fills, Faust pauses fetching, so a backlog stays in
+Kafka, not in memory. Acks stay with the agent.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+from faust.exceptions import Skip
 from faust.types import EventT
+from mode.utils.futures import maybe_async
 
 
 async def micro_batches(
@@ -38,51 +42,86 @@ async def micro_batches(
     ``ready`` is awaited before a batch is taken (the agent has room for it): what arrives
     meanwhile joins that batch instead of waiting for the next one.
     """
-    buffer: list[EventT[Any]] = []
-    first_at = 0.0  # monotonic time the oldest buffered event arrived
-    has_events = asyncio.Event()
-    full = asyncio.Event()
-    room = asyncio.Event()
-    room.set()
-
-    async def add(value: Any) -> Any:
-        nonlocal first_at
-        event = stream.current_event
-        if event is None:
-            msg = "micro_batches: a value arrived without its event"
-            raise RuntimeError(msg)
-        buffer.append(event)
-        if len(buffer) == 1:
-            first_at = time.monotonic()
-            has_events.set()
-        if len(buffer) >= max_size:
-            full.set()
-            room.clear()
-            await stream.wait(room)  # hold the stream (and Faust's consumer) until taken
-        return value
-
-    enable_acks = stream.enable_acks
-    stream.enable_acks = False  # events are acked by the agent, after their outputs
-    stream.add_processor(add)
-    stream._enable_passive(aiter(stream.channel))  # noqa: SLF001 - as noack_take does
+    started_here = await stream.maybe_start()
+    intake = _Intake(stream)
+    batch: list[EventT[Any]] = []
     try:
         while not stream.should_stop:
-            # mode's wait returns on the event, a timeout or the stream stopping (and reports
-            # a timeout as "stopped"): ``should_stop`` is what tells them apart.
-            await stream.wait_for_stopped(has_events)
-            remaining = first_at + max_wait - time.monotonic()
-            if remaining > 0 and not full.is_set():
-                await stream.wait_for_stopped(full, timeout=remaining)
-            if stream.should_stop or not buffer:
-                continue  # stopping: what is buffered is not acked, so consumed again later
+            if not batch:
+                # mode's wait returns on the event, a timeout or the stream stopping.
+                await intake.wait_for_events()
+                deadline = time.monotonic() + max_wait
+            await intake.take(batch, max_size)
+            remaining = deadline - time.monotonic()
+            if batch and len(batch) < max_size and remaining > 0:
+                await intake.wait_for_events(remaining)
+                continue
+            if not batch:
+                continue  # only stale events arrived (dropped by ``take``)
             if ready is not None:
                 await ready()
-            batch = buffer[:]  # taken and cleared with no await in between
-            buffer.clear()
-            has_events.clear()
-            full.clear()
-            room.set()
-            yield batch
+                await intake.take(batch, max_size)  # what arrived while the agent was busy
+            taken, batch = batch, []
+            yield taken
     finally:
-        stream.enable_acks = enable_acks
-        stream._processors.remove(add)  # noqa: SLF001
+        if started_here:
+            await stream.stop()
+
+
+class _Intake:
+    """The stream's channel queue, read as Faust's stream iterator reads it."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.queue = stream.channel.queue
+        self.app = stream.app
+        self.acking_topics = stream.app.topics.acking_topics
+        self.on_stream_event_in = stream.app.sensors.on_stream_event_in
+        self.head: list[EventT[Any]] = []  # an event taken off the queue while waiting
+
+    async def wait_for_events(self, timeout: float | None = None) -> None:
+        """Until an event is there, ``timeout`` passes or the stream stops."""
+        if self.head or not self.queue.empty():
+            return
+        get = self.queue.get()
+        # mode's wait_first: returns on the first to finish, the timeout or the stream
+        # stopping, and cancels the rest (a cancelled get leaves the queue as it was).
+        waited = await self.stream.wait_first(get, timeout=timeout)
+        if get in waited.done:
+            self.head.append(waited.results[waited.done.index(get)])
+
+    async def take(self, batch: list[EventT[Any]], max_size: int) -> None:
+        """Move waiting events into ``batch``, up to ``max_size``, without waiting for more."""
+        queue, processors = self.queue, self.stream._processors  # noqa: SLF001
+        while len(batch) < max_size and (self.head or not queue.empty()):
+            event = self.head.pop() if self.head else queue.get_nowait()
+            if not self._fresh(event):
+                continue
+            if processors and not await self._passes(event, processors):
+                await self.stream.ack(event)  # filtered out: acked, as Faust does
+                continue
+            batch.append(event)
+
+    async def _passes(self, event: EventT[Any], processors: list[Any]) -> bool:
+        """The stream's processors (``Stream.add_processor``) see each value; one raising
+        ``Skip`` filters the event out."""
+        value = event.value
+        try:
+            for processor in processors:
+                value = await maybe_async(processor(value))
+        except Skip:
+            return False
+        return True
+
+    def _fresh(self, event: EventT[Any]) -> bool:
+        """What Faust's stream iterator does with each event before the agent sees it."""
+        app, message = self.app, event.message
+        if not app.flow_control.is_active() or (
+            message.generation_id != app.consumer_generation_id
+        ):
+            return False  # fetched before a rebalance: Faust seeks back and delivers again
+        if message.topic in self.acking_topics and not message.tracked:
+            message.tracked = True
+            app.consumer.track_message(message)  # pending until acked (commits, shutdown)
+        self.on_stream_event_in(message.tp, message.offset, self.stream, event)
+        return True

@@ -99,11 +99,12 @@ async def test_events_arriving_during_a_batch_are_taken_at_once_when_it_ends(
         async with agent.test_context() as context:
             await context.put(b"first", key=b"k")
             await asyncio.wait_for(service.holding.wait(), 10)
+            # wait=False: arrivals, not Faust's test harness waiting for each to be read
             for i in range(3):
-                await context.put(f"early{i}".encode(), key=f"e{i}".encode())
+                await context.put(f"early{i}".encode(), key=f"e{i}".encode(), wait=False)
             await asyncio.sleep(2 * max_wait)  # the early ones have waited past max_wait
             for i in range(3):
-                await context.put(f"late{i}".encode(), key=f"l{i}".encode())
+                await context.put(f"late{i}".encode(), key=f"l{i}".encode(), wait=False)
             await service.wait_for(7)
     finally:
         await app.producer.stop()
