@@ -98,8 +98,13 @@ class OutputMeter:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             # Latency comes from record timestamps, not from when they are read here: poll
-            # gently, since Tansu's fetch cost grows with the record batches it stores.
-            fetch_max_wait_ms=100,
+            # gently, since every fetch costs Tansu time in proportion to the record batches
+            # stored in the partitions it reads. With a large minimum, a fetch is answered
+            # after the wait (or 1 MiB), not as soon as one record arrives: a few fetches a
+            # second instead of one per produced batch (measured: the pipeline's own produce
+            # latency halved at 12,000 stored batches).
+            fetch_max_wait_ms=200,
+            fetch_min_bytes=1024 * 1024,
             max_partition_fetch_bytes=4 * 1024 * 1024,
         )
         self._task: asyncio.Task[None] | None = None
