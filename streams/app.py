@@ -55,6 +55,7 @@ def create_app(spec: PipelineSpec, settings: Settings) -> faust.App:
     return StreamscoreApp(
         name,
         fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+        fetch_min_bytes=settings.kafka_fetch_min_bytes,
         broker=kafka_urls(settings.kafka_bootstrap_servers),
         datadir=str(datadir),
         key_serializer="raw",

@@ -64,6 +64,14 @@ class Settings(BaseSettings):
         " as data is there; the embedded Tansu broker holds each fetch about half this long,"
         " so the demo and tests use 10 ms.",
     )
+    kafka_fetch_min_bytes: int = Field(
+        default=1,
+        ge=1,
+        le=64 * 1024 * 1024,
+        description="Data a consumer fetch waits for (up to the max wait) before the broker"
+        " answers. 1, Kafka's default, answers as soon as anything is there; a learning worker"
+        " can take a large value (labels are not urgent) to fetch a few times a second.",
+    )
     topic_replication_factor: int = Field(
         default=1, ge=1, description="Replication factor of topics the worker creates."
     )

@@ -1,11 +1,12 @@
-"""Faust's aiokafka transport: the consumer's fetch wait as a setting, and delivery of each
-fetch to the streams in one step.
+"""Faust's aiokafka transport: the consumer's fetch wait and minimum as settings, and
+delivery of each fetch to the streams in one step.
 
 Faust 0.15 hard-codes ``fetch_max_wait_ms=1500`` for its worker consumer. Apache Kafka
 answers a fetch as soon as data is there, so for it the wait only paces idle polling; the
 embedded Tansu broker holds every fetch for about half the wait even when data is waiting
 (measured here: ~700 ms at 1,500 ms, ~4 ms at 10 ms). End-to-end latency on the embedded
-broker therefore depends on it, and it becomes ``Settings.kafka_fetch_max_wait_ms``.
+broker therefore depends on it, and it becomes ``Settings.kafka_fetch_max_wait_ms``; Faust
+has no setting for the fetch minimum either (``Settings.kafka_fetch_min_bytes``).
 
 Faust 0.15 hands each fetched record to the streams inside its own ``wait_first`` (four tasks
 created and three cancelled per record, so at least one event-loop turn per record). On a
@@ -39,7 +40,9 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: Any) -> aiokafka.AIOKafkaConsumer:
         consumer = super()._create_worker_consumer(transport)
         # Read by aiokafka when the consumer starts and builds its fetcher, which is later.
-        consumer._fetch_max_wait_ms = cast(StreamscoreApp, self.app).fetch_max_wait_ms
+        app = cast(StreamscoreApp, self.app)
+        consumer._fetch_max_wait_ms = app.fetch_max_wait_ms
+        consumer._fetch_min_bytes = app.fetch_min_bytes
         return consumer
 
 
@@ -98,10 +101,13 @@ class _Transport(faust_aiokafka.Transport):
 
 
 class StreamscoreApp(faust.App):
-    """A Faust app whose worker consumer uses ``fetch_max_wait_ms``."""
+    """A Faust app whose worker consumer uses ``fetch_max_wait_ms`` and ``fetch_min_bytes``."""
 
-    def __init__(self, *args: Any, fetch_max_wait_ms: int, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, fetch_max_wait_ms: int, fetch_min_bytes: int = 1, **kwargs: Any
+    ) -> None:
         self.fetch_max_wait_ms = fetch_max_wait_ms
+        self.fetch_min_bytes = fetch_min_bytes
         super().__init__(*args, **kwargs)
 
     def _new_transport(self) -> _Transport:
