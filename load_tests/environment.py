@@ -27,9 +27,10 @@ from streams.topics import ensure_topics, spec_topics
 # On the embedded Tansu broker (README, Settings): a short first group join, short fetches.
 EMBEDDED_SESSION_TIMEOUT = 6.0
 EMBEDDED_FETCH_WAIT_MS = 10
-# The learning worker's labels are not urgent: it fetches a few times a second, not once per
-# produced batch, since every fetch costs Tansu time in proportion to what it stores
-# (measured at 2,000 events/s with labels: p50 129 -> 55 ms, learner CPU 47% -> 38%).
+# The learning worker fetches as docker-compose deploys it: labels are not urgent, so a few
+# fetches a second rather than one per produced batch. (On this machine the difference was
+# within noise: four alternating fixed-rate runs at 2,000 events/s with labels, each on a
+# fresh broker, gave p50 34/56 ms with it and 30/69 ms without.)
 LEARNING_FETCH_WAIT_MS = 250
 LEARNING_FETCH_MIN_BYTES = 1024 * 1024
 
