@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from faust.types import TP
 
 from streams.app import Progress, attach_scoring_agent, create_app
 from streams.metrics import Metrics
@@ -43,6 +44,7 @@ async def test_batches_are_capped_at_max_size_and_flushed_by_max_wait(
     service = RecordingService()
     metrics = Metrics()
     agent = attach_scoring_agent(app, spec, service, Progress(spec, metrics))  # type: ignore[arg-type]
+    app.sensors.add(app.monitor)  # as a started app does
     try:
         async with agent.test_context() as context:
             for i in range(10):
@@ -61,6 +63,9 @@ async def test_batches_are_capped_at_max_size_and_flushed_by_max_wait(
     assert waits == len(service.batches)
     first = service.batches[0][0]
     assert first.topic == spec.input.topic and first.key == b"k0"
+    # Faust's stall warnings read when a stream last took an event from each partition.
+    taken_from = {TP(m.topic, m.partition) for b in service.batches for m in b}
+    assert set(app.monitor.stream_inbound_time) == taken_from
 
 
 class SlowFirstBatch(RecordingService):
