@@ -45,10 +45,10 @@ async def micro_batches(
     started_here = await stream.maybe_start()
     intake = _Intake(stream)
     batch: list[EventT[Any]] = []
+    deadline = 0.0
     try:
-        while not stream.should_stop:
+        while not (stream.should_stop or intake.stopped):
             if not batch:
-                # mode's wait returns on the event, a timeout or the stream stopping.
                 await intake.wait_for_events()
                 deadline = time.monotonic() + max_wait
             await intake.take(batch, max_size)
@@ -56,13 +56,14 @@ async def micro_batches(
             if batch and len(batch) < max_size and remaining > 0:
                 await intake.wait_for_events(remaining)
                 continue
-            if not batch:
-                continue  # only stale events arrived (dropped by ``take``)
+            if not batch or intake.stopped:
+                continue  # only stale events arrived (dropped by ``take``), or stopping
             if ready is not None:
                 await ready()
                 await intake.take(batch, max_size)  # what arrived while the agent was busy
             taken, batch = batch, []
             yield taken
+        # Stopping: whatever is still in ``batch`` was never acked, so it is consumed again.
     finally:
         if started_here:
             await stream.stop()
@@ -78,6 +79,7 @@ class _Intake:
         self.acking_topics = stream.app.topics.acking_topics
         self.on_stream_event_in = stream.app.sensors.on_stream_event_in
         self.head: list[EventT[Any]] = []  # an event taken off the queue while waiting
+        self.stopped = False  # Faust threw StopAsyncIteration into the channel (agent stop)
 
     async def wait_for_events(self, timeout: float | None = None) -> None:
         """Until an event is there, ``timeout`` passes or the stream stops."""
@@ -86,7 +88,11 @@ class _Intake:
         get = self.queue.get()
         # mode's wait_first: returns on the first to finish, the timeout or the stream
         # stopping, and cancels the rest (a cancelled get leaves the queue as it was).
-        waited = await self.stream.wait_first(get, timeout=timeout)
+        try:
+            waited = await self.stream.wait_first(get, timeout=timeout)
+        except StopAsyncIteration:
+            self.stopped = True
+            return
         if get in waited.done:
             self.head.append(waited.results[waited.done.index(get)])
 
@@ -95,7 +101,11 @@ class _Intake:
         queue, processors = self.queue, self.stream._processors  # noqa: SLF001
         latest: dict[TP, EventT[Any]] = {}
         while len(batch) < max_size and (self.head or not queue.empty()):
-            event = self.head.pop() if self.head else queue.get_nowait()
+            try:
+                event = self.head.pop() if self.head else queue.get_nowait()
+            except StopAsyncIteration:
+                self.stopped = True
+                break
             if not self._fresh(event):
                 continue
             if processors and not await self._passes(event, processors):
