@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import sys
 
@@ -161,4 +162,19 @@ def run_worker(spec: PipelineSpec, settings: Settings) -> None:
     if settings.metrics_port:
         serve(metrics, settings.metrics_host, settings.metrics_port)
     worker = build_worker(spec, settings, metrics)
+    freeze_startup_heap()
     worker.execute_from_commandline()
+
+
+def freeze_startup_heap() -> None:
+    """Keep Python's full garbage collections off what the worker loaded before it runs.
+
+    A built worker holds ~285,000 GC-tracked objects, nearly all from start-up (Feast,
+    protobuf descriptors, models, Faust), and a full collection scans them all: at 2,000
+    events/s one came about every 20 s and held the event loop ~180 ms, a p99 spike for
+    every batch in flight (measured with ``gc.callbacks``; none ran in the same run after
+    the freeze). ``gc.freeze`` moves them to the permanent generation, so collections scan
+    only what was created since; reference counting still frees them.
+    """
+    gc.collect()
+    gc.freeze()
