@@ -101,8 +101,8 @@ class OutputMeter:
             # gently, since every fetch costs Tansu time in proportion to the record batches
             # stored in the partitions it reads. With a large minimum, a fetch is answered
             # after the wait (or 1 MiB), not as soon as one record arrives: a few fetches a
-            # second instead of one per produced batch (measured: the pipeline's own produce
-            # latency halved at 12,000 stored batches).
+            # second instead of one per produced batch (measured with aiokafka alone, three
+            # readers at the tail of 12,000 stored batches: produce p50 1.8 ms -> 0.5 ms).
             fetch_max_wait_ms=200,
             fetch_min_bytes=1024 * 1024,
             max_partition_fetch_bytes=4 * 1024 * 1024,

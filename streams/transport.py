@@ -11,7 +11,7 @@ has no setting for the fetch minimum either (``Settings.kafka_fetch_min_bytes``)
 Faust 0.15 hands each fetched record to the streams inside its own ``wait_first`` (four tasks
 created and three cancelled per record, so at least one event-loop turn per record). On a
 loaded worker every loop turn also runs a slice of the agent's batch work, so records reached
-the agent's batch at the rate of loop turns, not of the fetch: batches stayed at ~15 events
+the agent's batch at the rate of loop turns, not of the fetch: batches stayed at ~20 events
 and a lag of seconds built up at 2,000 events/s with the worker's CPU not saturated (measured
 here with a trace of batch sizes and fetches). ``_Consumer._drain_messages`` keeps Faust's
 loop and bookkeeping but delivers a whole fetch inside one ``wait_first``: a rebalance
