@@ -72,6 +72,15 @@ class Settings(BaseSettings):
         " answers. 1, Kafka's default, answers as soon as anything is there; a learning worker"
         " can take a large value (labels are not urgent) to fetch a few times a second.",
     )
+    kafka_producer_max_batch_bytes: int = Field(
+        default=1024 * 1024,
+        ge=16 * 1024,
+        le=64 * 1024 * 1024,
+        description="Largest record batch the worker's producer builds for one partition. A"
+        " publish waits for every batch, and the producer sends one batch per partition per"
+        " request, so a micro-batch's records for a partition should fit one. Keep it at or"
+        " under the topics' max.message.bytes (Kafka's default: 1 MiB).",
+    )
     topic_replication_factor: int = Field(
         default=1, ge=1, description="Replication factor of topics the worker creates."
     )

@@ -22,7 +22,7 @@ def test_invalid_setting_names_the_variable() -> None:
 
 def test_invalid_spec_names_the_field(tmp_path: Path) -> None:
     spec = tmp_path / "spec.yaml"
-    spec.write_text(SPEC.read_text().replace("max_size: 256", "max_size: -1"))
+    spec.write_text(SPEC.read_text().replace("max_size: 1024", "max_size: -1"))
     result = runner.invoke(app, ["worker", "--spec", str(spec)])
     assert result.exit_code == 2
     assert "batch.max_size" in result.output

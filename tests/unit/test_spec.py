@@ -66,7 +66,7 @@ DELETE = object()
 
 def test_valid_spec_loads_with_defaults_and_resolved_paths(tmp_path: Path) -> None:
     spec = load(BASE, tmp_path)
-    assert spec.batch.max_size == 256 and spec.batch.max_wait_ms == 5.0
+    assert spec.batch.max_size == 1024 and spec.batch.max_wait_ms == 5.0
     assert spec.model.version == "champion"
     assert spec.output_partitions == 2
     assert spec.features.repo == tmp_path / "repo"
