@@ -71,7 +71,12 @@ def markdown(report: dict[str, Any]) -> str:
         " no labels: what the scoring path alone sustains.",
         "",
     ]
-    for title, key in (("Latency, real pipeline", "latency"), ("Bursts, real pipeline", "bursts")):
+    sections = (
+        ("Latency, real pipeline", "latency"),
+        ("Latency floor, pass-through worker", "latency_floor"),
+        ("Bursts, real pipeline", "bursts"),
+    )
+    for title, key in sections:
         section = report.get(key)
         if not section:
             continue
@@ -117,14 +122,14 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         "## Targets (reported, not asserted)",
         "",
-        "| target | wanted | measured | met |",
-        "| --- | ---: | ---: | :---: |",
+        "| target | wanted | measured | met | pass-through, same measure |",
+        "| --- | ---: | ---: | :---: | ---: |",
     ]
     for target in report["targets"]:
         met = {True: "yes", False: "**no**", None: "-"}[target["met"]]
         lines.append(
             f"| {target['name']} | {target['direction']} {target['target']:g} |"
-            f" {_f(target['measured'], 2)} | {met} |"
+            f" {_f(target['measured'], 2)} | {met} | {_f(target.get('passthrough'), 1)} |"
         )
     lines += [
         "",

@@ -23,6 +23,7 @@ SECTIONS = (
     "traffic",
     "comparison",
     "latency",
+    "latency_floor",
     "bursts",
     "scaling",
     "losses",
@@ -76,6 +77,7 @@ def build_report(
 ) -> dict[str, Any]:
     steps = [step for system in systems for step in system.steps]
     latency: StepResult | None = extras.get("latency")
+    floor: StepResult | None = extras.get("latency_floor")
     bursts: StepResult | None = extras.get("bursts")
     rates = {
         name: (searches.get(name) or {}).get("sustained_events_per_second")
@@ -115,6 +117,7 @@ def build_report(
         },
         "comparison": comparison,
         "latency": _phase_summary(latency),
+        "latency_floor": _phase_summary(floor),
         "bursts": _phase_summary(bursts),
         "scaling": scaling,
         "losses": _losses(systems),
@@ -126,7 +129,13 @@ def build_report(
             "pending_at_stop": generator_bye.get("labels_pending"),
             "queued_by_phase": {step.phase: step.labels_sent for step in steps},
         },
-        "targets": _targets(rates, comparison["ratios"], lat, scaling["two_over_one"]),
+        "targets": _targets(
+            rates,
+            comparison["ratios"],
+            lat,
+            scaling["two_over_one"],
+            floor.latency_ms if floor else {},
+        ),
         "steps": [step.as_dict() for step in steps],
         "memory_mb_at_end": memory_mb,
         "profiles": extras.get("profiles") or {},
@@ -243,6 +252,7 @@ def _targets(
     ratios: dict[str, float | None],
     lat: dict[str, float],
     scaling: float | None,
+    floor_lat: dict[str, float],
 ) -> list[dict[str, Any]]:
     measured = {
         "sustained_events_per_second": rates[REAL],
@@ -251,6 +261,13 @@ def _targets(
         "p50_ms_at_2000_poisson": lat.get("p50"),
         "p99_ms_at_2000_poisson": lat.get("p99"),
         "two_workers_over_one": scaling,
+    }
+    # The pass-through worker on the same measure: what the machine and broker allow a
+    # worker that does no work at all (a target past it is out of reach here).
+    passthrough = {
+        "sustained_events_per_second": rates[PASSTHROUGH],
+        "p50_ms_at_2000_poisson": floor_lat.get("p50"),
+        "p99_ms_at_2000_poisson": floor_lat.get("p99"),
     }
     out = []
     for name, target in TARGETS.items():
@@ -264,6 +281,7 @@ def _targets(
                 "measured": value,
                 "met": met,
                 "direction": "<=" if lower_is_better else ">=",
+                "passthrough": passthrough.get(name),
             }
         )
     return out

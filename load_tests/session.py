@@ -71,9 +71,16 @@ class LoadSession:
         real_stages = 1 + (profile.bursts is not None) + (not profile.prestart) + 2
         real_stages += per_search * profile.search_without_labels
         stages = per_search * len(self.plan) + (REAL in self.plan) * real_stages
+        # pass-through: its latency phase (the floor), restart on an empty broker
+        stages += (PASSTHROUGH in self.plan) * (1 + (not profile.prestart))
         self.display = Display(console, stages)
         self.searches: dict[str, dict[str, Any]] = {}
-        self.extras: dict[str, Any] = {"latency": None, "bursts": None, "profiles": {}}
+        self.extras: dict[str, Any] = {
+            "latency": None,
+            "latency_floor": None,
+            "bursts": None,
+            "profiles": {},
+        }
         self.systems: list[System] = []
         self.notes: list[str] = []
         self.prestarted: dict[str, System] = {}
@@ -120,6 +127,9 @@ class LoadSession:
                     await asyncio.gather(*stopping)  # gone before the broker restarts
                     await self._fresh_broker()
                     system = await self._start(name, self.prestarted.get(name))
+                    if name == PASSTHROUGH:
+                        await self._floor_phase(system)
+                        system = await self._restarted(system)
                     if name == REAL:
                         await self._real_phases(system)
                         system = await self._restarted(system)
@@ -216,6 +226,14 @@ class LoadSession:
         )
         self.display.advance()
         return step
+
+    async def _floor_phase(self, system: System) -> None:
+        """The latency phase on the pass-through worker: the floor the broker and the
+        machine put under the real pipeline's latency at the same offered load."""
+        profile = self.profile
+        self.extras["latency_floor"] = await self._fixed(
+            system, "latency", profile.latency_pattern, profile.latency_seconds
+        )
 
     async def _real_phases(self, system: System) -> None:
         profile = self.profile

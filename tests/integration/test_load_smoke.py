@@ -39,6 +39,9 @@ def test_tiny_load_run_reports_every_section_and_loses_nothing(
     for name in (PASSTHROUGH, NAIVE, REAL):
         assert report["comparison"][name]["phases"], f"no search steps for {name}"
     assert report["latency"]["latency_ms"]["n"] > 0
+    assert report["latency_floor"]["latency_ms"]["n"] > 0  # the pass-through at that rate
+    floor = {t["name"]: t["passthrough"] for t in report["targets"]}
+    assert floor["p50_ms_at_2000_poisson"] == report["latency_floor"]["latency_ms"]["p50"]
     assert report["bursts"]["sent"] > 0
     assert report["scaling"]["two_workers"]["phases"]
     assert report["labels"]["sent"] > 0
