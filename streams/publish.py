@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner, murmur2
+from mode import Service
 
 from streams.records import OutputRecord
 
@@ -33,6 +34,41 @@ class Publisher(Protocol):
 def app_producer(app: Any) -> ProducerSource:
     """The aiokafka producer of a Faust app (Faust has no public accessor for it)."""
     return lambda: app.producer._ensure_producer()  # noqa: SLF001
+
+
+class OwnProducer(Service):
+    """A second aiokafka producer, on its own broker connection, started and stopped with
+    the app it is a dependency of (``app.add_dependency``; stopped after the app's tasks).
+
+    aiokafka keeps one produce request in flight per broker connection: through the app's
+    producer, a shadow's records would queue the primary's next publish behind their round
+    trip. Shadows publish through this one, and the primary's acks never wait for them.
+    """
+
+    def __init__(self, bootstrap_servers: str, max_batch_bytes: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._bootstrap_servers = bootstrap_servers
+        self._max_batch_bytes = max_batch_bytes
+        self._producer: AIOKafkaProducer | None = None
+
+    async def on_start(self) -> None:
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=self._bootstrap_servers,
+            acks="all",  # as the app's producer (Faust's default)
+            linger_ms=1,
+            max_batch_size=self._max_batch_bytes,
+        )
+        await self._producer.start()
+
+    async def on_stop(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()  # sends what is queued first
+
+    def __call__(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            msg = "OwnProducer used before its app started (add it with app.add_dependency)"
+            raise RuntimeError(msg)
+        return self._producer
 
 
 @functools.lru_cache(maxsize=1 << 16)

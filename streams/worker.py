@@ -30,7 +30,7 @@ from streams.learner import LearnerService, OnlineSnapshotModel
 from streams.metrics import Metrics, serve
 from streams.pipeline import ScoringPipeline
 from streams.prediction_store import PredictionStore
-from streams.publish import KafkaPublisher, app_producer
+from streams.publish import KafkaPublisher, OwnProducer, app_producer
 from streams.service import ScoringService
 from streams.settings import Settings
 from streams.shadow import ShadowModel, ShadowRunner
@@ -95,6 +95,14 @@ def _attach_scoring(
     ]
     if spec.online is not None:
         shadow_models.append(OnlineSnapshotModel(spec, settings.redis_url))
+    # Shadows publish on a connection of their own (see OwnProducer): never ahead of the
+    # primary's next publish in aiokafka's one-request-at-a-time queue.
+    shadow_producer = OwnProducer(
+        settings.kafka_bootstrap_servers, settings.kafka_producer_max_batch_bytes
+    )
+    if shadow_models:
+        app.add_dependency(shadow_producer)
+    shadow_publisher = KafkaPublisher(shadow_producer)
     shadows = [
         ShadowRunner(
             model,
@@ -102,7 +110,7 @@ def _attach_scoring(
             topic=spec.shadow_topic,
             threshold=spec.model.threshold,
             queue_batches=spec.batch.shadow_queue_batches,
-            publisher=publisher,
+            publisher=shadow_publisher,
             store=store,
             metrics=metrics,
         )

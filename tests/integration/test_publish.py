@@ -8,7 +8,7 @@ import time
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from streams.publish import KafkaPublisher
+from streams.publish import KafkaPublisher, OwnProducer
 from streams.records import OutputRecord
 from streams.topics import ensure_topics
 from tests.integration.harness import consume, produce
@@ -51,3 +51,21 @@ async def test_nothing_to_publish_is_a_no_op() -> None:
         raise AssertionError("an empty batch must not touch the producer")
 
     await KafkaPublisher(no_producer).publish([])
+
+
+async def test_own_producer_delivers_between_start_and_stop_and_refuses_before(
+    kafka_bootstrap: str, unique: str
+) -> None:
+    topic = f"own-{unique}"
+    await ensure_topics(kafka_bootstrap, {topic: 2})
+    own = OwnProducer(kafka_bootstrap, max_batch_bytes=1 << 20)
+    with pytest.raises(RuntimeError, match="before its app started"):
+        own()
+    await own.start()
+    try:
+        records = [OutputRecord(topic, f"k{i}".encode(), f"v{i}".encode()) for i in range(50)]
+        await KafkaPublisher(own).publish(records)
+    finally:
+        await own.stop()
+    received = await consume(kafka_bootstrap, [topic], 50, 60)
+    assert sorted(r.value for r in received[topic]) == sorted(r.value for r in records)
