@@ -5,22 +5,25 @@ default one) and acks them in order."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
 from typing import Any
 
 import faust
 from faust.types import TP, EventT
+from mode import Service
 
 from streams.batching import micro_batches
 from streams.inflight import InFlight
 from streams.labels import LabelJoiner
 from streams.learner import LearnerService
 from streams.metrics import Metrics
-from streams.publish import Publisher
+from streams.publish import OwnProducer, Publisher
 from streams.records import InputMessage
 from streams.service import ScoringService
 from streams.settings import Settings
+from streams.shadow import ShadowRunner
 from streams.spec import PipelineSpec
 from streams.transport import StreamscoreApp
 
@@ -70,7 +73,7 @@ def create_app(spec: PipelineSpec, settings: Settings) -> faust.App:
         # Heartbeats well inside the session timeout (Kafka requires < 1/3 of it).
         broker_heartbeat_interval=min(3.0, settings.kafka_session_timeout_seconds / 5),
         producer_linger=0.001,  # a batch's records leave together; don't wait for more
-        # Faust's default, 16 KiB, split a partition's share of a 256-event batch into
+        # Faust's default, 16 KiB, split a partition's share of a (then max) 256-event batch into
         # several record batches, each one more round trip before the batch is acked.
         producer_max_batch_size=settings.kafka_producer_max_batch_bytes,
     )
@@ -182,6 +185,38 @@ def attach_scoring_agent(
         progress.report_lag(app)
 
     return app.agent(source, name=f"{spec.name}.score")(score)
+
+
+class Shadows(Service):
+    """The shadow runners and the producer they publish on, as one Faust-managed service.
+
+    Started before the app's agents, stopped after them. Stopping cancels the runners
+    first (a batch still queued is not scored: shadows are best-effort), then flushes and
+    closes the producer, so no runner ever publishes into a closed producer."""
+
+    def __init__(self, runners: Sequence[ShadowRunner], producer: OwnProducer) -> None:
+        super().__init__()
+        self._runners = list(runners)
+        self._producer = producer
+        self._running: list[asyncio.Task[None]] = []
+
+    async def on_start(self) -> None:
+        await self._producer.start()
+        self._running = [asyncio.ensure_future(runner.run()) for runner in self._runners]
+
+    async def on_stop(self) -> None:
+        for task in self._running:
+            task.cancel()
+        await asyncio.gather(*self._running, return_exceptions=True)
+        await self._producer.stop()
+        for runner in self._runners:
+            runner.close()
+
+
+def attach_shadows(app: faust.App, runners: Sequence[ShadowRunner], producer: OwnProducer) -> None:
+    """Run ``runners`` with the app, publishing through ``producer`` (see ``Shadows``)."""
+    if runners:
+        app.add_dependency(Shadows(runners, producer))
 
 
 def attach_label_agent(

@@ -19,7 +19,6 @@ from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner, murmur2
-from mode import Service
 
 from streams.records import OutputRecord
 
@@ -36,37 +35,38 @@ def app_producer(app: Any) -> ProducerSource:
     return lambda: app.producer._ensure_producer()  # noqa: SLF001
 
 
-class OwnProducer(Service):
-    """A second aiokafka producer, on its own broker connection, started and stopped with
-    the app it is a dependency of (``app.add_dependency``; stopped after the app's tasks).
+class OwnProducer:
+    """A second aiokafka producer, on a broker connection of its own.
 
     aiokafka keeps one produce request in flight per broker connection: through the app's
     producer, a shadow's records would queue the primary's next publish behind their round
-    trip. Shadows publish through this one, and the primary's acks never wait for them.
+    trip. Shadows publish through this one (``streams.app.attach_shadows`` starts and stops
+    it with them), and the primary's acks never wait for them.
     """
 
-    def __init__(self, bootstrap_servers: str, max_batch_bytes: int, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(self, bootstrap_servers: str, max_batch_bytes: int, client_id: str) -> None:
         self._bootstrap_servers = bootstrap_servers
         self._max_batch_bytes = max_batch_bytes
+        self._client_id = client_id
         self._producer: AIOKafkaProducer | None = None
 
-    async def on_start(self) -> None:
+    async def start(self) -> None:
         self._producer = AIOKafkaProducer(
             bootstrap_servers=self._bootstrap_servers,
+            client_id=self._client_id,
             acks="all",  # as the app's producer (Faust's default)
-            linger_ms=1,
+            linger_ms=1,  # as the app's producer (streams.app.create_app)
             max_batch_size=self._max_batch_bytes,
         )
         await self._producer.start()
 
-    async def on_stop(self) -> None:
+    async def stop(self) -> None:
         if self._producer is not None:
             await self._producer.stop()  # sends what is queued first
 
     def __call__(self) -> AIOKafkaProducer:
         if self._producer is None:
-            msg = "OwnProducer used before its app started (add it with app.add_dependency)"
+            msg = "OwnProducer used before start()"
             raise RuntimeError(msg)
         return self._producer
 

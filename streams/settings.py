@@ -76,7 +76,8 @@ class Settings(BaseSettings):
         default=1024 * 1024,
         ge=16 * 1024,
         le=64 * 1024 * 1024,
-        description="Largest record batch the worker's producer builds for one partition. A"
+        description="Largest record batch the worker's producers (the app's, the shadows')"
+        " build for one partition. A"
         " publish waits for every batch, and the producer sends one batch per partition per"
         " request, so a micro-batch's records for a partition should fit one. Keep it at or"
         " under the topics' max.message.bytes (Kafka's default: 1 MiB).",

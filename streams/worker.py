@@ -20,6 +20,7 @@ from streams.app import (
     attach_label_agent,
     attach_learner_agent,
     attach_scoring_agent,
+    attach_shadows,
     create_app,
     create_worker,
     track_assignment,
@@ -98,10 +99,10 @@ def _attach_scoring(
     # Shadows publish on a connection of their own (see OwnProducer): never ahead of the
     # primary's next publish in aiokafka's one-request-at-a-time queue.
     shadow_producer = OwnProducer(
-        settings.kafka_bootstrap_servers, settings.kafka_producer_max_batch_bytes
+        settings.kafka_bootstrap_servers,
+        settings.kafka_producer_max_batch_bytes,
+        client_id=f"{app.conf.id}-shadows",
     )
-    if shadow_models:
-        app.add_dependency(shadow_producer)
     shadow_publisher = KafkaPublisher(shadow_producer)
     shadows = [
         ShadowRunner(
@@ -118,7 +119,7 @@ def _attach_scoring(
     ]
     for shadow in shadows:
         metrics.model_info.labels(spec.name, "shadow", shadow.model.name, "").set(1)
-        app.task(shadow.run)
+    attach_shadows(app, shadows, shadow_producer)
     service = ScoringService(pipeline, publisher, metrics, store=store, shadows=shadows)
     attach_scoring_agent(app, spec, service, Progress(spec, metrics))
     _watch_primary_alias(app, spec, registry, pipeline, metrics)

@@ -40,6 +40,13 @@ def test_tiny_load_run_reports_every_section_and_loses_nothing(
         assert report["comparison"][name]["phases"], f"no search steps for {name}"
     assert report["latency"]["latency_ms"]["n"] > 0
     assert report["latency_floor"]["latency_ms"]["n"] > 0  # the pass-through at that rate
+    floor_steps = [
+        step
+        for step in report["steps"]
+        if step["system"] == PASSTHROUGH and step["label"] == "latency"
+    ]
+    assert len(floor_steps) == 1
+    assert floor_steps[0]["pattern"]["description"] == report["latency"]["pattern"]
     floor = {t["name"]: t["passthrough"] for t in report["targets"]}
     assert floor["p50_ms_at_2000_poisson"] == report["latency_floor"]["latency_ms"]["p50"]
     assert report["bursts"]["sent"] > 0

@@ -58,11 +58,14 @@ async def test_own_producer_delivers_between_start_and_stop_and_refuses_before(
 ) -> None:
     topic = f"own-{unique}"
     await ensure_topics(kafka_bootstrap, {topic: 2})
-    own = OwnProducer(kafka_bootstrap, max_batch_bytes=1 << 20)
-    with pytest.raises(RuntimeError, match="before its app started"):
+    own = OwnProducer(kafka_bootstrap, max_batch_bytes=1 << 20, client_id=f"own-{unique}")
+    with pytest.raises(RuntimeError, match="before start"):
         own()
     await own.start()
     try:
+        # Its batches take the size given, not aiokafka's 16 KiB: 200 KB fit in one.
+        batch = own().create_batch()
+        assert all(batch.append(key=None, value=b"x" * 1000, timestamp=None) for _ in range(200))
         records = [OutputRecord(topic, f"k{i}".encode(), f"v{i}".encode()) for i in range(50)]
         await KafkaPublisher(own).publish(records)
     finally:
