@@ -33,30 +33,39 @@ def _rates(times: np.ndarray[Any, Any], counts: np.ndarray[Any, Any], window: fl
 
 
 def plot_throughput(systems: list[System], path: Path) -> None:
-    groups: dict[str, list[tuple[float, int, int]]] = defaultdict(list)
+    # One segment per started system: a system restarted on an empty broker (same name)
+    # counts from zero again, so its segments are drawn apart, never joined.
+    groups: dict[str, list[list[tuple[float, int, int]]]] = defaultdict(list)
     steps: dict[str, list[StepResult]] = defaultdict(list)
     for system in systems:
+        segments: dict[str, list[tuple[float, int, int]]] = defaultdict(list)
         for t, offered, outputs, name in system.series:
-            groups[name].append((t, offered, outputs))
+            segments[name].append((t, offered, outputs))
+        for name, segment in segments.items():
+            groups[name].append(segment)
         for step in system.steps:
             steps[step.system].append(step)
     names = list(groups) or ["(no data)"]
     fig, axes = plt.subplots(len(names), 1, figsize=(11, 3.2 * len(names)), squeeze=False)
     for ax, name in zip(axes[:, 0], names, strict=True):
-        data = np.array(groups.get(name, []), dtype=np.float64)
-        if data.size == 0:
+        parts = [np.array(seg, dtype=np.float64) for seg in groups.get(name, []) if seg]
+        if not parts:
             continue
-        t0 = data[0, 0]
-        t = data[:, 0] - t0
-        ax.plot(t, _rates(data[:, 0], data[:, 1]), color="0.5", lw=1, label="offered/s")
-        ax.plot(
-            t, _rates(data[:, 0], data[:, 2]), color=COLORS.get(name, "k"), lw=1.5, label="output/s"
-        )
-        ax.set_ylabel("events/s")
+        t0 = min(part[0, 0] for part in parts)
         backlog_ax = ax.twinx()
-        backlog_ax.fill_between(
-            t, data[:, 1] - data[:, 2], color="tab:orange", alpha=0.15, label="backlog"
-        )
+        for i, data in enumerate(parts):
+            t = data[:, 0] - t0
+            first = i == 0
+            ax.plot(
+                t, _rates(data[:, 0], data[:, 1]), color="0.5", lw=1,
+                label="offered/s" if first else None,
+            )  # fmt: skip
+            ax.plot(
+                t, _rates(data[:, 0], data[:, 2]), color=COLORS.get(name, "k"), lw=1.5,
+                label="output/s" if first else None,
+            )  # fmt: skip
+            backlog_ax.fill_between(t, data[:, 1] - data[:, 2], color="tab:orange", alpha=0.15)
+        ax.set_ylabel("events/s")
         backlog_ax.set_ylabel("backlog (events)", color="tab:orange")
         for step in steps.get(name, []):
             color = {True: "tab:green", False: "tab:red", None: "0.8"}[step.bounded]
