@@ -28,6 +28,7 @@ from streams.publish import KafkaPublisher, OwnProducer
 from streams.records import InputMessage
 from streams.service import ScoringService
 from streams.shadow import ShadowRunner
+from streams.spec import PipelineSpec
 from tests.integration.harness import PreparedPipeline, consume, create_topics
 
 pytestmark = pytest.mark.integration
@@ -63,9 +64,11 @@ def messages_for(spec, n: int, topic: str) -> list[InputMessage]:
     ]
 
 
-async def test_slow_and_failing_shadows_never_hold_up_the_primary(
+async def primary_and_shadow(
     card_fraud: PreparedPipeline,
-) -> None:
+) -> tuple[PipelineSpec, OnnxScorer, ScoringPipeline, Metrics]:
+    """A fresh variant of the pipeline (topics created), its primary pipeline and the
+    spec's first shadow model."""
     _, spec = card_fraud.variant(uuid.uuid4().hex[:8])
     settings = card_fraud.settings
     await create_topics(settings, spec)
@@ -74,7 +77,14 @@ async def test_slow_and_failing_shadows_never_hold_up_the_primary(
     shadow_lr = OnnxScorer.from_version(registry.resolve(spec.shadows[0].name, "champion"))
     reader = OnlineFeatureReader(open_store(spec.features.repo, settings.redis_url), spec)
     metrics = Metrics()
-    pipeline = ScoringPipeline(spec, reader, primary, metrics)
+    return spec, shadow_lr, ScoringPipeline(spec, reader, primary, metrics), metrics
+
+
+async def test_slow_and_failing_shadows_never_hold_up_the_primary(
+    card_fraud: PreparedPipeline,
+) -> None:
+    spec, shadow_lr, pipeline, metrics = await primary_and_shadow(card_fraud)
+    settings = card_fraud.settings
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
     await producer.start()
     client = aioredis.Redis.from_url(settings.redis_url)
@@ -177,15 +187,8 @@ async def test_stopping_the_shadows_flushes_their_producer_after_their_last_publ
     them with batches still queued neither fails nor hangs, and what they scored is on the
     topic. (That the runners are cancelled before the producer closes is by construction:
     a wrong order only shows when something publishes in between, which this cannot force.)"""
-    _, spec = card_fraud.variant(uuid.uuid4().hex[:8])
+    spec, shadow_lr, pipeline, metrics = await primary_and_shadow(card_fraud)
     settings = card_fraud.settings
-    await create_topics(settings, spec)
-    registry = ModelRegistry(settings.model_dir)
-    primary = OnnxScorer.from_version(registry.resolve(spec.model.name, spec.model.version))
-    shadow_lr = OnnxScorer.from_version(registry.resolve(spec.shadows[0].name, "champion"))
-    reader = OnlineFeatureReader(open_store(spec.features.repo, settings.redis_url), spec)
-    metrics = Metrics()
-    pipeline = ScoringPipeline(spec, reader, primary, metrics)
     own = OwnProducer(settings.kafka_bootstrap_servers, 1 << 20, client_id="test-shadows")
     # Slower than the primary, so that batches are still queued and in flight at stop.
     runner = ShadowRunner(
