@@ -29,9 +29,9 @@ EMBEDDED_SESSION_TIMEOUT = 6.0
 EMBEDDED_FETCH_WAIT_MS = 10
 # The learning worker fetches with a large minimum, as the compose learner does (there with
 # Kafka's 500 ms wait, here 250 ms): labels are not urgent, so a few fetches a second rather
-# than one per produced batch. (On this machine the difference was
-# within noise: four alternating fixed-rate runs at 2,000 events/s with labels, each on a
-# fresh broker, gave p50 34/56 ms with it and 30/69 ms without.)
+# than one per produced batch. (On this machine the difference was within noise: four
+# alternating fixed-rate runs at 2,000 events/s with labels, each on a fresh broker, gave
+# p50 34/56 ms with it and 30/69 ms without.)
 LEARNING_FETCH_WAIT_MS = 250
 LEARNING_FETCH_MIN_BYTES = 1024 * 1024
 

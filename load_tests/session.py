@@ -127,11 +127,8 @@ class LoadSession:
                     await asyncio.gather(*stopping)  # gone before the broker restarts
                     await self._fresh_broker()
                     system = await self._start(name, self.prestarted.get(name))
-                    if name == PASSTHROUGH:
-                        await self._floor_phase(system)
-                        system = await self._restarted(system)
-                    if name == REAL:
-                        await self._real_phases(system)
+                    if name in (PASSTHROUGH, REAL):
+                        await self._fixed_phases(system)
                         system = await self._restarted(system)
                     await self._search(system, name)
                     if not await self.runner.finish(system):
@@ -227,19 +224,18 @@ class LoadSession:
         self.display.advance()
         return step
 
-    async def _floor_phase(self, system: System) -> None:
-        """The latency phase on the pass-through worker: the floor the broker and the
-        machine put under the real pipeline's latency at the same offered load."""
+    async def _fixed_phases(self, system: System) -> None:
+        """Fixed-rate phases before a search. The latency phase runs on the real pipeline
+        and on the pass-through worker, whose figure is the floor the broker and the machine
+        put under any worker's latency at that load; bursts on the real pipeline only."""
         profile = self.profile
-        self.extras["latency_floor"] = await self._fixed(
+        latency = await self._fixed(
             system, "latency", profile.latency_pattern, profile.latency_seconds
         )
-
-    async def _real_phases(self, system: System) -> None:
-        profile = self.profile
-        self.extras["latency"] = await self._fixed(
-            system, "latency", profile.latency_pattern, profile.latency_seconds
-        )
+        if system.name == PASSTHROUGH:
+            self.extras["latency_floor"] = latency
+            return
+        self.extras["latency"] = latency
         if profile.bursts is not None:
             self.extras["bursts"] = await self._fixed(
                 system, "bursts", profile.bursts, profile.bursts_seconds

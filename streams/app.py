@@ -73,8 +73,8 @@ def create_app(spec: PipelineSpec, settings: Settings) -> faust.App:
         # Heartbeats well inside the session timeout (Kafka requires < 1/3 of it).
         broker_heartbeat_interval=min(3.0, settings.kafka_session_timeout_seconds / 5),
         producer_linger=0.001,  # a batch's records leave together; don't wait for more
-        # Faust's default, 16 KiB, split a partition's share of a (then max) 256-event batch into
-        # several record batches, each one more round trip before the batch is acked.
+        # Faust's default, 16 KiB, split a partition's share of a full 256-event batch (the
+        # old maximum) into several record batches, each one more round trip before the acks.
         producer_max_batch_size=settings.kafka_producer_max_batch_bytes,
     )
 
