@@ -136,6 +136,24 @@ def test_repeated_keys_are_read_once_and_mapped_back(
     assert batch.entity_found.tolist() == [True, True, True, False, True, True]
 
 
+def test_entity_keys_kept_between_batches_still_read_the_right_rows(
+    store: FeatureStore, spec: PipelineSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A small cache, so that the batches below both reuse kept keys and overflow it.
+    monkeypatch.setattr("features.reader.ENTITY_KEY_CACHE_SIZE", 4)
+    reader = OnlineFeatureReader(store, spec)
+    batches = [
+        [KNOWN[0], KNOWN[1], "nobody"],
+        [KNOWN[1], KNOWN[0], KNOWN[2]],  # two kept, one new: fills the cache
+        [KNOWN[3], KNOWN[1], KNOWN[4], "nobody"],  # overflows: cleared and rebuilt
+        [KNOWN[4], "nobody", KNOWN[0], KNOWN[3]],
+    ]
+    for keys in batches:
+        batch = reader.read(keys)
+        assert_matches_feast(batch, expected(store, spec, keys), spec)
+        assert batch.entity_found.tolist() == [k != "nobody" for k in keys]
+
+
 def test_empty_batch_makes_no_call(store: FeatureStore, spec: PipelineSpec) -> None:
     batch = OnlineFeatureReader(store, spec).read([])
 
