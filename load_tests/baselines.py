@@ -141,7 +141,7 @@ def attach_naive(app: faust.App, spec: PipelineSpec, settings: Settings, metrics
                 features=dict(zip(columns, values, strict=True)),
                 defaulted=defaulted,
                 entity_found=len(defaulted) < len(columns),
-                event_time=parsed.time,
+                event_time=iso_utc(parsed.time),
                 scored_at=iso_utc(time.time()),
             )
             await output.send(key=parsed.event_id.encode(), value=value)

@@ -71,6 +71,7 @@ class ScoredBatch:
     scores: npt.NDArray[np.float64] | None = None
     model: str = ""  # the primary that scored this batch (it can be swapped between batches)
     model_version: int = 0
+    event_time_texts: list[str] = field(default_factory=list)  # ISO, as in the records
 
     @property
     def records(self) -> list[OutputRecord]:
@@ -151,7 +152,8 @@ class ScoringPipeline:
             elapsed
         )
         out.model, out.model_version = scorer.name, scorer.version
-        out.predictions = self._predictions(scorer, out.events, rows, out.scores)
+        out.event_time_texts = [iso_utc(event.time) for event in out.events]
+        out.predictions = self._predictions(scorer, out, rows)
         self._count_features(rows)
         return out
 
@@ -178,10 +180,11 @@ class ScoringPipeline:
     def _predictions(
         self,
         scorer: Scorer,
-        events: list[Event],
+        scored: ScoredBatch,
         rows: FeatureRows,
-        scores: npt.NDArray[np.float64],
     ) -> list[OutputRecord]:
+        assert scored.scores is not None
+        events = scored.events
         topic = self.spec.output.topic
         columns = self.feature_columns
         threshold = self.threshold
@@ -191,7 +194,9 @@ class ScoringPipeline:
         found = rows.entity_found.tolist()
         values = rows.values.tolist()
         records = []
-        for i, (event, score) in enumerate(zip(events, scores.tolist(), strict=True)):
+        for i, (event, score, event_time) in enumerate(
+            zip(events, scored.scores.tolist(), scored.event_time_texts, strict=True)
+        ):
             defaulted = (
                 [c for c, d in zip(columns, defaulted_rows[i], strict=True) if d]
                 if any_defaulted[i]
@@ -207,7 +212,7 @@ class ScoringPipeline:
                 features=dict(zip(columns, values[i], strict=True)),
                 defaulted=defaulted,
                 entity_found=found[i],
-                event_time=event.time,
+                event_time=event_time,
                 scored_at=scored_at,
             )
             records.append(OutputRecord(topic, event.event_id.encode(), value))

@@ -66,12 +66,14 @@ def encode_prediction(
     features: dict[str, float],
     defaulted: list[str],
     entity_found: bool,
-    event_time: float,
+    event_time: str,
     scored_at: str,
 ) -> bytes:
     """One prediction record. ``decision`` is present only when the spec sets a threshold.
 
-    ``scored_at`` is already formatted (``iso_utc``): it is the same for a whole batch.
+    Both times come formatted (``iso_utc``): ``scored_at`` is the same for a whole batch,
+    and ``event_time`` is formatted once per event for the primary's record and every
+    shadow's.
     """
     record: dict[str, Any] = {
         "event_id": event_id,
@@ -86,7 +88,7 @@ def encode_prediction(
     record["features_defaulted"] = bool(defaulted)
     record["defaulted_features"] = defaulted
     record["entity_found"] = entity_found
-    record["event_time"] = iso_utc(event_time)
+    record["event_time"] = event_time
     record["scored_at"] = scored_at
     return orjson.dumps(record)
 

@@ -7,9 +7,6 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 
-import numpy as np
-import numpy.typing as npt
-
 from streams.metrics import Metrics, observe_many
 from streams.pipeline import ScoredBatch, ScoringPipeline
 from streams.prediction_store import PredictionStore
@@ -48,9 +45,8 @@ class ScoringService:
             await self.publisher.publish(scored.records)
         self._m_publish.observe(time.perf_counter() - started)
         if scored.events:
-            event_times = scored.event_times
-            observe_many(self._m_end_to_end, self.clock() - event_times)
-            self._offer_to_shadows(scored, event_times)
+            observe_many(self._m_end_to_end, self.clock() - scored.event_times)
+            self._offer_to_shadows(scored)
         return scored
 
     async def _remember(self, scored: ScoredBatch) -> None:
@@ -64,13 +60,13 @@ class ScoringService:
             scored.matrix,
         )
 
-    def _offer_to_shadows(self, scored: ScoredBatch, event_times: npt.NDArray[np.float64]) -> None:
+    def _offer_to_shadows(self, scored: ScoredBatch) -> None:
         if not self.shadows or scored.matrix is None or scored.scores is None:
             return
         batch = ShadowBatch(
             event_ids=scored.event_ids,
             entity_keys=[event.entity_key for event in scored.events],
-            event_times=event_times,
+            event_time_texts=scored.event_time_texts,
             matrix=scored.matrix,
             primary_scores=scored.scores,
         )

@@ -52,7 +52,7 @@ class ShadowBatch:
 
     event_ids: Sequence[str]
     entity_keys: Sequence[str | int]
-    event_times: npt.NDArray[np.float64]
+    event_time_texts: Sequence[str]  # ISO, as in the primary's records
     matrix: Matrix
     primary_scores: npt.NDArray[np.float64]
 
@@ -177,7 +177,7 @@ class ShadowRunner:
                         "score": score,
                         "decision": score >= self.threshold,
                         "primary_score": primary_score,
-                        "event_time": iso_utc(event_time),
+                        "event_time": event_time,
                         "scored_at": scored_at,
                     }
                 ),
@@ -185,7 +185,7 @@ class ShadowRunner:
             for event_id, entity_key, event_time, score, primary_score in zip(
                 batch.event_ids,
                 batch.entity_keys,
-                batch.event_times.tolist(),
+                batch.event_time_texts,
                 scores.tolist(),
                 primary.tolist(),
                 strict=True,

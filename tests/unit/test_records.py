@@ -23,7 +23,7 @@ def test_prediction_record_fields() -> None:
         encode_prediction(
             event_id="e1", entity_key="c1", model="m", version=3, score=0.25, decision=False,
             features={"v__f": 1.0}, defaulted=["v__f"], entity_found=False,
-            event_time=1_700_000_000.5, scored_at=iso_utc(1_700_000_000.75),
+            event_time=iso_utc(1_700_000_000.5), scored_at=iso_utc(1_700_000_000.75),
         )
     )  # fmt: skip
     assert record == {
@@ -46,7 +46,8 @@ def test_prediction_without_threshold_has_no_decision() -> None:
     record = orjson.loads(
         encode_prediction(
             event_id="e1", entity_key=7, model="m", version=1, score=12.5, decision=None,
-            features={}, defaulted=[], entity_found=True, event_time=0.0, scored_at=iso_utc(0.0),
+            features={}, defaulted=[], entity_found=True,
+            event_time=iso_utc(0.0), scored_at=iso_utc(0.0),
         )
     )  # fmt: skip
     assert "decision" not in record and record["features_defaulted"] is False

@@ -52,7 +52,7 @@ async def test_a_full_demo_micro_batch_fits_one_producer_batch_even_on_one_parti
         features={feature_column(ref): 12345.678901 for ref in spec.features.refs},
         defaulted=[],
         entity_found=True,
-        event_time=now,
+        event_time=iso_utc(now),
         scored_at=iso_utc(now),
     )
     try:
