@@ -7,7 +7,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from load_tests.config import NAIVE, PASSTHROUGH, REAL, REAL_NO_LABELS
+from load_tests.config import NAIVE, PASSTHROUGH, REAL, REAL_NO_LABELS, TARGETS
 
 ROWS = (PASSTHROUGH, NAIVE, REAL, REAL_NO_LABELS)
 
@@ -47,16 +47,18 @@ def markdown(report: dict[str, Any]) -> str:
         "## Comparison (sustained throughput: highest offered rate with a bounded backlog)",
         "",
         "| system | sustained events/s | median output/s at that rate | p50 ms | p99 ms |"
-        " saturated output/s |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        " saturated output/s | worker CPU µs per event |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name in ROWS:
         row = comparison.get(name) or {}
         lat = row.get("latency_ms") or {}
+        cpu = row.get("worker_cpu_us_per_event") or {}
         lines.append(
             f"| {name} | {_f(row.get('sustained_events_per_second'))} |"
             f" {_f(row.get('output_rate_median'))} | {_f(lat.get('p50'), 1)} |"
             f" {_f(lat.get('p99'), 1)} | {_f(row.get('saturated_output_rate'))} |"
+            f" {' + '.join(_f(v) for v in cpu.values()) or '-'} |"
         )
     ratios = comparison["ratios"]
     lines += [
@@ -70,6 +72,7 @@ def markdown(report: dict[str, Any]) -> str:
         " process; every event's label follows it. `real_no_labels` is the same pair offered"
         " no labels: what the scoring path alone sustains.",
         "",
+        *_budget_lines(comparison),
     ]
     sections = (
         ("Latency, real pipeline", "latency"),
@@ -162,6 +165,32 @@ def markdown(report: dict[str, Any]) -> str:
         lines += ["", "## Notes", ""] + [f"- {note}" for note in report["notes"]]
     lines += ["", "Plots: throughput.png, latency.png. Everything else: report.json.", ""]
     return "\n".join(lines)
+
+
+def _budget_lines(comparison: dict[str, Any]) -> list[str]:
+    """What the throughput target leaves one worker per event, next to what the workers
+    spent (the table's last column: scoring worker first, then the learning worker)."""
+    # The scoring path alone when the run measured it; labels add the learner's load.
+    real_name = REAL_NO_LABELS if comparison.get(REAL_NO_LABELS) else REAL
+    passthrough = _scoring_cpu(comparison.get(PASSTHROUGH))
+    real = _scoring_cpu(comparison.get(real_name))
+    if passthrough is None or real is None:
+        return []
+    target = TARGETS["sustained_events_per_second"]
+    return [
+        f"CPU budget: a worker's Python runs on one core at a time (the GIL), so {_f(target)}"
+        f" events/s leaves one worker {_f(1e6 / target, 1)} µs of CPU per event. At their"
+        f" sustained rates the pass-through worker (consume and publish, nothing else) spent"
+        f" {_f(passthrough, 1)} µs per event and the real scoring worker {_f(real, 1)} µs"
+        f" (`{real_name}`), which caps it near {_f(1e6 / real)} events/s.",
+        "",
+    ]
+
+
+def _scoring_cpu(row: dict[str, Any] | None) -> float | None:
+    cpu = (row or {}).get("worker_cpu_us_per_event") or {}
+    scoring = [v for name, v in cpu.items() if "learning" not in name]
+    return scoring[0] if scoring else None
 
 
 def _profile_lines(name: str, profile: dict[str, Any] | None) -> list[str]:

@@ -111,6 +111,21 @@ def percentiles_ms(values: np.ndarray[Any, Any]) -> dict[str, float]:
     }
 
 
+def cpu_per_event(step: StepResult) -> dict[str, float]:
+    """CPU microseconds each worker process spent per event that came out in ``step``.
+
+    A worker's Python runs on one core at a time (the GIL), so at ``x`` µs per event one
+    worker cannot pass about 1,000,000 / ``x`` events/s whatever the machine has to spare.
+    """
+    if step.output_rate <= 0:
+        return {}
+    return {
+        name: round(percent * 1e4 / step.output_rate, 1)
+        for name, percent in step.cpu_percent.items()
+        if "worker" in name
+    }
+
+
 class Runner:
     """Drives the generator against one system at a time and records what happened."""
 
@@ -359,6 +374,7 @@ class Runner:
             "sustained_phase": good.phase if good else None,
             "output_rate_median": good.output_rate_median if good else 0.0,
             "latency_ms": good.latency_ms if good else {},
+            "worker_cpu_us_per_event": cpu_per_event(good) if good else {},
             "first_unsustained_events_per_second": bad.pattern.rate if bad else None,
             "saturated_output_rate": bad.output_rate if bad else None,
             "phases": phases,

@@ -49,6 +49,12 @@ def test_tiny_load_run_reports_every_section_and_loses_nothing(
     assert floor_steps[0]["pattern"]["description"] == report["latency"]["pattern"]
     floor = {t["name"]: t["passthrough"] for t in report["targets"]}
     assert floor["p50_ms_at_2000_poisson"] == report["latency_floor"]["latency_ms"]["p50"]
+    sustained = report["comparison"][PASSTHROUGH]
+    step = next(s for s in report["steps"] if s["phase"] == sustained["sustained_phase"])
+    cpu = sustained["worker_cpu_us_per_event"]
+    assert cpu and set(cpu) == {k for k in step["cpu_percent"] if "worker" in k}
+    for name, micros in cpu.items():  # CPU % of a core over the events that came out
+        assert micros == pytest.approx(step["cpu_percent"][name] * 1e4 / step["output_rate"], 0.01)
     assert report["bursts"]["sent"] > 0
     assert report["scaling"]["two_workers"]["phases"]
     assert report["labels"]["sent"] > 0
@@ -67,4 +73,5 @@ def test_tiny_load_run_reports_every_section_and_loses_nothing(
     for name in ("report.json", "report.md", "throughput.png", "latency.png"):
         assert (out / name).stat().st_size > 0, name
     assert orjson.loads((out / "report.json").read_bytes())["losses"] == losses
-    assert "## Comparison" in (out / "report.md").read_text()
+    markdown = (out / "report.md").read_text()
+    assert "## Comparison" in markdown and "CPU budget:" in markdown
