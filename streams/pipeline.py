@@ -71,7 +71,6 @@ class ScoredBatch:
     scores: npt.NDArray[np.float64] | None = None
     model: str = ""  # the primary that scored this batch (it can be swapped between batches)
     model_version: int = 0
-    event_time_texts: list[str] = field(default_factory=list)  # ISO, as in the records
 
     @property
     def records(self) -> list[OutputRecord]:
@@ -80,6 +79,11 @@ class ScoredBatch:
     @functools.cached_property
     def event_ids(self) -> list[str]:
         return [event.event_id for event in self.events]
+
+    @functools.cached_property
+    def event_time_texts(self) -> list[str]:
+        """ISO event times, formatted once for the primary's records and every shadow's."""
+        return [iso_utc(event.time) for event in self.events]
 
     @property
     def event_times(self) -> npt.NDArray[np.float64]:
@@ -152,8 +156,9 @@ class ScoringPipeline:
             elapsed
         )
         out.model, out.model_version = scorer.name, scorer.version
-        out.event_time_texts = [iso_utc(event.time) for event in out.events]
-        out.predictions = self._predictions(scorer, out, rows)
+        out.predictions = self._predictions(
+            scorer, out.events, rows, out.scores, out.event_time_texts
+        )
         self._count_features(rows)
         return out
 
@@ -180,11 +185,11 @@ class ScoringPipeline:
     def _predictions(
         self,
         scorer: Scorer,
-        scored: ScoredBatch,
+        events: list[Event],
         rows: FeatureRows,
+        scores: npt.NDArray[np.float64],
+        event_times: list[str],
     ) -> list[OutputRecord]:
-        assert scored.scores is not None
-        events = scored.events
         topic = self.spec.output.topic
         columns = self.feature_columns
         threshold = self.threshold
@@ -195,7 +200,7 @@ class ScoringPipeline:
         values = rows.values.tolist()
         records = []
         for i, (event, score, event_time) in enumerate(
-            zip(events, scored.scores.tolist(), scored.event_time_texts, strict=True)
+            zip(events, scores.tolist(), event_times, strict=True)
         ):
             defaulted = (
                 [c for c, d in zip(columns, defaulted_rows[i], strict=True) if d]
