@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import orjson
@@ -25,10 +25,11 @@ from streams.metrics import Metrics
 from streams.pipeline import ScoringPipeline
 from streams.prediction_store import PredictionStore
 from streams.publish import KafkaPublisher, OwnProducer
-from streams.records import InputMessage
+from streams.records import InputMessage, iso_utc
 from streams.service import ScoringService
 from streams.shadow import ShadowRunner
 from streams.spec import PipelineSpec
+from streams.validation import parse_timestamp
 from tests.integration.harness import PreparedPipeline, consume, create_topics
 
 pytestmark = pytest.mark.integration
@@ -57,7 +58,8 @@ class FailingShadow:
 def messages_for(spec, n: int, topic: str) -> list[InputMessage]:
     generator = make_generator(spec, seed=3)
     now = datetime.now(UTC)
-    events = [generator.next_event(now) for _ in range(n)]
+    # A distinct event time each, so that a record carrying another event's time shows.
+    events = [generator.next_event(now + timedelta(milliseconds=i)) for i in range(n)]
     return [
         InputMessage(e["transaction_id"].encode(), orjson.dumps(e), topic, 0, i, time.time())
         for i, e in enumerate(events)
@@ -161,6 +163,13 @@ async def test_slow_and_failing_shadows_never_hold_up_the_primary(
     np.testing.assert_allclose([r["score"] for r in real_records], direct, rtol=1e-6, atol=1e-7)
     for record in real_records:
         assert record["primary_score"] == pytest.approx(by_event[record["event_id"]]["score"])
+        assert record["event_time"] == by_event[record["event_id"]]["event_time"]
+    # Each record carries its own event's time, normalised to ISO UTC.
+    sent_times = {
+        event["transaction_id"]: iso_utc(parse_timestamp(event["event_time"]))
+        for event in (orjson.loads(m.value) for batch in batches for m in batch)
+    }
+    assert all(p["event_time"] == sent_times[p["event_id"]] for p in predictions)
 
     # The compare report's figures are the same comparison, from the topics.
     comparison = compare_shadows(predictions, shadow_records)[shadow_lr.name]
