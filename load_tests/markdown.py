@@ -140,14 +140,14 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         "| system | step | offered/s | achieved/s | output/s | backlog end | slope/s |"
         " bounded | p50 ms | p99 ms | gen lag p99 ms |"
-        " CPU % workers, tansu, redis, generator, run, others |",
+        " CPU % workers, broker, redis, generator, run, others |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | :---: | ---: | ---: | ---: | --- |",
     ]
     for step in report["steps"]:
         cpu = step["cpu_percent"]
         workers = sum(v for k, v in cpu.items() if "worker" in k)
         shares = (
-            f"{workers:.0f}, {cpu.get('tansu', 0):.0f}, {cpu.get('redis', 0):.0f}, "
+            f"{workers:.0f}, {cpu.get('broker', 0):.0f}, {cpu.get('redis', 0):.0f}, "
             f"{cpu.get('generator', 0):.0f}, {cpu.get('run (meter, display)', 0):.0f}, "
             f"{cpu.get('other processes', 0):.0f}"
         )

@@ -185,7 +185,7 @@ def _run_info(env: Environment, profile: Profile, started: float) -> dict[str, A
             "kafka_fetch_max_wait_ms": settings.kafka_fetch_max_wait_ms,
             "kafka_producer_max_batch_bytes": settings.kafka_producer_max_batch_bytes,
             "kafka_session_timeout_seconds": settings.kafka_session_timeout_seconds,
-            "broker": "embedded Tansu (memory storage)",
+            "broker": env.kafka.describe() if env.kafka is not None else "external",
             "redis": "embedded redis-server",
         },
         "step_seconds": profile.step_seconds,

@@ -16,6 +16,7 @@ from streams.errors import StreamscoreError
 
 LogLevel = Literal["crit", "error", "warn", "info", "debug"]
 WorkerRole = Literal["all", "scoring", "learning"]
+EmbeddedBrokerKind = Literal["auto", "kafka", "tansu"]
 
 
 class Settings(BaseSettings):
@@ -95,6 +96,17 @@ class Settings(BaseSettings):
     consumer_auto_offset_reset: Literal["earliest", "latest"] = Field(
         default="earliest",
         description="Where a new consumer group starts reading the input topic.",
+    )
+    embedded_broker: EmbeddedBrokerKind = Field(
+        default="auto",
+        description="The broker `streamscore demo`, `streamscore servers`, the tests and the"
+        " load tests start: 'kafka' (Apache Kafka from Maven Central; needs Java 17+, and"
+        " Maven once), 'tansu' (a Kafka-protocol broker from a Python wheel, no Java) or"
+        " 'auto': Apache Kafka where Java allows it, else Tansu.",
+    )
+    cache_dir: Path = Field(
+        default_factory=lambda: Path.home() / ".cache" / "streamscore",
+        description="Downloads kept between runs, outside git (Apache Kafka's jars).",
     )
     data_dir: Path = Field(
         default=Path(".streamscore"),

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.structs import ConsumerRecord
+from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from streams.bootstrap import prepare_features, train_if_needed
 from streams.processes import WorkerProcess
@@ -48,12 +48,16 @@ class PreparedPipeline:
         train_if_needed(spec, settings)
         return cls(spec, settings, workdir)
 
-    def variant(self, suffix: str, **changes: object) -> tuple[Path, PipelineSpec]:
+    def variant(
+        self, suffix: str, input_partitions: int | None = None, **changes: object
+    ) -> tuple[Path, PipelineSpec]:
         """The prepared spec under its own name and topics, written to a file for a worker."""
         spec = self.spec
         doc = spec.model_dump(mode="json", exclude_none=True)
         doc["name"] = f"{spec.name}-{suffix}"
         doc["input"]["topic"] = f"{spec.input.topic}-{suffix}"
+        if input_partitions is not None:
+            doc["input"]["partitions"] = input_partitions
         doc["output"]["topic"] = f"{spec.output.topic}-{suffix}"
         doc["output"]["dead_letter_topic"] = f"{spec.output.dead_letter_topic}-{suffix}"
         doc.update(changes)
@@ -99,6 +103,27 @@ async def consume(
             batches = await consumer.getmany(timeout_ms=200)
             for partition, records in batches.items():
                 received[partition.topic].extend(records)
+    finally:
+        await consumer.stop()
+    return received
+
+
+async def read_to_end(bootstrap: str, topics: dict[str, int]) -> dict[str, list[ConsumerRecord]]:
+    """Every record of ``topics`` (name -> partitions) up to their end offsets now."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    await consumer.start()
+    received: dict[str, list[ConsumerRecord]] = defaultdict(list)
+    try:
+        partitions = [TopicPartition(t, p) for t, n in topics.items() for p in range(n)]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        pending = {tp for tp in partitions if ends[tp] > 0}
+        while pending:
+            batches = await consumer.getmany(*pending, timeout_ms=1000)
+            for tp, records in batches.items():
+                received[tp.topic].extend(r for r in records if r.offset < ends[tp])
+            pending = {tp for tp in pending if await consumer.position(tp) < ends[tp]}
     finally:
         await consumer.stop()
     return received
