@@ -36,6 +36,7 @@ from streams.service import ScoringService
 from streams.settings import Settings
 from streams.shadow import ShadowModel, ShadowRunner
 from streams.spec import PipelineSpec
+from streams.topics import declare_topics
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +168,10 @@ GIL_SWITCH_INTERVAL_SECONDS = 0.0005
 def run_worker(spec: PipelineSpec, settings: Settings) -> None:
     """Run until SIGINT/SIGTERM; Faust stops the agent, commits acked offsets and exits."""
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_SECONDS)
+    # The spec's topics with the spec's partitions, before Faust subscribes to any of them.
+    asyncio.run(
+        declare_topics(spec, settings.kafka_bootstrap_servers, settings.topic_replication_factor)
+    )
     metrics = Metrics()
     if settings.metrics_port:
         serve(metrics, settings.metrics_host, settings.metrics_port)
