@@ -283,3 +283,16 @@ async def test_an_event_that_cannot_be_encoded_is_its_own_dead_letter() -> None:
 async def test_each_poison_time_alone_is_one_dead_letter(name: str) -> None:
     scored = await pipeline().score_batch([message(0, event("p", POISON_TIMES[name]))])
     assert scored.predictions == [] and len(scored.dead_letters) == 1
+
+
+def test_limits_come_from_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    from streams.settings import Settings, SettingsError, load_settings
+
+    assert InputLimits.from_settings(Settings()) == InputLimits(256 * 1024, 512)
+    monkeypatch.setenv("STREAMSCORE_MAX_EVENT_BYTES", "4096")
+    monkeypatch.setenv("STREAMSCORE_MAX_KEY_BYTES", "64")
+    assert InputLimits.from_settings(load_settings()) == InputLimits(4096, 64)
+    # A dead letter keeps at most 16 KiB of a key, so no input key may be longer.
+    monkeypatch.setenv("STREAMSCORE_MAX_KEY_BYTES", str(16 * 1024 + 1))
+    with pytest.raises(SettingsError, match="STREAMSCORE_MAX_KEY_BYTES"):
+        load_settings()
