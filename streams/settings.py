@@ -18,6 +18,13 @@ LogLevel = Literal["crit", "error", "warn", "info", "debug"]
 WorkerRole = Literal["all", "scoring", "learning"]
 EmbeddedBrokerKind = Literal["auto", "kafka", "tansu"]
 
+# Defaults of the input size limits, also used by ``streams.limits.InputLimits`` so that a
+# service built without settings (tests, tools) applies the same limits as a worker.
+DEFAULT_MAX_EVENT_BYTES = 256 * 1024
+DEFAULT_MAX_KEY_BYTES = 512
+#: The largest ``max_key_bytes`` accepted: a dead letter keeps up to this much of a key.
+MAX_KEY_BYTES_LIMIT = 16 * 1024
+
 
 class Settings(BaseSettings):
     """Connection and runtime settings. Every field maps to ``STREAMSCORE_<FIELD>``."""
@@ -82,6 +89,22 @@ class Settings(BaseSettings):
         " publish waits for every batch, and the producer sends one batch per partition per"
         " request, so a micro-batch's records for a partition should fit one. Keep it at or"
         " under the topics' max.message.bytes (Kafka's default: 1 MiB).",
+    )
+    max_event_bytes: int = Field(
+        default=DEFAULT_MAX_EVENT_BYTES,
+        ge=1024,
+        le=64 * 1024 * 1024,
+        description="Largest input message value (an event or a label) a worker accepts, in"
+        " bytes. A larger one becomes a dead letter with reason 'too_large' that keeps only"
+        " its first KiB, so it fits any topic's max.message.bytes.",
+    )
+    max_key_bytes: int = Field(
+        default=DEFAULT_MAX_KEY_BYTES,
+        ge=16,
+        le=MAX_KEY_BYTES_LIMIT,
+        description="Largest input message key, and largest event id, entity key and label"
+        " event id (UTF-8), in bytes; these become Kafka and Redis keys. A larger one becomes"
+        " a dead letter with reason 'too_large'.",
     )
     topic_replication_factor: int = Field(
         default=1, ge=1, description="Replication factor of topics the worker creates."

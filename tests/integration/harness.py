@@ -71,12 +71,22 @@ async def create_topics(settings: Settings, spec: PipelineSpec) -> None:
 
 
 async def produce(
-    bootstrap: str, topic: str, messages: list[tuple[bytes | None, bytes | None]]
+    bootstrap: str,
+    topic: str,
+    messages: list[tuple[bytes | None, bytes | None]],
+    *,
+    partition: int | None = None,
+    max_request_size: int = 1024 * 1024,
 ) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    """Send ``messages`` (key, value) in order; to one ``partition`` if given (else by key).
+    aiokafka refuses a record above ``max_request_size`` before it reaches the broker."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_request_size=max_request_size)
     await producer.start()
     try:
-        deliveries = [await producer.send(topic, value, key=key) for key, value in messages]
+        deliveries = [
+            await producer.send(topic, value, key=key, partition=partition)
+            for key, value in messages
+        ]
         await asyncio.gather(*deliveries)
     finally:
         await producer.stop()
