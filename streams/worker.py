@@ -28,6 +28,7 @@ from streams.app import (
 from streams.errors import WorkerRoleError
 from streams.labels import LabelJoiner
 from streams.learner import LearnerService, OnlineSnapshotModel
+from streams.limits import InputLimits
 from streams.metrics import Metrics, serve
 from streams.pipeline import ScoringPipeline
 from streams.prediction_store import PredictionStore
@@ -69,7 +70,12 @@ def build_worker(spec: PipelineSpec, settings: Settings, metrics: Metrics) -> fa
         track_assignment(app, spec.input.topic, metrics.assigned_partitions.labels(spec.name))
     if role in ("all", "learning") and store is not None:
         assert spec.labels is not None
-        attach_label_agent(app, spec, LabelJoiner(spec, store, metrics), publisher)
+        attach_label_agent(
+            app,
+            spec,
+            LabelJoiner(spec, store, metrics, limits=InputLimits.from_settings(settings)),
+            publisher,
+        )
         if spec.online is not None:
             attach_learner_agent(app, spec, LearnerService(spec, client, metrics))
         if role == "learning":
@@ -91,7 +97,8 @@ def _attach_scoring(
     scorer = load_scorer(registry, spec, spec.model.name, spec.model.version)
     metrics.model_info.labels(spec.name, "primary", scorer.name, str(scorer.version)).set(1)
     reader = OnlineFeatureReader(open_store(spec.features.repo, settings.redis_url), spec)
-    pipeline = ScoringPipeline(spec, reader, scorer, metrics)
+    limits = InputLimits.from_settings(settings)
+    pipeline = ScoringPipeline(spec, reader, scorer, metrics, limits=limits)
     shadow_models: list[ShadowModel] = [
         load_scorer(registry, spec, shadow.name, shadow.version) for shadow in spec.shadows
     ]

@@ -16,15 +16,16 @@ from typing import Any
 
 import orjson
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from streams.generators import make_generator
+from streams.processes import WorkerProcess
 from streams.records import decode_original_value
 from tests.integration.harness import (
     PreparedPipeline,
     consume,
     create_topics,
     produce,
-    start_worker,
 )
 
 pytestmark = pytest.mark.integration
@@ -36,6 +37,16 @@ PARTITION = 1  # every message goes to this one partition
 def with_time(event: dict[str, Any], time_field: str, raw_time: bytes) -> bytes:
     """The event as JSON with its time as raw JSON text (2**70 has no orjson encoding)."""
     return orjson.dumps({**event, time_field: "@T@"}).replace(b'"@T@"', raw_time)
+
+
+async def create_input_topic(bootstrap: str, topic: str, partitions: int) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        config = {"max.message.bytes": str(2 * 1024 * 1024)}
+        await admin.create_topics([NewTopic(topic, partitions, 1, topic_configs=config)])
+    finally:
+        await admin.close()
 
 
 def test_poison_events_are_dead_lettered_and_their_partition_keeps_flowing(
@@ -64,6 +75,8 @@ def test_poison_events_are_dead_lettered_and_their_partition_keeps_flowing(
         ),
         b"poison-ms-2**70": (with_time(template, time_field, str(2**70).encode()), ""),
         b"poison-1.2MB": (huge, "too_large"),
+        # Under the default limit (256 KiB), over this worker's STREAMSCORE_MAX_EVENT_BYTES.
+        b"over-the-setting": (orjson.dumps({**template, "note": "x" * 20_000}), "too_large"),
         b"K" * 1000: (orjson.dumps({**template, id_field: "long-key"}), "too_large"),
         b"poison-empty-id": (orjson.dumps({**template, id_field: ""}), "missing_field"),
     }
@@ -73,6 +86,9 @@ def test_poison_events_are_dead_lettered_and_their_partition_keeps_flowing(
     for i, (key, (value, _)) in enumerate(poison.items()):  # poison between valid events
         messages.insert(1 + i * (len(messages) // len(poison)), (key, value))
 
+    # The input topic takes messages up to 2 MiB (Kafka's default: 1 MiB), as a deployment
+    # accepting large events would configure it; the dead letters still go to a default topic.
+    asyncio.run(create_input_topic(bootstrap, spec.input.topic, spec.input.partitions))
     asyncio.run(create_topics(settings, spec))
     asyncio.run(
         produce(
@@ -81,7 +97,11 @@ def test_poison_events_are_dead_lettered_and_their_partition_keeps_flowing(
         )
     )  # fmt: skip
     topics = [spec.output.topic, spec.output.dead_letter_topic]
-    worker = start_worker(card_fraud, spec_path, spec.name)
+    worker = WorkerProcess(
+        spec_path,
+        settings.model_copy(update={"max_event_bytes": 8 * 1024}),
+        card_fraud.workdir / f"{spec.name}.log",
+    )
     try:
         out = asyncio.run(consume(bootstrap, topics, len(messages), TIMEOUT, worker))
         got = sum(map(len, out.values()))
