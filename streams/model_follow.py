@@ -112,8 +112,12 @@ class AliasFollower:
 
     def _refuse(self, refused: ModelRefused) -> None:
         self._m_refused_version.set(refused.version)
-        if refused.version in self._refused:
-            return  # said once already: the alias came back to it
+        if refused.version in self._refused:  # warned once already: the alias came back to it
+            log.info(
+                "pipeline %s: alias %r back at version %d, refused before; still serving %d",
+                self.pipeline, self.alias, refused.version, self.scorer.version,
+            )  # fmt: skip
+            return
         self._refused.add(refused.version)
         self._metrics.model_refusals.labels(
             self.pipeline, self.name, self.alias, refused.reason
