@@ -165,14 +165,14 @@ GIL_SWITCH_INTERVAL_SECONDS = 0.0005
 def run_worker(spec: PipelineSpec, settings: Settings) -> None:
     """Run until SIGINT/SIGTERM; Faust stops the agent, commits acked offsets and exits."""
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_SECONDS)
-    # The spec's topics with the spec's partitions, before Faust subscribes to any of them.
-    asyncio.run(
-        declare_topics(spec, settings.kafka_bootstrap_servers, settings.topic_replication_factor)
-    )
     metrics = Metrics()
     if settings.metrics_port:
         serve(metrics, settings.metrics_host, settings.metrics_port)
     worker = build_worker(spec, settings, metrics)
+    # The spec's topics with the spec's partitions, before Faust subscribes to any of them.
+    asyncio.run(
+        declare_topics(spec, settings.kafka_bootstrap_servers, settings.topic_replication_factor)
+    )
     freeze_startup_heap()
     worker.execute_from_commandline()
 
