@@ -344,6 +344,7 @@ async def wait_ready(system: System, timeout: float) -> None:
         learner = system.learner
         learning = learner is None or bool(await asyncio.to_thread(learner.assigned_partitions))
         if all(owned) and sum(o or 0 for o in owned) == partitions and learning:
+            system.assigned = [int(o or 0) for o in owned]
             return
         if time.monotonic() > deadline:
             tails = "\n---\n".join(w.log_tail() for w in system.workers)
