@@ -15,6 +15,7 @@ from faust.types import TP, EventT
 from mode import Service
 
 from streams.batching import micro_batches
+from streams.connections import KafkaConnection
 from streams.inflight import InFlight
 from streams.labels import LabelJoiner
 from streams.learner import LearnerService
@@ -60,6 +61,8 @@ def create_app(spec: PipelineSpec, settings: Settings) -> faust.App:
         fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
         fetch_min_bytes=settings.kafka_fetch_min_bytes,
         broker=kafka_urls(settings.kafka_bootstrap_servers),
+        # TLS and SASL of the app's consumer, producer and topic creation (None: PLAINTEXT).
+        broker_credentials=KafkaConnection.from_settings(settings).faust_credentials(),
         datadir=str(datadir),
         key_serializer="raw",
         value_serializer="raw",

@@ -124,6 +124,7 @@ def produce(
     seed: int = 0,
 ) -> None:
     """Publish synthetic events for the spec to its input topic."""
+    from streams.connections import KafkaConnection
     from streams.producer import EventProducer
 
     settings = load_settings()
@@ -134,13 +135,15 @@ def produce(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        producer = EventProducer(
-            pipeline, settings.kafka_bootstrap_servers, rate=rate, bad_rate=bad_rate, seed=seed
-        )
+        kafka = KafkaConnection.from_settings(settings)
+        producer = EventProducer(pipeline, kafka, rate=rate, bad_rate=bad_rate, seed=seed)
         stats = await producer.run(stop, duration=duration, count=count)
         err.print(f"sent {stats.sent} events ({stats.bad} deliberately invalid)")
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except StreamscoreError as exc:
+        raise _fail(exc) from exc
 
 
 @app.command()
@@ -168,11 +171,17 @@ def demo(
 def compare(spec: SpecOption) -> None:
     """Compare each shadow with the primary, and every model on labelled events."""
     from streams.compare import report
+    from streams.connections import KafkaConnection, RedisConnection
 
     settings = load_settings()
     pipeline = _spec(spec)
     console = Console()
-    for table in report(pipeline, settings.kafka_bootstrap_servers, settings.redis_url):
+    kafka, redis = KafkaConnection.from_settings(settings), RedisConnection.from_settings(settings)
+    try:
+        tables = report(pipeline, kafka, redis)
+    except StreamscoreError as exc:
+        raise _fail(exc) from exc
+    for table in tables:
         console.print(table)
 
 
@@ -189,7 +198,7 @@ def servers() -> None:
     choice = choose_broker(settings)
     print(f"# {choice.why}", flush=True)
     with choice.broker, EmbeddedRedis() as redis:
-        client = choice.client_settings(settings).model_copy(update={"redis_url": redis.url})
+        client = redis.client_settings(choice.client_settings(settings))
         names = ["kafka_bootstrap_servers", "redis_url", *choice.broker.client_tuning]
         env = settings_env(client)
         for name in names:

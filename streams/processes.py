@@ -12,16 +12,20 @@ from pathlib import Path
 from typing import IO
 
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import SecretStr
 
 from streams.embedded import die_with_parent
 from streams.settings import Settings
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
-    """Settings as the ``STREAMSCORE_*`` variables a child process reads them from."""
+    """Settings as the ``STREAMSCORE_*`` variables a child process reads them from
+    (secrets included: the child needs them; its environment is readable by its user only)."""
     prefix = "STREAMSCORE_"
     return {
-        f"{prefix}{name.upper()}": str(value)
+        f"{prefix}{name.upper()}": str(
+            value.get_secret_value() if isinstance(value, SecretStr) else value
+        )
         for name, value in settings.model_dump().items()
         if value is not None
     }

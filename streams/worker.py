@@ -8,7 +8,6 @@ import logging
 import sys
 
 import faust
-import redis.asyncio as aioredis
 
 from features.reader import OnlineFeatureReader
 from features.store import open_store
@@ -24,6 +23,7 @@ from streams.app import (
     create_worker,
     track_assignment,
 )
+from streams.connections import KafkaConnection, RedisConnection
 from streams.errors import WorkerRoleError
 from streams.labels import LabelJoiner
 from streams.learner import LearnerService, OnlineSnapshotModel
@@ -57,7 +57,7 @@ def build_worker(spec: PipelineSpec, settings: Settings, metrics: Metrics) -> fa
         raise WorkerRoleError(msg)
     app = create_app(spec, settings)
     publisher = KafkaPublisher(app_producer(app))
-    client = aioredis.Redis.from_url(settings.redis_url)
+    client = RedisConnection.from_settings(settings).async_client()
     store = PredictionStore(client, spec.name, spec.labels.window_seconds) if spec.labels else None
     if role in ("all", "scoring"):
         _attach_scoring(app, spec, settings, metrics, publisher, store)
@@ -92,18 +92,19 @@ def _attach_scoring(
     primary = start_serving(registry, spec, spec.model, metrics)
     scorer = primary.scorer
     metrics.model_info.labels(spec.name, "primary", scorer.name, str(scorer.version)).set(1)
-    reader = OnlineFeatureReader(open_store(spec.features.repo, settings.redis_url), spec)
+    redis = RedisConnection.from_settings(settings)
+    reader = OnlineFeatureReader(open_store(spec.features.repo, redis), spec)
     limits = InputLimits.from_settings(settings)
     pipeline = ScoringPipeline(spec, reader, scorer, metrics, limits=limits)
     shadow_models: list[ShadowModel] = [
         start_serving(registry, spec, shadow, metrics).scorer for shadow in spec.shadows
     ]
     if spec.online is not None:
-        shadow_models.append(OnlineSnapshotModel(spec, settings.redis_url))
+        shadow_models.append(OnlineSnapshotModel(spec, redis))
     # Shadows publish on a connection of their own (see OwnProducer): never ahead of the
     # primary's next publish in aiokafka's one-request-at-a-time queue.
     shadow_producer = OwnProducer(
-        settings.kafka_bootstrap_servers,
+        KafkaConnection.from_settings(settings),
         settings.kafka_producer_max_batch_bytes,
         client_id=f"{app.conf.id}-shadows",
     )
@@ -170,9 +171,8 @@ def run_worker(spec: PipelineSpec, settings: Settings) -> None:
         serve(metrics, settings.metrics_host, settings.metrics_port)
     worker = build_worker(spec, settings, metrics)
     # The spec's topics with the spec's partitions, before Faust subscribes to any of them.
-    asyncio.run(
-        declare_topics(spec, settings.kafka_bootstrap_servers, settings.topic_replication_factor)
-    )
+    kafka = KafkaConnection.from_settings(settings)
+    asyncio.run(declare_topics(spec, kafka, settings.topic_replication_factor))
     freeze_startup_heap()
     worker.execute_from_commandline()
 

@@ -163,10 +163,12 @@ def _answers_metadata(bootstrap: str) -> bool:
 
 
 async def _describe_cluster(bootstrap: str) -> bool:
-    from aiokafka.admin import AIOKafkaAdminClient
     from aiokafka.errors import KafkaError
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=2000)
+    from streams.connections import KafkaConnection
+
+    # The PLAINTEXT listener every embedded broker has (``properties``).
+    admin = KafkaConnection(bootstrap).admin(request_timeout_ms=2000)
     try:
         await admin.start()
         cluster = await admin.describe_cluster()

@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from streams.bootstrap import prepare_features, train_if_needed
+from streams.connections import KafkaConnection
 from streams.processes import WorkerProcess
 from streams.settings import Settings
 from streams.spec import PipelineSpec, load_spec
@@ -67,7 +68,7 @@ class PreparedPipeline:
 
 
 async def create_topics(settings: Settings, spec: PipelineSpec) -> None:
-    await ensure_topics(settings.kafka_bootstrap_servers, spec_topics(spec))
+    await ensure_topics(KafkaConnection.from_settings(settings), spec_topics(spec))
 
 
 async def produce(

@@ -32,6 +32,7 @@ import orjson
 import pytest
 import yaml
 
+from streams.connections import KafkaConnection
 from streams.embedded import die_with_parent, free_port
 from streams.metrics import Metrics
 from streams.processes import WorkerProcess
@@ -88,8 +89,9 @@ def live_pipeline(card_fraud: PreparedPipeline) -> tuple[Path, PipelineSpec]:
 async def _load(spec: PipelineSpec, bootstrap: str, stop: asyncio.Event) -> None:
     """Valid, bad and unknown-entity events; labels 1 s later (joined), a slow stream whose
     labels come after the window (late), and labels for events never seen (orphans)."""
-    main = EventProducer(spec, bootstrap, rate=LOAD_RATE, bad_rate=0.05, label_delay=1.0, seed=1)
-    slow = EventProducer(spec, bootstrap, rate=10, label_delay=3 * LABEL_WINDOW, seed=2)
+    kafka = KafkaConnection(bootstrap)
+    main = EventProducer(spec, kafka, rate=LOAD_RATE, bad_rate=0.05, label_delay=1.0, seed=1)
+    slow = EventProducer(spec, kafka, rate=10, label_delay=3 * LABEL_WINDOW, seed=2)
     assert spec.labels is not None
     orphans = [(b"o", orjson.dumps({"event_id": f"never-{i}", "label": 1})) for i in range(20)]
     await produce(bootstrap, spec.labels.topic, orphans)
