@@ -41,6 +41,9 @@ from streams.errors import StreamscoreError
 from streams.settings import KafkaSaslMechanism, KafkaSecurityProtocol, Settings
 
 STAGE = "connect"
+#: How long a start-up check waits for a server (a TLS server spoken to in the clear, say,
+#: may never answer).
+CHECK_TIMEOUT_SECONDS = 5.0
 
 
 class ConnectionFailed(StreamscoreError):
@@ -166,10 +169,13 @@ class KafkaConnection:
         host, _, port = server.rpartition(":") if ":" in server else (server, "", "9092")
         try:
             conn = await create_conn(
-                host, int(port), request_timeout_ms=5000, **self.aiokafka_options()
+                host,
+                int(port),
+                request_timeout_ms=int(CHECK_TIMEOUT_SECONDS * 1000),
+                **self.aiokafka_options(),
             )
         except Exception as exc:  # noqa: BLE001 - any cause is worth showing
-            return f"{type(exc).__name__}: {exc}"
+            return _cause(exc)
         conn.close()
         return "no broker answered metadata (the first one accepts connections)"
 
@@ -225,11 +231,35 @@ class RedisConnection:
                     options[name] = str(path)
         return options
 
-    def client(self) -> redis.Redis:
-        return redis.Redis.from_url(self.client_url, **self.redis_py_options())
+    def describe(self) -> str:
+        """For messages: where Redis is and how we connect, never the password."""
+        auth = (
+            "password"
+            if self.password is not None or urlsplit(self.url).password
+            else "no password"
+        )
+        return f"{redact(self.url)} ({'TLS' if self.uses_tls else 'no TLS'}, {auth})"
 
-    def async_client(self) -> aioredis.Redis:
-        return aioredis.Redis.from_url(self.client_url, **self.redis_py_options())
+    def check(self) -> None:
+        """Raise ``ConnectionFailed`` unless Redis answers a PING with these credentials (a
+        worker checks at start: a refused password would otherwise only show as feature
+        reads retried for a minute)."""
+        client = self.client(
+            socket_connect_timeout=CHECK_TIMEOUT_SECONDS, socket_timeout=CHECK_TIMEOUT_SECONDS
+        )
+        try:
+            client.ping()
+        except (redis.RedisError, OSError) as exc:
+            msg = f"{STAGE}: cannot connect to Redis at {self.describe()}: {_cause(exc)}"
+            raise ConnectionFailed(msg) from exc
+        finally:
+            client.close()
+
+    def client(self, **options: Any) -> redis.Redis:
+        return redis.Redis.from_url(self.client_url, **options, **self.redis_py_options())
+
+    def async_client(self, **options: Any) -> aioredis.Redis:
+        return aioredis.Redis.from_url(self.client_url, **options, **self.redis_py_options())
 
     def feast_options(self) -> list[str]:
         """``key=value`` options for Feast's Redis connection string, added to those from
@@ -242,6 +272,12 @@ class RedisConnection:
         if self.uses_tls and urlsplit(self.url).scheme != "rediss":  # rediss adds it already
             options["ssl"] = True
         return [f"{key}={json.dumps(value)}" for key, value in options.items()]
+
+
+def _cause(exc: BaseException) -> str:
+    text = str(exc)
+    name = type(exc).__name__
+    return text if name in text else f"{name}: {text}"
 
 
 def redact(url: str) -> str:

@@ -171,6 +171,8 @@ def run_worker(spec: PipelineSpec, settings: Settings) -> None:
         serve(metrics, settings.metrics_host, settings.metrics_port)
     worker = build_worker(spec, settings, metrics)
     # The spec's topics with the spec's partitions, before Faust subscribes to any of them.
+    # Both servers answer with these credentials (else one line says why) before Faust starts.
+    RedisConnection.from_settings(settings).check()
     kafka = KafkaConnection.from_settings(settings)
     asyncio.run(declare_topics(spec, kafka, settings.topic_replication_factor))
     freeze_startup_heap()

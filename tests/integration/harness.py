@@ -94,16 +94,16 @@ async def produce(
 
 
 async def consume(
-    bootstrap: str,
+    bootstrap: str | KafkaConnection,
     topics: list[str],
     count: int,
     timeout: float,
     worker: WorkerProcess | None = None,
 ) -> dict[str, list[ConsumerRecord]]:
-    """Read ``topics`` from the beginning until ``count`` records arrived (or time out)."""
-    consumer = AIOKafkaConsumer(
-        *topics, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest"
-    )
+    """Read ``topics`` from the beginning until ``count`` records arrived (or time out);
+    ``bootstrap`` is a PLAINTEXT address or a (secured) connection."""
+    kafka = KafkaConnection(bootstrap) if isinstance(bootstrap, str) else bootstrap
+    consumer = kafka.consumer(*topics, group_id=None, auto_offset_reset="earliest")
     await consumer.start()
     received: dict[str, list[ConsumerRecord]] = defaultdict(list)
     deadline = time.monotonic() + timeout
