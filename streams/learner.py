@@ -221,4 +221,7 @@ class OnlineSnapshotModel:
             return
         snapshot: bytes | None = self._client.get(self._keys.snapshot)  # type: ignore[assignment]
         if snapshot is not None:
-            self._learner = OnlineLearner.from_bytes(snapshot)
+            # Built from this worker's spec, never from the snapshot's: a snapshot of another
+            # model or layout (or not a snapshot) raises, and the shadow keeps its model.
+            online, columns = self._learner.spec, self._learner.columns
+            self._learner = OnlineLearner.from_bytes(snapshot, spec=online, columns=columns)
