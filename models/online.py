@@ -283,9 +283,10 @@ class OnlineLearner:
         spec: OnlineModelSpec | None = None,
         columns: Sequence[str] | None = None,
     ) -> OnlineLearner:
-        """Restore ``to_bytes`` output: the model is built from the snapshot's spec by our
-        code, then its learned state is filled in from the data, which must fit it exactly.
-        Refuses anything else (another format, a pickle, damaged or foreign bytes), snapshots
+        """Restore ``to_bytes`` output: our code builds the model from the spec (pass the
+        pipeline's ``spec``, and the snapshot must be of it), then fills in its learned
+        state from the data, which must fit it exactly (``models.river_state``). Refuses
+        anything else (another format, a pickle, damaged or foreign bytes), snapshots
         written with another River version (the state follows River's internals), and,
         when ``spec`` or ``columns`` are given, snapshots of a different model or input
         layout (a spec edited since the checkpoint): the caller decides whether to start

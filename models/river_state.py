@@ -5,7 +5,8 @@ Snapshots travel through Redis, which others may be able to write, and unpicklin
 code. So the data holds only None, booleans, numbers, strings and containers of them, and
 it never chooses what gets built: the object graph comes from our code (the estimator built
 from the spec) and, where River grows its graph while learning (tree nodes, per-feature
-splitters, per-class distributions), from the calls River itself makes at that position.
+splitters, per-class distributions), from the calls River itself makes at that position
+(``models.river_graph`` holds that knowledge of River).
 Restoring walks the fresh object and the data together and refuses, naming the position,
 anything that does not fit: another class, a missing or unexpected attribute, a value of
 another kind.
@@ -44,11 +45,10 @@ models.river_state.StateError: model: holds an object ...StandardScaler where ..
 from __future__ import annotations
 
 import collections
-import functools
 import math
-from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
+from models import river_graph
 from models.errors import ModelError
 
 T = TypeVar("T")
@@ -80,10 +80,9 @@ class StateError(ModelError):
 
 def export_state(obj: object, path: str = "state") -> Data:
     """``obj``'s attributes and those of every object they reach, as data (see the module
-    docstring). Raises
-    ``StateError`` on anything that is not data, and on an object or container reached
-    twice (restoring would split what was shared), except the references River re-creates
-    itself (``_skipped``)."""
+    docstring). Raises ``StateError`` on anything that is not data, and on an object or
+    container reached twice (restoring would split what was shared), except the references
+    River re-creates itself (``river_graph.not_state``)."""
     exporter = _Exporter()
     try:
         exporter.value(obj, path)
@@ -126,7 +125,7 @@ class _Exporter:
     def run(self) -> None:
         while self.pending:
             index, obj, path = self.pending.popleft()
-            skipped = _skipped(obj)
+            skipped = river_graph.not_state(obj)
             self.objects[index][1] = {
                 name: self.value(v, (path, f".{name}"))
                 for name, v in vars(obj).items()
@@ -147,7 +146,7 @@ class _Exporter:
             if first is not path:
                 msg = f"is the value already exported at {_text(first)}: shared state is not data"
                 raise StateError(path, msg)
-        if cls in _MAPPINGS or cls is _river().VectorDict:
+        if cls in _MAPPINGS or cls is river_graph.vector_dict():
             items: Any = value
             return ["dict", [[self.value(k, (path, " key")), self.value(v, (path, (k,)))]
                              for k, v in items.items()]]  # fmt: skip
@@ -231,7 +230,7 @@ class _Restorer:
             raise _mismatch(path, f"an object {name}", fresh)
         if type(attributes) is not dict:
             raise StateError(path, f"attributes of {name} are not a mapping")
-        expected = vars(fresh).keys() - _skipped(fresh)
+        expected = vars(fresh).keys() - river_graph.not_state(fresh)
         if attributes.keys() != expected:
             missing = sorted(expected - attributes.keys())
             unexpected = sorted(attributes.keys() - expected)
@@ -241,7 +240,7 @@ class _Restorer:
         return fresh
 
     def mapping(self, fresh: Any, pairs: list[Any], path: Path, slot: _Slot) -> Any:
-        vector = _river().VectorDict
+        vector = river_graph.vector_dict()
         if fresh is not None and type(fresh) not in _MAPPINGS and type(fresh) is not vector:
             raise _mismatch(path, "a mapping", fresh)
         values: dict[Any, Any] = {}
@@ -253,9 +252,10 @@ class _Restorer:
                 raise StateError(path, f"a mapping has the key {key!r} twice")
             values[key] = self.value(_fresh_entry(fresh, key), pair[1], (path, (key,)), slot)
         if type(fresh) is vector:  # refilled in place: it keeps its initializer
-            fresh.clear()
-            fresh.update(values)
-            return fresh
+            weights: Any = fresh
+            weights.clear()
+            weights.update(values)
+            return weights
         out: Any
         if type(fresh) is collections.defaultdict:
             out = collections.defaultdict(fresh.default_factory)
@@ -295,7 +295,7 @@ class _Restorer:
 
 def _scalar(fresh: Any, value: Any, path: Path, slot: _Slot) -> Any:
     if value is None:
-        if fresh is None or _nullable(slot):
+        if fresh is None or river_graph.nullable(slot.owner, slot.attribute):
             return None
         raise _mismatch(path, "null", fresh)
     if fresh is not None and _kind(fresh) != _kind(value):
@@ -321,16 +321,26 @@ def _fresh_entry(fresh: Any, key: Any) -> Any:
         return fresh.default_factory()
     if type(fresh) is collections.Counter:
         return 0
-    if type(fresh) is _river().VectorDict:
+    if type(fresh) is river_graph.vector_dict():
         return 0.0
     return None
+
+
+def _new_object(name: str, path: Path, slot: _Slot) -> object:
+    """An object River builds at ``slot`` while learning, chosen among the kinds River
+    builds there by the class name the data records: the data picks, never names, a class."""
+    for cls, build in river_graph.built_at(slot.owner, slot.attribute, slot.owners):
+        if _qualified(cls) == name:
+            return build()
+    detail = f"holds a {name}, which the model built from the spec never creates here"
+    raise StateError(path, detail)
 
 
 def _is_object(value: object) -> bool:
     """An object whose attributes are state (not a container, which has a kind of its own,
     nor a class)."""
     cls = type(value)
-    if cls in _MAPPINGS or cls in _SEQUENCE_KINDS or cls is _river().VectorDict:
+    if cls in _MAPPINGS or cls in _SEQUENCE_KINDS or cls is river_graph.vector_dict():
         return False
     return hasattr(value, "__dict__") and not isinstance(value, type)
 
@@ -364,101 +374,6 @@ def _text(path: Path) -> str:
         path, step = path
         steps.append(f"[{step[0]!r}]" if isinstance(step, tuple) else step)
     return path + "".join(reversed(steps))
-
-
-# -- River's own graph: what it shares, and what it builds while learning ---------------
-
-
-class _River:
-    """River types the walker needs, imported on first use (River is slow to import)."""
-
-    def __init__(self) -> None:
-        from river import compose, proba, tree
-        from river.tree.hoeffding_tree import HoeffdingTree
-        from river.tree.nodes.branch import (
-            DTBranch,
-            NominalBinaryBranch,
-            NominalMultiwayBranch,
-            NumericBinaryBranch,
-        )
-        from river.tree.nodes.leaf import HTLeaf
-        from river.tree.splitter import GaussianSplitter
-        from river.utils import VectorDict
-
-        self.VectorDict = VectorDict
-        self.Pipeline = compose.Pipeline
-        self.Distribution = proba.base.Distribution
-        self.Gaussian = proba.Gaussian
-        self.GaussianSplitter = GaussianSplitter
-        self.NominalSplitter = tree.splitter.nominal_splitter_classif.NominalSplitterClassif
-        self.HoeffdingTree = HoeffdingTree
-        self.HTLeaf = HTLeaf
-        self.DTBranch = DTBranch
-        # The branches a Hoeffding tree classifier grows: on numeric inputs, and on
-        # nominal_attributes (multiway unless binary_split); placeholders to be filled.
-        numeric: Any = NumericBinaryBranch  # Any: River's constructors are untyped
-        nominal: Any = NominalBinaryBranch
-        multiway: Any = NominalMultiwayBranch
-        self.branches: tuple[tuple[type, Callable[[], object]], ...] = (
-            (NumericBinaryBranch, lambda: numeric({}, "", 0.0, 0, None, None)),
-            (NominalBinaryBranch, lambda: nominal({}, "", 0.0, 0, None, None)),
-            (NominalMultiwayBranch, lambda: multiway({}, "", [], 0)),
-        )
-
-
-@functools.cache
-def _river() -> _River:
-    return _River()
-
-
-def _skipped(obj: object) -> set[str]:
-    """Attributes that are not state: River rebuilds them, or they are the fresh object's
-    own. A Pipeline derives its execution plan from its steps (rebuilt on first use); a
-    tree leaf's ``splitter`` is the tree's template, shared by every leaf (the fresh tree's
-    ``_new_leaf`` sets it); a distribution's ``_rng`` only serves ``sample()``, which no
-    learner calls, and River leaves it unseeded."""
-    river = _river()
-    if isinstance(obj, river.Pipeline):
-        return {"_plan", "_inference_transformers", "_last_step_cached", "_last_step_params"}
-    if isinstance(obj, river.HTLeaf):
-        return {"splitter"}
-    if isinstance(obj, river.Distribution):
-        return {"_rng"}
-    return set()
-
-
-def _nullable(slot: _Slot) -> bool:
-    """Where River itself sets None over a fresh value: a deactivated leaf drops its
-    splitters."""
-    return isinstance(slot.owner, _river().HTLeaf) and slot.attribute == "splitters"
-
-
-def _new_object(name: str, path: Path, slot: _Slot) -> object:
-    """An object River builds at ``slot`` while learning, chosen among the kinds River
-    builds there by the class name the data records: the data picks, never names, a class."""
-    for cls, build in _candidates(slot):
-        if _qualified(cls) == name:
-            return build()
-    detail = f"holds a {name}, which the model built from the spec never creates here"
-    raise StateError(path, detail)
-
-
-def _candidates(slot: _Slot) -> Iterator[tuple[type, Callable[[], object]]]:
-    river = _river()
-    owner: Any = slot.owner
-    if isinstance(owner, river.HTLeaf) and slot.attribute == "splitters":
-        yield type(owner.splitter), owner.splitter.clone  # as River's update_splitters does
-        yield river.NominalSplitter, owner.new_nominal_splitter
-    elif isinstance(owner, river.GaussianSplitter) and slot.attribute == "_att_dist_per_class":
-        yield river.Gaussian, river.Gaussian
-    elif (isinstance(owner, river.HoeffdingTree) and slot.attribute == "_root") or (
-        isinstance(owner, river.DTBranch) and slot.attribute == "children"
-    ):
-        trees = [o for o in slot.owners if isinstance(o, river.HoeffdingTree)]
-        if trees:
-            leaf = trees[-1]._new_leaf()  # the leaf kind of the spec's leaf_prediction
-            yield type(leaf), lambda: leaf
-            yield from river.branches
 
 
 __all__ = ["Data", "StateError", "export_state", "restore_state"]
