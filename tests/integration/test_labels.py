@@ -238,3 +238,6 @@ async def test_a_pickle_planted_in_redis_runs_in_no_reader(
     assert OnlineLearner.from_bytes(snapshot).learned == 50
     assert RollingEvaluation.from_bytes(evaluation).snapshot()[spec.online.name]["count"] == 10
     assert labelled_evaluation(spec, redis_url)[spec.online.name]["count"] == 10
+    probe = np.random.default_rng(5).normal(size=(4, len(columns))).astype(np.float32)
+    np.testing.assert_array_equal(shadow.score(probe), resumed.learner.predict_many(probe))
+    assert shadow.version == resumed.learner.version > 0  # the shadow took the new snapshot
