@@ -16,6 +16,8 @@ import redis.asyncio as aioredis
 from faust.types import TP, EventT
 from mode import Service
 from mode.utils.futures import maybe_cancel
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from streams.batching import micro_batches
 from streams.health import CHECK_SECONDS, Health
@@ -164,10 +166,13 @@ PING_TIMEOUT_SECONDS = 0.5
 
 def attach_health_checks(app: faust.App, health: Health, redis_url: str) -> None:
     """Every ``CHECK_SECONDS``, on the event loop: record that it turns and PING Redis on a
-    connection of its own (with timeouts: a Redis that stopped answering must not hang
-    the check)."""
+    connection of its own, with timeouts and without redis-py's own retries (1-10 s of
+    backoff each): one PING, and its error is the answer."""
     client = aioredis.Redis.from_url(
-        redis_url, socket_timeout=PING_TIMEOUT_SECONDS, socket_connect_timeout=PING_TIMEOUT_SECONDS
+        redis_url,
+        socket_timeout=PING_TIMEOUT_SECONDS,
+        socket_connect_timeout=PING_TIMEOUT_SECONDS,
+        retry=Retry(NoBackoff(), retries=0),
     )
 
     @app.timer(interval=CHECK_SECONDS)  # type: ignore[untyped-decorator]
@@ -177,7 +182,8 @@ def attach_health_checks(app: faust.App, health: Health, redis_url: str) -> None
             async with asyncio.timeout(PING_TIMEOUT_SECONDS):
                 await client.ping()  # type: ignore[misc]  # redis-py types both clients alike
         except Exception as exc:  # any failure is the answer: not ready
-            health.redis_failed(f"{type(exc).__name__}: {exc}"[:200])
+            detail = str(exc) or "no answer"
+            health.redis_failed(f"{type(exc).__name__}: {detail}"[:200])
         else:
             health.redis_answered()
 
