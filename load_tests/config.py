@@ -24,6 +24,9 @@ class Search:
     factor: float = 1.6
     refinements: int = 2
     max_steps: int = 9
+    # Run a step judged unsustained once more before deciding: on this noisy machine one
+    # step alone once sent the naive search down to a quarter of its figure.
+    confirm_failures: bool = True
 
 
 @dataclass(frozen=True)
@@ -117,12 +120,14 @@ TINY = replace(
 
 PROFILES = {p.name: p for p in (FULL, QUICK, TINY)}
 
-#: What the team reports against (from the issue); measured, never asserted.
-TARGETS = {
-    "sustained_events_per_second": 15000.0,
-    "real_over_passthrough": 0.70,
-    "real_over_naive": 10.0,
-    "p50_ms_at_2000_poisson": 10.0,
-    "p99_ms_at_2000_poisson": 30.0,
-    "two_workers_over_one": 1.4,
+#: What the team reports against (issue 11), as (direction, value); measured, never asserted.
+TARGETS: dict[str, tuple[str, float]] = {
+    "p50_ms_at_2000_poisson": ("<=", 10.0),
+    "p99_ms_at_2000_poisson": ("<=", 30.0),
+    # events only (real_no_labels), then with every event's label flowing (real)
+    "real_no_labels_over_passthrough": (">=", 0.50),
+    "real_over_passthrough": (">=", 0.40),
+    "real_over_naive": (">=", 10.0),
+    # each scoring worker's CPU µs per event with two workers, over one worker's
+    "scoring_cpu_two_workers_over_one": ("<=", 1.15),
 }

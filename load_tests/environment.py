@@ -1,4 +1,6 @@
-"""Where a load run happens: embedded Tansu and Redis, and an isolated copy of a pipeline.
+"""Where a load run happens: an embedded broker (Apache Kafka by default, Tansu on request:
+``STREAMSCORE_EMBEDDED_BROKER``, streams/brokers.py) and Redis, and an isolated copy of a
+pipeline.
 
 The pipeline is prepared as the integration tests prepare theirs (tests/integration/
 harness.py): its Feast repo is copied into a work folder, offline data written, applied and
@@ -19,14 +21,14 @@ from typing import Any
 import yaml
 
 from streams.bootstrap import prepare_features, train_if_needed
-from streams.embedded import EmbeddedKafka, EmbeddedRedis, free_port
+from streams.brokers import EmbeddedBroker, choose_broker
+from streams.embedded import EmbeddedRedis, free_port
 from streams.settings import Settings
 from streams.spec import PipelineSpec, load_spec
 from streams.topics import ensure_topics, spec_topics
 
-# On the embedded Tansu broker (README, Settings): a short first group join, short fetches.
-EMBEDDED_SESSION_TIMEOUT = 6.0
-EMBEDDED_FETCH_WAIT_MS = 10
+# Kafka's minimum: a worker that dies is replaced in its group within this.
+SESSION_TIMEOUT = 6.0
 # The learning worker fetches with a large minimum, as the compose learner does (there with
 # Kafka's 500 ms wait, here 250 ms): labels are not urgent, so a few fetches a second rather
 # than one per produced batch. (On this machine the difference was within noise: four
@@ -42,19 +44,29 @@ class Environment:
     settings: Settings  # connections and runtime settings every worker starts from
     workdir: Path
     server_pids: dict[str, int] = field(default_factory=dict)  # for CPU accounting
-    kafka: EmbeddedKafka | None = None  # the embedded broker, restarted between systems
+    kafka: EmbeddedBroker | None = None  # the embedded broker
+
+    @property
+    def broker_kind(self) -> str:
+        return self.kafka.kind if self.kafka is not None else "external"
+
+    @property
+    def restarts_broker(self) -> bool:
+        """Tansu only: restarted empty between systems (``fresh_broker``)."""
+        return self.broker_kind == "tansu"
 
     def fresh_broker(self) -> None:
-        """Restart the embedded broker, same port, empty memory storage. Tansu keeps every
-        record in memory and its CPU per request grows with what it stores, so each system
-        is measured on a broker holding nothing else (measured: systems run later in a run
-        met a broker using a whole core where the first used half of one)."""
-        if self.kafka is None:
+        """Restart Tansu, same port, empty memory storage. Tansu keeps every record in
+        memory and its CPU per request grows with what it stores, so each system is measured
+        on a broker holding nothing else (measured: systems run later in a run met a broker
+        using a whole core where the first used half of one). Apache Kafka finds a fetch
+        offset through an index and is never restarted."""
+        if self.kafka is None or not self.restarts_broker:
             return
         self.kafka.stop()
         self.kafka.start()
         assert self.kafka.process is not None
-        self.server_pids["tansu"] = self.kafka.process.pid
+        self.server_pids["broker"] = self.kafka.process.pid
 
     def worker_settings(self) -> Settings:
         """The settings of one more worker process: its own /metrics port on loopback."""
@@ -124,21 +136,23 @@ def prepare(spec_path: Path, workdir: Path, settings: Settings) -> tuple[Pipelin
 def embedded(
     spec_path: Path, workdir: Path, log_level: str, say: Callable[[str], None]
 ) -> Iterator[Environment]:
-    """Tansu + Redis on free loopback ports, the pipeline prepared in ``workdir``; both
-    servers are stopped on exit, whatever happens."""
+    """The embedded broker + Redis on free loopback ports, the pipeline prepared in
+    ``workdir``; both servers are stopped on exit, whatever happens."""
     workdir.mkdir(parents=True, exist_ok=True)
-    with EmbeddedKafka() as kafka, EmbeddedRedis() as redis:
-        say(f"embedded Kafka (Tansu) {kafka.bootstrap_servers}, Redis {redis.url}")
-        settings = Settings(
-            kafka_bootstrap_servers=kafka.bootstrap_servers,
-            redis_url=redis.url,
-            model_dir=workdir / "models",
-            data_dir=workdir / "state",
-            metrics_port=0,
-            metrics_host="127.0.0.1",
-            kafka_session_timeout_seconds=EMBEDDED_SESSION_TIMEOUT,
-            kafka_fetch_max_wait_ms=EMBEDDED_FETCH_WAIT_MS,
-            log_level=log_level,  # type: ignore[arg-type]
+    base = Settings(
+        model_dir=workdir / "models",
+        data_dir=workdir / "state",
+        metrics_port=0,
+        metrics_host="127.0.0.1",
+        kafka_session_timeout_seconds=SESSION_TIMEOUT,
+        log_level=log_level,  # type: ignore[arg-type]
+    )
+    choice = choose_broker(base)
+    say(choice.why)
+    with choice.broker as kafka, EmbeddedRedis() as redis:
+        say(f"{kafka.describe()} {kafka.bootstrap_servers}, Redis {redis.url}")
+        settings = choice.client_settings(base).model_copy(
+            update={"redis_url": redis.url, "embedded_broker": kafka.kind}
         )
         spec, trained = prepare(spec_path, workdir, settings)
         say(
@@ -146,7 +160,7 @@ def embedded(
             + (f"trained {', '.join(trained)}" if trained else "models already registered")
         )
         pids = {}
-        for name, server in (("tansu", kafka), ("redis", redis)):
+        for name, server in (("broker", kafka), ("redis", redis)):
             if server.process is not None:
                 pids[name] = server.process.pid
         yield Environment(spec, settings, workdir, pids, kafka)

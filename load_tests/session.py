@@ -179,14 +179,14 @@ class LoadSession:
     def _restarts_broker(self) -> bool:
         """Each system on an empty broker (see ``Environment.fresh_broker``); not when every
         system was started up front (the smoke test), as their topics live on it."""
-        return not self.profile.prestart and self.env.kafka is not None
+        return not self.profile.prestart and self.env.restarts_broker
 
     async def _fresh_broker(self) -> None:
         if not self._restarts_broker:
             return
         await asyncio.to_thread(self.env.fresh_broker)
-        self.cpu.forget("tansu")
-        self.cpu.track("tansu", self.env.server_pids["tansu"])
+        self.cpu.forget("broker")
+        self.cpu.track("broker", self.env.server_pids["broker"])
 
     async def _start_system(self, name: str, mode: str | None = None, workers: int = 1) -> System:
         system = await start_system(
@@ -344,6 +344,7 @@ async def wait_ready(system: System, timeout: float) -> None:
         learner = system.learner
         learning = learner is None or bool(await asyncio.to_thread(learner.assigned_partitions))
         if all(owned) and sum(o or 0 for o in owned) == partitions and learning:
+            system.assigned = [int(o or 0) for o in owned]
             return
         if time.monotonic() > deadline:
             tails = "\n---\n".join(w.log_tail() for w in system.workers)

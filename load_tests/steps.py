@@ -47,6 +47,7 @@ class System:
     # (wall time, offered so far, outputs so far, system name) every SAMPLE_SECONDS
     series: list[tuple[float, int, int, str]] = field(default_factory=list)
     steps: list[StepResult] = field(default_factory=list)
+    assigned: list[int] = field(default_factory=list)  # input partitions per worker, once ready
 
     # The real pipeline's label join and online learner run in their own 'learning' worker
     # (it never scores, so it is not among ``workers``); None for the baselines.
@@ -323,10 +324,12 @@ class Runner:
         self, system: System, search: Search, *, labels: bool = True
     ) -> dict[str, Any]:
         """Step up from ``search.start`` until a step is not sustained, then refine between
-        the best sustained and the first unsustained rate."""
+        the best sustained and the first unsustained rate. A step judged unsustained is run
+        once more (``search.confirm_failures``), and the second run decides."""
         good: StepResult | None = None
         bad: StepResult | None = None
         rate, refinements, phases = search.start, 0, []
+        confirmations: list[dict[str, Any]] = []
         note = ""
         for _ in range(search.max_steps):
             step = await self.phase(
@@ -338,6 +341,18 @@ class Runner:
             )
             phases.append(step.phase)
             drained = await self.drain(system, self.profile.drain_seconds)
+            if search.confirm_failures and drained and step.bounded is False:
+                again = await self.phase(
+                    system,
+                    f"{rate:,.0f}/s again",
+                    Pattern("constant", rate),
+                    self.profile.step_seconds,
+                    judge=True,
+                )
+                phases.append(again.phase)
+                drained = await self.drain(system, self.profile.drain_seconds)
+                confirmations.append({"rate": rate, "confirmed": again.bounded is False})
+                step = again  # decided by the second run: unsustained twice, or sustained
             if step.generator_limited:
                 note = (
                     f"the generator could not offer {rate:,.0f}/s on time (lag p99 "
@@ -378,6 +393,7 @@ class Runner:
             "first_unsustained_events_per_second": bad.pattern.rate if bad else None,
             "saturated_output_rate": bad.output_rate if bad else None,
             "phases": phases,
+            "confirmations": confirmations,
             "labels": system.labels,
             "note": f"{system.name}: {note}" if note else "",
         }

@@ -2,12 +2,17 @@
 
 The registry root is ``STREAMSCORE_MODEL_DIR`` (``Settings.model_dir``). Every error names
 the model and the version or alias and exits with status 2. A worker watching the alias
-(``models/watch.py``) switches to the new version between two batches.
+(``models/watch.py``) switches to the new version between two batches, so promote and
+rollback first check that the version loads in ONNX Runtime, matches its manifest and fits
+the layout of every ``--spec`` that uses the model (``models/fitness.py``): a version that
+does not is refused in one line and the alias does not move.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -17,15 +22,26 @@ from rich.markup import escape
 from rich.table import Table
 
 from models.errors import ModelIntegrityError, ModelNotFound, RegistryError
+from models.fitness import Layout, layouts_using, load_checked
 from models.registry import ALIASES_FILE, CHAMPION, ModelRegistry
 from streams.errors import StreamscoreError
 from streams.settings import load_settings
+from streams.spec import load_spec
 
 models_app = typer.Typer(
     help="The model registry: versions, aliases, promote and roll back.", no_args_is_help=True
 )
 
 AliasOption = Annotated[str, typer.Option("--alias", "-a", help="The alias to move.")]
+SpecsOption = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--spec",
+        "-s",
+        help="A pipeline spec that uses the model (repeatable): the version's input columns"
+        " must be its model_input layout.",
+    ),
+]
 
 
 def _err() -> Console:
@@ -34,7 +50,8 @@ def _err() -> Console:
 
 
 def _fail(message: str) -> typer.Exit:
-    _err().print(f"[red]error:[/red] {escape(message)}", highlight=False)
+    # soft_wrap: one message stays one line, whatever the terminal's width.
+    _err().print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(2)
 
 
@@ -100,11 +117,15 @@ def promote(
     name: Annotated[str, typer.Argument(help="Model name.")],
     version: Annotated[int, typer.Argument(min=1, help="Version to point the alias at.")],
     alias: AliasOption = CHAMPION,
+    specs: SpecsOption = None,
 ) -> None:
-    """Point ALIAS (default champion) at VERSION of NAME; the artifact is verified first."""
+    """Point ALIAS (default champion) at VERSION of NAME, once the version is checked: it
+    loads in ONNX Runtime, its width and output match its manifest, and its input columns
+    are the layout of every --spec that uses NAME."""
     registry = _registry()
+    layouts = _layouts(specs or [], name)
     try:
-        registry.resolve(name, version)  # exists, and its ONNX matches its manifest
+        load_checked(registry, name, version, layouts)
         before = registry.aliases(name).get(alias)
         if before == version:
             _err().print(f"{name}: {alias} already points at version {version}", highlight=False)
@@ -115,27 +136,54 @@ def promote(
         raise _fail(msg) from exc
     was = "nothing" if before is None else f"version {before}"
     _err().print(f"{name}: {alias} -> version {version} (was {was})", highlight=False)
+    _note_unchecked_columns(layouts)
 
 
 @models_app.command()
 def rollback(
     name: Annotated[str, typer.Argument(help="Model name.")],
     alias: AliasOption = CHAMPION,
+    specs: SpecsOption = None,
 ) -> None:
-    """Move ALIAS back to the version it pointed at before its last change.
+    """Move ALIAS back to the version it pointed at before its last change, checked as
+    promote checks it.
 
     A rollback is itself a change: running it twice restores where the alias was.
     """
     registry = _registry()
+    layouts = _layouts(specs or [], name)
     try:
         target, current = _rollback_target(registry, name, alias)
-        registry.resolve(name, target)  # still there and intact
+        load_checked(registry, name, target, layouts)
         registry.set_alias(name, alias, target, expected=current)
     except StreamscoreError as exc:
         msg = f"cannot roll back {name} {alias!r}: {exc}"
         raise _fail(msg) from exc
     message = f"{name}: {alias} -> version {target} (was version {current})"
     _err().print(message, highlight=False)
+    _note_unchecked_columns(layouts)
+
+
+def _layouts(paths: Sequence[Path], name: str) -> list[Layout]:
+    """The layouts of the given specs that use model ``name``; given specs of which none
+    does are an error (the check asked for could not happen)."""
+    try:
+        specs = [load_spec(path) for path in paths]
+    except StreamscoreError as exc:
+        raise _fail(str(exc)) from exc
+    layouts = layouts_using(specs, name)
+    if specs and not layouts:
+        given = ", ".join(repr(spec.name) for spec in specs)
+        msg = f"no spec given uses model {name!r} (specs: {given}); nothing changed"
+        raise _fail(msg)
+    return layouts
+
+
+def _note_unchecked_columns(layouts: Sequence[Layout]) -> None:
+    if not layouts:
+        _err().print(
+            "note: input columns not checked against a pipeline (pass --spec)", highlight=False
+        )
 
 
 def _rollback_target(registry: ModelRegistry, name: str, alias: str) -> tuple[int, int | None]:

@@ -33,6 +33,7 @@ class ModelNotFound(RegistryError):
         self.name = name
         self.ref = ref
         self.path = path
+        self.detail = detail
 
 
 class ModelIntegrityError(RegistryError):
@@ -43,6 +44,7 @@ class ModelIntegrityError(RegistryError):
         self.name = name
         self.version = version
         self.path = path
+        self.detail = detail
 
 
 class AliasMoved(RegistryError):
@@ -67,6 +69,7 @@ class ScoringError(ModelError):
         super().__init__(f"model {name!r} version {version}: {detail}")
         self.name = name
         self.version = version
+        self.detail = detail
 
 
 class ModelInputError(ScoringError):
@@ -75,6 +78,25 @@ class ModelInputError(ScoringError):
     This is a wiring error between the spec and the model, not one bad event: every event
     of the batch would fail the same way, so it is never dead-lettered per message.
     """
+
+
+class ModelRefused(ModelError):
+    """A version cannot serve: it does not load, or does not fit its manifest or a spec.
+
+    ``reason`` is one of ``models.fitness.REFUSAL_REASONS`` (a stable metric label);
+    the message names the model, the version and what is wrong, in one line.
+    """
+
+    def __init__(self, name: str, version: int, reason: str, detail: str) -> None:
+        super().__init__(f"model {name!r} version {version} refused ({reason}): {detail}")
+        self.name = name
+        self.version = version
+        self.reason = reason
+        self.detail = detail
+
+
+class NoServableVersion(ModelError):
+    """Neither the version a spec names nor any earlier version of its alias can serve."""
 
 
 class TrainingError(ModelError):

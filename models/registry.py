@@ -134,14 +134,19 @@ class ModelRegistry:
         elif not _ALIAS.fullmatch(ref):
             raise ModelNotFound(name, ref, folder, "neither a version number nor an alias name")
         else:
-            aliases = self._read_aliases(folder).aliases
-            if ref not in aliases:
-                known = ", ".join(f"{a}->{v}" for a, v in sorted(aliases.items())) or "none"
-                raise ModelNotFound(name, ref, folder / ALIASES_FILE, f"no such alias ({known})")
-            version = aliases[ref]
+            version = self.alias_version(name, ref)
         found = self._load(name, version, folder, asked=ref)
         found.read_onnx()
         return found
+
+    def alias_version(self, name: str, alias: str) -> int:
+        """The version ``alias`` points at now (``ModelNotFound`` if it is not set)."""
+        folder = self._model_dir(name)
+        aliases = self._read_aliases(folder).aliases
+        if alias not in aliases:
+            known = ", ".join(f"{a}->{v}" for a, v in sorted(aliases.items())) or "none"
+            raise ModelNotFound(name, alias, folder / ALIASES_FILE, f"no such alias ({known})")
+        return aliases[alias]
 
     def set_alias(
         self, name: str, alias: str, version: int, *, expected: int | None | _Any = ANY

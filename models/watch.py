@@ -4,8 +4,9 @@
 ``aliases.json`` keeps its inode, mtime and size it costs one ``os.stat`` and reads
 nothing. The registry replaces that file with ``os.replace``, so any change gives it a new
 inode even where mtimes are coarse. Only then is the file read; if the alias now names
-another version, that version is resolved (manifest read, ONNX sha256 verified) and
-returned once.
+another version, that version number is returned once. Whether the version can serve is
+the caller's question (``models.fitness``): the watcher only reports moves, so a move to a
+damaged version is reported once, like any other.
 """
 
 from __future__ import annotations
@@ -13,8 +14,7 @@ from __future__ import annotations
 import os
 from typing import Literal
 
-from models.errors import ModelNotFound
-from models.registry import ALIASES_FILE, ModelRegistry, ModelVersion
+from models.registry import ALIASES_FILE, ModelRegistry
 
 _Signature = tuple[int, int, int, int] | None
 
@@ -22,10 +22,10 @@ _Signature = tuple[int, int, int, int] | None
 class AliasWatcher:
     """Watches where ``alias`` of model ``name`` points.
 
-    ``current`` is the version the caller is serving now (the one it resolved at
-    start-up); the first ``check`` reports the alias's version if it differs, so a move
-    between the caller's resolve and the watcher's creation is not missed. When omitted,
-    the baseline is wherever the alias points at construction.
+    ``current`` is the version the alias pointed at when the caller resolved it at start-up;
+    the first ``check`` reports the alias's version if it differs, so a move between the
+    caller's resolve and the watcher's creation is not missed. When omitted, the baseline
+    is wherever the alias points at construction.
     """
 
     def __init__(
@@ -43,26 +43,22 @@ class AliasWatcher:
             self.version = current
             self._pointed_at()  # fail now on an unknown model or alias
 
-    def check(self) -> ModelVersion | None:
-        """The newly resolved version if the alias points elsewhere than last time, else
-        None.
+    def check(self) -> int | None:
+        """The version the alias points at if it moved since the last report, else None.
 
-        Registry errors (alias gone, version damaged) propagate, and are raised again by
-        the next ``check`` until the registry is fixed or the alias moves on: the caller
-        keeps serving what it has, and should rate-limit its logging of them.
+        ``version`` is then that version. Registry errors (alias removed, ``aliases.json``
+        unreadable) propagate and are raised again by the next ``check`` until the file is
+        fixed: the caller keeps serving what it has, and should rate-limit its logging.
         """
         signature = self._signature()
         if signature == self._seen:
             return None
         target = self._pointed_at()
-        if target == self.version:
-            self._seen = signature
-            return None
-        # By number, not alias: the version read above, even if the alias moves again now.
-        resolved = self.registry.resolve(self.name, target)
         self._seen = signature
+        if target == self.version:
+            return None
         self.version = target
-        return resolved
+        return target
 
     def _signature(self) -> _Signature:
         try:
@@ -72,9 +68,4 @@ class AliasWatcher:
         return (stat.st_ino, stat.st_dev, stat.st_mtime_ns, stat.st_size)
 
     def _pointed_at(self) -> int:
-        aliases = self.registry.aliases(self.name)
-        if self.alias not in aliases:
-            known = ", ".join(f"{a}->{v}" for a, v in sorted(aliases.items())) or "none"
-            detail = f"no such alias ({known})"
-            raise ModelNotFound(self.name, self.alias, self._path, detail)
-        return aliases[self.alias]
+        return self.registry.alias_version(self.name, self.alias)

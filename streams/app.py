@@ -35,7 +35,7 @@ from streams.spec import PipelineSpec
 from streams.transport import StreamscoreApp
 
 # Labels are not latency-sensitive: large, slow batches mean fewer store reads and fewer
-# learner checkpoints (each one pickles the model and its evaluation).
+# learner checkpoints (each one serializes the model and its evaluation).
 LABEL_BATCH_SIZE = 2048
 LABEL_BATCH_WAIT_SECONDS = 0.5
 LAG_REPORT_SECONDS = 2.0

@@ -172,18 +172,34 @@ def compare(spec: SpecOption) -> None:
     settings = load_settings()
     pipeline = _spec(spec)
     console = Console()
-    for table in report(pipeline, settings.kafka_bootstrap_servers, settings.redis_url):
+    try:
+        tables = report(pipeline, settings.kafka_bootstrap_servers, settings.redis_url)
+    except StreamscoreError as exc:  # e.g. the stored evaluation is not one
+        raise _fail(exc) from exc
+    for table in tables:
         console.print(table)
 
 
 @app.command()
 def servers() -> None:
-    """Run the embedded Kafka broker and Redis in the foreground (Ctrl-C stops both)."""
-    from streams.embedded import EmbeddedKafka, EmbeddedRedis
+    """Run the embedded Kafka broker and Redis in the foreground (Ctrl-C stops both).
 
-    with EmbeddedKafka() as kafka, EmbeddedRedis() as redis:
-        print(f"export STREAMSCORE_KAFKA_BOOTSTRAP_SERVERS={kafka.bootstrap_servers}")
-        print(f"export STREAMSCORE_REDIS_URL={redis.url}", flush=True)
+    Prints, as `export` lines, every setting a worker or command needs to use them."""
+    from streams.brokers import choose_broker
+    from streams.embedded import EmbeddedRedis
+    from streams.processes import settings_env
+
+    settings = load_settings()
+    choice = choose_broker(settings)
+    print(f"# {choice.why}", flush=True)
+    with choice.broker, EmbeddedRedis() as redis:
+        client = choice.client_settings(settings).model_copy(update={"redis_url": redis.url})
+        names = ["kafka_bootstrap_servers", "redis_url", *choice.broker.client_tuning]
+        env = settings_env(client)
+        for name in names:
+            variable = f"STREAMSCORE_{name.upper()}"
+            print(f"export {variable}={env[variable]}")
+        print(f"# {choice.broker.describe()}; Ctrl-C stops both", flush=True)
         stop_signals = {signal.SIGINT, signal.SIGTERM}
         signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)  # sigwait needs them blocked
         signal.sigwait(stop_signals)

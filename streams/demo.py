@@ -1,6 +1,7 @@
 """``streamscore demo``: the whole product on embedded servers, with a live summary.
 
-Starts Tansu and Redis, prepares features (offline data, feast apply, materialize), trains
+Starts an embedded broker (Apache Kafka where Java allows, else Tansu: streams/brokers.py)
+and Redis, prepares features (offline data, feast apply, materialize), trains
 the demo models if absent, creates the topics, runs one worker process and a producer, and
 shows what a downstream consumer sees. Stops everything it started, on Ctrl-C or after
 ``duration`` seconds, and reports whether every produced event came out as a prediction or
@@ -20,7 +21,8 @@ from rich.live import Live
 from rich.table import Table
 
 from streams.bootstrap import prepare_features, train_if_needed
-from streams.embedded import EmbeddedKafka, EmbeddedRedis, free_port
+from streams.brokers import choose_broker
+from streams.embedded import EmbeddedRedis, free_port
 from streams.processes import WorkerProcess
 from streams.producer import EventProducer
 from streams.settings import Settings
@@ -29,13 +31,9 @@ from streams.summary import LiveSummary
 from streams.topics import ensure_topics, spec_topics
 
 DRAIN_SECONDS = 30.0
-# Tansu completes a group's first join after half the session timeout: keep start-up short.
-EMBEDDED_SESSION_TIMEOUT = 6.0
 READY_TIMEOUT = 120.0
 # Labels (the generator's ground truth) follow their events this much later.
 LABEL_DELAY_SECONDS = 3.0
-# Tansu holds a fetch about half its max wait even with data waiting (streams/transport.py).
-EMBEDDED_FETCH_WAIT_MS = 10
 console = Console()
 
 
@@ -49,19 +47,18 @@ def run_demo(
     bad_rate: float,
 ) -> bool:
     """Run the demo; True when every produced event was accounted for."""
-    with console.status("starting embedded Kafka (Tansu) and Redis"):
-        kafka, redis = EmbeddedKafka(), EmbeddedRedis()
+    choice = choose_broker(settings)
+    kafka, redis = choice.broker, EmbeddedRedis()
+    console.print(choice.why)
+    with console.status(f"starting {kafka.describe()} and Redis"):
         kafka.start()
     try:
         redis.start()
-        demo_settings = settings.model_copy(
+        demo_settings = choice.client_settings(settings).model_copy(
             update={
-                "kafka_bootstrap_servers": kafka.bootstrap_servers,
                 "redis_url": redis.url,
                 "metrics_port": free_port(),
                 "metrics_host": "127.0.0.1",
-                "kafka_session_timeout_seconds": EMBEDDED_SESSION_TIMEOUT,
-                "kafka_fetch_max_wait_ms": EMBEDDED_FETCH_WAIT_MS,
             }
         )
         console.print(f"kafka {kafka.bootstrap_servers}   redis {redis.url}")
@@ -87,7 +84,7 @@ def run_demo(
     finally:
         redis.stop()
         kafka.stop()
-        console.print("embedded Kafka and Redis stopped")
+        console.print(f"embedded {kafka.name} and Redis stopped")
 
 
 async def _run(

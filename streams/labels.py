@@ -7,7 +7,9 @@ batch, then each label is one of
   joined-labels topic (one partition: exactly one learner consumes it);
 - ``late``: arrived after the label window; forwarded only under ``late_policy: learn``;
 - ``orphan``: no stored prediction (never predicted, or expired past the grace period);
-- ``invalid``: not a label record: dead-lettered with stage ``label``.
+- ``invalid``: not a label record (or one past ``streams.limits``: too large, an empty or
+  oversize event id, a ``label_time`` outside 1970..9999 UTC): dead-lettered with stage
+  ``label``.
 
 Duplicates are recognised by the learner (it remembers what it learned, atomically with its
 checkpoint), so a replayed labels topic never learns twice.
@@ -24,13 +26,15 @@ from typing import Any
 import orjson
 
 from streams.errors import BadInput
+from streams.limits import TIME_RANGE_TEXT, InputLimits, time_in_range
 from streams.metrics import Metrics
 from streams.prediction_store import PredictionStore
-from streams.records import InputMessage, OutputRecord, encode_dead_letter
+from streams.records import InputMessage, OutputRecord, dead_letter_key, encode_dead_letter
 from streams.spec import PipelineSpec
 from streams.validation import parse_timestamp
 
 STAGE = "label"
+_LIMITS = InputLimits()  # the default limits
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,8 +44,9 @@ class Label:
     label_time: float
 
 
-def parse_label(raw: bytes | None, fallback_time: float) -> Label:
+def parse_label(raw: bytes | None, fallback_time: float, limits: InputLimits = _LIMITS) -> Label:
     """``{"event_id": str|int, "label": 0|1|bool, "label_time": ISO 8601 | epoch ms}``."""
+    limits.check_value(STAGE, raw)
     try:
         document = orjson.loads(raw or b"")
     except orjson.JSONDecodeError as exc:
@@ -51,6 +56,7 @@ def parse_label(raw: bytes | None, fallback_time: float) -> Label:
     event_id = document.get("event_id")
     if isinstance(event_id, bool) or not isinstance(event_id, str | int):
         raise BadInput(STAGE, "missing_field", "'event_id' (string or int) is required")
+    limits.check_id(STAGE, "'event_id'", str(event_id))
     value = document.get("label")
     if value not in (0, 1):  # True/False compare equal to 1/0
         raise BadInput(STAGE, "wrong_type", f"'label' must be 0, 1, true or false, got {value!r}")
@@ -61,6 +67,9 @@ def parse_label(raw: bytes | None, fallback_time: float) -> Label:
         except (ValueError, TypeError, OverflowError) as exc:
             detail = f"'label_time' {document['label_time']!r} is not ISO 8601 or epoch ms"
             raise BadInput(STAGE, "bad_timestamp", detail) from exc
+        if not time_in_range(label_time):
+            detail = f"'label_time' {document['label_time']!r} is outside {TIME_RANGE_TEXT}"
+            raise BadInput(STAGE, "out_of_range", detail)
     return Label(str(event_id), int(value), label_time)
 
 
@@ -98,6 +107,7 @@ class LabelJoiner:
         store: PredictionStore,
         metrics: Metrics,
         clock: Callable[[], float] = time.time,
+        limits: InputLimits | None = None,
     ) -> None:
         if spec.labels is None:
             msg = f"pipeline {spec.name}: a label joiner needs 'labels' in the spec"
@@ -106,6 +116,7 @@ class LabelJoiner:
         self.labels = spec.labels
         self.store = store
         self.clock = clock
+        self.limits = limits if limits is not None else _LIMITS
         self.shadow_models = [s.name for s in spec.shadows] + (
             [spec.online.name] if spec.online else []
         )
@@ -118,7 +129,8 @@ class LabelJoiner:
         labels: list[Label] = []
         for message in messages:
             try:
-                labels.append(parse_label(message.value, message.timestamp))
+                self.limits.check_key(STAGE, message.key)
+                labels.append(parse_label(message.value, message.timestamp, self.limits))
             except BadInput as bad:
                 out.dead_letters.append(self._dead_letter(message, bad))
         stored = await self.store.get([label.event_id for label in labels], self.shadow_models)
@@ -153,7 +165,7 @@ class LabelJoiner:
             message, pipeline=self.spec.name, stage=bad.stage, reason=bad.reason,
             error=bad.detail, at=self.clock(),
         )  # fmt: skip
-        return OutputRecord(self.spec.output.dead_letter_topic, message.key, value)
+        return OutputRecord(self.spec.output.dead_letter_topic, dead_letter_key(message.key), value)
 
 
 def decode_joined(value: bytes) -> dict[str, Any]:

@@ -123,6 +123,19 @@ class Metrics:
             "streamscore_model_info", "Models loaded by this worker (value 1), by role.",
             ["pipeline", "role", "model", "version"], registry=r,
         )  # fmt: skip
+        self.model_refused_version = Gauge(
+            "streamscore_model_refused_version",
+            "Version the model's alias points at that this worker refused to serve (it does"
+            " not load or does not fit the spec; it serves an earlier one); 0 while it"
+            " serves the alias's version.",
+            ["pipeline", "model", "alias"], registry=r,
+        )  # fmt: skip
+        self.model_refusals = Counter(
+            "streamscore_model_refusals_total",
+            "Model versions this worker refused to serve, by reason (missing, damaged,"
+            " unloadable, width, columns); each version counted once.",
+            ["pipeline", "model", "alias", "reason"], registry=r,
+        )  # fmt: skip
 
         # --- shadows ----------------------------------------------------------------------
         self.shadow_agreement = Gauge(

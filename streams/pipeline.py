@@ -2,7 +2,9 @@
 
 decode + validate each message -> ONE feature-store read for the batch -> ONE model run for
 the batch -> prediction records. A message that fails validation becomes a dead-letter record
-and never holds up the rest of its batch; every input ends as exactly one output record.
+and never holds up the rest of its batch; so does an event whose prediction record cannot be
+encoded (stage ``encode``), should one ever pass validation. Every input ends as exactly one
+output record.
 """
 
 from __future__ import annotations
@@ -27,18 +29,27 @@ from tenacity import (
 from features.errors import FeatureStoreError
 from models.inputs import InputLayout, Matrix
 from streams.errors import BadInput
+from streams.limits import InputLimits
 from streams.metrics import Metrics
 from streams.records import (
     InputMessage,
     OutputRecord,
+    dead_letter_key,
     encode_dead_letter,
     encode_prediction,
     iso_utc,
 )
 from streams.spec import PipelineSpec, feature_column
+from streams.validation import STAGE as DECODE
 from streams.validation import Event, EventValidator
 
 log = logging.getLogger(__name__)
+
+ENCODE = "encode"  # the stage that turns a scored event into its prediction record
+# What a record's data can raise while it is encoded: a time datetime cannot format
+# (ValueError, OverflowError), an int beyond 64 bits (orjson.JSONEncodeError, a TypeError),
+# text that is not UTF-8 (UnicodeEncodeError). Any other error is a bug: it fails loudly.
+UNENCODABLE = (ValueError, TypeError, OverflowError)
 
 
 class FeatureRows(Protocol):
@@ -71,6 +82,9 @@ class ScoredBatch:
     scores: npt.NDArray[np.float64] | None = None
     model: str = ""  # the primary that scored this batch (it can be swapped between batches)
     model_version: int = 0
+    # ISO event times of ``events``, formatted once, while the primary's records are encoded,
+    # for those records and every shadow's.
+    event_time_texts: list[str] = field(default_factory=list)
 
     @property
     def records(self) -> list[OutputRecord]:
@@ -79,11 +93,6 @@ class ScoredBatch:
     @functools.cached_property
     def event_ids(self) -> list[str]:
         return [event.event_id for event in self.events]
-
-    @functools.cached_property
-    def event_time_texts(self) -> list[str]:
-        """ISO event times, formatted once for the primary's records and every shadow's."""
-        return [iso_utc(event.time) for event in self.events]
 
     @property
     def event_times(self) -> npt.NDArray[np.float64]:
@@ -101,6 +110,7 @@ class ScoringPipeline:
         metrics: Metrics,
         clock: Callable[[], float] = time.time,
         retry_for_seconds: float = 60.0,
+        limits: InputLimits | None = None,
     ) -> None:
         self.spec = spec
         self.retry_for_seconds = retry_for_seconds
@@ -108,7 +118,8 @@ class ScoringPipeline:
         self.scorer = scorer
         self.clock = clock
         self.layout = InputLayout(spec)
-        self.validator = EventValidator(spec.event, entity_field=spec.entity.field)
+        self.limits = limits if limits is not None else InputLimits()
+        self.validator = EventValidator(spec.event, spec.entity.field, self.limits)
         self.feature_columns = [feature_column(ref) for ref in spec.features.refs]
         self.threshold = spec.model.threshold
         name = spec.name
@@ -134,11 +145,16 @@ class ScoringPipeline:
         out = ScoredBatch()
 
         started = time.perf_counter()
+        sources: list[InputMessage] = []  # the message of each event, for its dead letter
+        check_key = self.limits.check_key
         for message in messages:
             try:
+                check_key(DECODE, message.key)
                 out.events.append(self.validator.parse(message.value, message.timestamp))
             except BadInput as bad:
                 out.dead_letters.append(self._dead_letter(message, bad))
+            else:
+                sources.append(message)
         self._m_stage["decode"].observe(time.perf_counter() - started)
         if not out.events:
             return out
@@ -156,11 +172,30 @@ class ScoringPipeline:
             elapsed
         )
         out.model, out.model_version = scorer.name, scorer.version
-        out.predictions = self._predictions(
-            scorer, out.events, rows, out.scores, out.event_time_texts
+        out.predictions, out.event_time_texts, failed = self._predictions(
+            scorer, out.events, rows, out.scores
         )
         self._count_features(rows)
+        if failed:
+            self._drop_unencodable(out, sources, failed)
         return out
+
+    def _drop_unencodable(
+        self, out: ScoredBatch, sources: list[InputMessage], failed: dict[int, Exception]
+    ) -> None:
+        """Dead-letter the events whose records could not be encoded, and take them out of
+        the batch, so that neither the prediction store nor a shadow sees them."""
+        for i, exc in failed.items():
+            event = out.events[i]
+            detail = f"event {event.event_id[:80]!r}: {type(exc).__name__}: {exc}"
+            log.warning("%s: %s", ENCODE, detail)
+            out.dead_letters.append(
+                self._dead_letter(sources[i], BadInput(ENCODE, "unencodable", detail))
+            )
+        keep = [i for i in range(len(out.events)) if i not in failed]
+        out.events = [out.events[i] for i in keep]
+        assert out.matrix is not None and out.scores is not None
+        out.matrix, out.scores = out.matrix[keep], out.scores[keep]
 
     async def _read_features(self, keys: list[Any]) -> FeatureRows:
         """The batch's one feature read, awaited on the event loop (a scoring thread measured
@@ -188,8 +223,9 @@ class ScoringPipeline:
         events: list[Event],
         rows: FeatureRows,
         scores: npt.NDArray[np.float64],
-        event_times: list[str],
-    ) -> list[OutputRecord]:
+    ) -> tuple[list[OutputRecord], list[str], dict[int, Exception]]:
+        """The prediction records and ISO event times of the events that could be encoded,
+        and the error of each that could not, by its index in ``events``."""
         topic = self.spec.output.topic
         columns = self.feature_columns
         threshold = self.threshold
@@ -199,30 +235,37 @@ class ScoringPipeline:
         found = rows.entity_found.tolist()
         values = rows.values.tolist()
         records = []
-        for i, (event, score, event_time) in enumerate(
-            zip(events, scores.tolist(), event_times, strict=True)
-        ):
+        event_times = []
+        failed: dict[int, Exception] = {}
+        for i, (event, score) in enumerate(zip(events, scores.tolist(), strict=True)):
             defaulted = (
                 [c for c, d in zip(columns, defaulted_rows[i], strict=True) if d]
                 if any_defaulted[i]
                 else []
             )
-            value = encode_prediction(
-                event_id=event.event_id,
-                entity_key=event.entity_key,
-                model=scorer.name,
-                version=scorer.version,
-                score=score,
-                decision=None if threshold is None else score >= threshold,
-                features=dict(zip(columns, values[i], strict=True)),
-                defaulted=defaulted,
-                entity_found=found[i],
-                event_time=event_time,
-                scored_at=scored_at,
-            )
-            records.append(OutputRecord(topic, event.event_id.encode(), value))
+            try:
+                event_time = iso_utc(event.time)
+                value = encode_prediction(
+                    event_id=event.event_id,
+                    entity_key=event.entity_key,
+                    model=scorer.name,
+                    version=scorer.version,
+                    score=score,
+                    decision=None if threshold is None else score >= threshold,
+                    features=dict(zip(columns, values[i], strict=True)),
+                    defaulted=defaulted,
+                    entity_found=found[i],
+                    event_time=event_time,
+                    scored_at=scored_at,
+                )
+                key = event.event_id.encode()
+            except UNENCODABLE as exc:
+                failed[i] = exc
+                continue
+            records.append(OutputRecord(topic, key, value))
+            event_times.append(event_time)
         self._metrics.predictions.labels(self.spec.name, scorer.name).inc(len(records))
-        return records
+        return records, event_times, failed
 
     def _count_features(self, rows: FeatureRows) -> None:
         misses = int((~rows.entity_found).sum())
@@ -244,4 +287,4 @@ class ScoringPipeline:
             error=bad.detail,
             at=self.clock(),
         )
-        return OutputRecord(self.spec.output.dead_letter_topic, message.key, value)
+        return OutputRecord(self.spec.output.dead_letter_topic, dead_letter_key(message.key), value)

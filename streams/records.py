@@ -14,6 +14,8 @@ from typing import Any
 
 import orjson
 
+from streams.limits import TOO_LARGE
+
 
 @dataclass(frozen=True, slots=True)
 class InputMessage:
@@ -41,7 +43,8 @@ def iso_utc(epoch_seconds: float) -> str:
 
     Called for every output record: the date and time of the whole second come from a cache
     (a stream's events share their seconds), the microseconds are rounded as ``datetime``
-    rounds them (half to even), so the text is the same as ``strftime``'s.
+    rounds them (half to even), so the text is the same as ``strftime``'s. A time outside
+    years 1..9999 raises ``ValueError`` (validation keeps event times inside 1970..9999).
     """
     second = math.floor(epoch_seconds)
     micros = round((epoch_seconds - second) * 1e6)
@@ -52,7 +55,11 @@ def iso_utc(epoch_seconds: float) -> str:
 
 @functools.lru_cache(maxsize=4096)
 def _utc_second(second: int) -> str:
-    return datetime.fromtimestamp(second, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    try:
+        return datetime.fromtimestamp(second, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    except (OverflowError, OSError) as exc:  # past the C library's time_t or gmtime
+        msg = f"epoch second {second} is outside the years datetime can format"
+        raise ValueError(msg) from exc
 
 
 def encode_prediction(
@@ -93,27 +100,63 @@ def encode_prediction(
     return orjson.dumps(record)
 
 
+# A dead letter must always be publishable: Kafka's default max.message.bytes is 1 MiB, and
+# base64 makes bytes 4/3 as long. With these bounds the largest envelope is ~730 KiB.
+ORIGINAL_VALUE_KEPT_BYTES = 512 * 1024  # a value is kept whole up to this: replayable
+ORIGINAL_KEY_KEPT_BYTES = 16 * 1024  # = the largest max_key_bytes the settings accept
+TOO_LARGE_KEPT_BYTES = 1024  # a too_large original is evidence, not replayable: its head
+ERROR_KEPT_CHARS = 1024  # an error may quote the offending value
+
+
 def encode_dead_letter(
     message: InputMessage, *, pipeline: str, stage: str, reason: str, error: str, at: float
 ) -> bytes:
-    """A dead-letter envelope: why it failed, where it came from, the original bytes."""
+    """A dead-letter envelope: why it failed, where it came from, the original bytes.
+
+    The original key and value are kept whole, except a ``too_large`` message's (its first
+    ``TOO_LARGE_KEPT_BYTES``) and anything above ``ORIGINAL_*_KEPT_BYTES``; the
+    ``original_*_size`` and ``original_*_truncated`` fields say what happened.
+    """
+    too_large = reason == TOO_LARGE
+    value_kept = TOO_LARGE_KEPT_BYTES if too_large else ORIGINAL_VALUE_KEPT_BYTES
+    key_kept = TOO_LARGE_KEPT_BYTES if too_large else ORIGINAL_KEY_KEPT_BYTES
+    key, value = message.key, message.value
     return orjson.dumps(
         {
             "pipeline": pipeline,
             "stage": stage,
             "reason": reason,
-            "error": error,
+            "error": error if len(error) <= ERROR_KEPT_CHARS else error[:ERROR_KEPT_CHARS] + "...",
             "source": {
                 "topic": message.topic,
                 "partition": message.partition,
                 "offset": message.offset,
-                "timestamp": iso_utc(message.timestamp),
+                "timestamp": _iso_utc_or_none(message.timestamp),
             },
-            "original_key_b64": _b64(message.key),
-            "original_value_b64": _b64(message.value),
+            "original_key_b64": _b64(None if key is None else key[:key_kept]),
+            "original_value_b64": _b64(None if value is None else value[:value_kept]),
+            "original_key_size": None if key is None else len(key),
+            "original_value_size": None if value is None else len(value),
+            "original_key_truncated": key is not None and len(key) > key_kept,
+            "original_value_truncated": value is not None and len(value) > value_kept,
             "dead_lettered_at": iso_utc(at),
         }
     )
+
+
+def dead_letter_key(key: bytes | None) -> bytes | None:
+    """The dead letter's own Kafka key: the original key, or its first KiB when it is longer
+    than any input key may be (``ORIGINAL_KEY_KEPT_BYTES``)."""
+    return key if key is None or len(key) <= ORIGINAL_KEY_KEPT_BYTES else key[:TOO_LARGE_KEPT_BYTES]
+
+
+def _iso_utc_or_none(epoch_seconds: float) -> str | None:
+    """A Kafka timestamp is the producer's to set: one ``datetime`` cannot format (or none)
+    must not stop the dead letter that reports it."""
+    try:
+        return iso_utc(epoch_seconds)
+    except (ValueError, TypeError):
+        return None
 
 
 def _b64(data: bytes | None) -> str | None:

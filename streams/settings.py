@@ -16,6 +16,14 @@ from streams.errors import StreamscoreError
 
 LogLevel = Literal["crit", "error", "warn", "info", "debug"]
 WorkerRole = Literal["all", "scoring", "learning"]
+EmbeddedBrokerKind = Literal["auto", "kafka", "tansu"]
+
+# Defaults of the input size limits, also used by ``streams.limits.InputLimits`` so that a
+# service built without settings (tests, tools) applies the same limits as a worker.
+DEFAULT_MAX_EVENT_BYTES = 256 * 1024
+DEFAULT_MAX_KEY_BYTES = 512
+#: The largest ``max_key_bytes`` accepted: a dead letter keeps up to this much of a key.
+MAX_KEY_BYTES_LIMIT = 16 * 1024
 
 
 class Settings(BaseSettings):
@@ -82,6 +90,22 @@ class Settings(BaseSettings):
         " request, so a micro-batch's records for a partition should fit one. Keep it at or"
         " under the topics' max.message.bytes (Kafka's default: 1 MiB).",
     )
+    max_event_bytes: int = Field(
+        default=DEFAULT_MAX_EVENT_BYTES,
+        ge=1024,
+        le=64 * 1024 * 1024,
+        description="Largest input message value (an event or a label) a worker accepts, in"
+        " bytes. A larger one becomes a dead letter with reason 'too_large' that keeps only"
+        " its first KiB, so it fits any topic's max.message.bytes.",
+    )
+    max_key_bytes: int = Field(
+        default=DEFAULT_MAX_KEY_BYTES,
+        ge=16,
+        le=MAX_KEY_BYTES_LIMIT,
+        description="Largest input message key, and largest event id, entity key and label"
+        " event id (UTF-8), in bytes; these become Kafka and Redis keys. A larger one becomes"
+        " a dead letter with reason 'too_large'.",
+    )
     topic_replication_factor: int = Field(
         default=1, ge=1, description="Replication factor of topics the worker creates."
     )
@@ -95,6 +119,17 @@ class Settings(BaseSettings):
     consumer_auto_offset_reset: Literal["earliest", "latest"] = Field(
         default="earliest",
         description="Where a new consumer group starts reading the input topic.",
+    )
+    embedded_broker: EmbeddedBrokerKind = Field(
+        default="auto",
+        description="The broker `streamscore demo`, `streamscore servers`, the tests and the"
+        " load tests start: 'kafka' (Apache Kafka from Maven Central; needs Java 17+, and"
+        " Maven once), 'tansu' (a Kafka-protocol broker from a Python wheel, no Java) or"
+        " 'auto': Apache Kafka where Java allows it, else Tansu.",
+    )
+    cache_dir: Path = Field(
+        default_factory=lambda: Path.home() / ".cache" / "streamscore",
+        description="Downloads kept between runs, outside git (Apache Kafka's jars).",
     )
     data_dir: Path = Field(
         default=Path(".streamscore"),

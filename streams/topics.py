@@ -1,13 +1,22 @@
-"""Create a spec's topics with their declared partition counts (idempotent)."""
+"""Create a spec's topics with their declared partition counts (idempotent), and say which
+existing ones differ from the spec.
+
+Workers call ``declare_topics`` at start, so a broker with automatic topic creation off
+(Apache Kafka as the project runs it, most managed clusters) works without a separate step,
+and a broker with it on never creates ours with its own default partition count.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from streams.spec import PipelineSpec
+
+log = logging.getLogger(__name__)
 
 
 def spec_topics(spec: PipelineSpec) -> dict[str, int]:
@@ -28,7 +37,9 @@ def spec_topics(spec: PipelineSpec) -> dict[str, int]:
 
 async def ensure_topics(
     bootstrap_servers: str, topics: dict[str, int], replication: int = 1
-) -> None:
+) -> dict[str, int]:
+    """Create the missing ``topics``; returns the existing ones whose partition count differs
+    from the one asked for (name -> partitions they have)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
     await admin.start()
     try:
@@ -42,5 +53,31 @@ async def ensure_topics(
             # Another process may create one meanwhile: the outcome is the same.
             with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(missing)
+        present = [name for name in topics if name in existing]
+        if not present:
+            return {}
+        described = await admin.describe_topics(present)
+        # The field is 'topic' in older Metadata response versions, 'name' in newer ones.
+        have = {
+            d.get("topic") or d.get("name"): len(d["partitions"])
+            for d in described
+            if not d.get("error_code")
+        }
+        return {name: n for name, n in have.items() if n != topics[name]}
     finally:
         await admin.close()
+
+
+async def declare_topics(
+    spec: PipelineSpec, bootstrap_servers: str, replication: int = 1
+) -> dict[str, int]:
+    """``ensure_topics`` for the spec's topics, logging each one that differs from the spec."""
+    wanted = spec_topics(spec)
+    differing = await ensure_topics(bootstrap_servers, wanted, replication)
+    for name, partitions in sorted(differing.items()):
+        log.warning(
+            "pipeline %s: topic %r has %d partitions, the spec declares %d (it is used as it"
+            " is; recreate it or change the spec to match)",
+            spec.name, name, partitions, wanted[name],
+        )  # fmt: skip
+    return differing

@@ -1,7 +1,9 @@
 """The decode stage: raw message bytes -> a validated ``Event``, or ``BadInput``.
 
 Checks what the spec's event schema declares (required fields, types, ranges, categories,
-timestamps) and nothing more: undeclared fields pass through untouched.
+timestamps) and what any later stage must be able to format and publish (``streams.limits``:
+message size, id length, times within 1970..9999 UTC, ints within 64 bits), and nothing
+more: undeclared fields pass through untouched.
 
 >>> from streams.spec import EventSpec, FieldSpec
 >>> schema = EventSpec(id_field="id", fields={"id": FieldSpec(type="string"),
@@ -26,9 +28,14 @@ from typing import Any
 import orjson
 
 from streams.errors import BadInput
+from streams.limits import TIME_RANGE_TEXT, InputLimits, time_in_range
 from streams.spec import EventSpec, FieldSpec
 
 STAGE = "decode"
+
+# Ints are published as JSON numbers and read back by Feast as int64 join keys; orjson
+# cannot encode an int beyond 64 bits, and a float such as 1e20 passes as an integral int.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 @dataclass(slots=True)
@@ -52,6 +59,8 @@ def _check_number(name: str, spec: FieldSpec, value: Any, kind: type) -> float |
         if not value.is_integer():
             raise _bad("wrong_type", f"field {name!r}: expected int, got {value!r}")
         value = int(value)
+    if kind is int and not INT64_MIN <= value <= INT64_MAX:
+        raise _bad("out_of_range", f"field {name!r}: {value!r} is outside the 64-bit int range")
     if isinstance(value, float) and not math.isfinite(value):
         raise _bad("out_of_range", f"field {name!r}: {value!r} is not finite")
     if spec.min is not None and value < spec.min:
@@ -98,10 +107,13 @@ def parse_timestamp(value: Any) -> float:
 
 def _check_timestamp(name: str, spec: FieldSpec, value: Any) -> Any:
     try:
-        parse_timestamp(value)
+        seconds = parse_timestamp(value)
     except (ValueError, TypeError, OverflowError) as exc:
         detail = f"field {name!r}: {_show(value)} is not ISO 8601 or epoch ms"
         raise _bad("bad_timestamp", detail) from exc
+    if not time_in_range(seconds):
+        detail = f"field {name!r}: {_show(value)} is outside {TIME_RANGE_TEXT} (in UTC)"
+        raise _bad("out_of_range", detail)
     return value
 
 
@@ -123,9 +135,12 @@ def _show(value: Any) -> str:
 class EventValidator:
     """Parses and checks one message against the event schema."""
 
-    def __init__(self, schema: EventSpec, entity_field: str) -> None:
+    def __init__(
+        self, schema: EventSpec, entity_field: str, limits: InputLimits | None = None
+    ) -> None:
         self._schema = schema
         self._entity_field = entity_field
+        self._limits = limits if limits is not None else InputLimits()
         self._checks = [
             (name, spec, _CHECKS[spec.type], spec.required, spec.default)
             for name, spec in schema.fields.items()
@@ -135,6 +150,7 @@ class EventValidator:
         """Return the validated event; ``fallback_time`` is used when no time field is set."""
         if raw is None:
             raise _bad("not_json", "message has no value (tombstone)")
+        self._limits.check_value(STAGE, raw)  # the key is the caller's to check
         try:
             document = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
@@ -152,12 +168,23 @@ class EventValidator:
             document[name] = check(name, spec, value)
         schema = self._schema
         time_field = schema.time_field
-        event_time = fallback_time
         if time_field is not None and document.get(time_field) is not None:
-            event_time = parse_timestamp(document[time_field])
-        return Event(
-            event_id=str(document[schema.id_field]),
-            entity_key=document[self._entity_field],
-            time=event_time,
-            fields=document,
-        )
+            event_time = parse_timestamp(document[time_field])  # in range: checked above
+        elif time_in_range(fallback_time):
+            event_time = fallback_time
+        else:
+            when = f"Kafka timestamp {fallback_time!r} s"
+            raise _bad("out_of_range", f"the message's {when} is outside {TIME_RANGE_TEXT}")
+        # Both may be declared optional without a default: then an event can lack them.
+        if document.get(schema.id_field) is None:
+            raise _bad("missing_field", f"event id field {schema.id_field!r} is missing or null")
+        if document.get(self._entity_field) is None:
+            detail = f"entity key field {self._entity_field!r} is missing or null"
+            raise _bad("missing_field", detail)
+        event_id = str(document[schema.id_field])
+        self._limits.check_id(STAGE, f"event id field {schema.id_field!r}", event_id)
+        entity_key = document[self._entity_field]
+        if isinstance(entity_key, str):
+            what = f"entity key field {self._entity_field!r}"
+            self._limits.check_id(STAGE, what, entity_key, required=False)
+        return Event(event_id=event_id, entity_key=entity_key, time=event_time, fields=document)

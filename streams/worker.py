@@ -13,9 +13,8 @@ import redis.asyncio as aioredis
 
 from features.reader import OnlineFeatureReader
 from features.store import open_store
+from models.fitness import Serving
 from models.registry import ModelRegistry
-from models.scorer import OnnxScorer
-from models.watch import AliasWatcher
 from streams.app import (
     Progress,
     attach_health_checks,
@@ -33,7 +32,9 @@ from streams.health import Health, Verdict
 from streams.labels import LabelJoiner
 from streams.learner import LearnerService, OnlineSnapshotModel
 from streams.lifecycle import Lifecycle
+from streams.limits import InputLimits
 from streams.metrics import Metrics, serve
+from streams.model_follow import AliasFollower, start_serving
 from streams.pipeline import ScoringPipeline
 from streams.prediction_store import PredictionStore
 from streams.publish import KafkaPublisher, OwnProducer, app_producer
@@ -41,18 +42,13 @@ from streams.service import ScoringService
 from streams.settings import Settings
 from streams.shadow import ShadowModel, ShadowRunner
 from streams.spec import PipelineSpec
+from streams.topics import declare_topics
 from streams.transport import StreamscoreApp
 
 log = logging.getLogger(__name__)
 
 #: How often a worker checks whether the primary's alias moved (promote / rollback).
 ALIAS_CHECK_SECONDS = 1.0
-
-
-def load_scorer(registry: ModelRegistry, spec: PipelineSpec, name: str, version: str) -> OnnxScorer:
-    scorer = OnnxScorer.from_version(registry.resolve(name, version))
-    scorer.require_columns(spec.input_columns())  # a spec/model mismatch fails at start-up
-    return scorer
 
 
 def build_worker(
@@ -78,7 +74,12 @@ def build_worker(
         track_assignment(app, spec.input.topic, partitions, health)
     if role in ("all", "learning") and store is not None:
         assert spec.labels is not None
-        attach_label_agent(app, spec, LabelJoiner(spec, store, metrics), publisher)
+        attach_label_agent(
+            app,
+            spec,
+            LabelJoiner(spec, store, metrics, limits=InputLimits.from_settings(settings)),
+            publisher,
+        )
         if spec.online is not None:
             attach_learner_agent(app, spec, LearnerService(spec, client, metrics))
         if role == "learning":
@@ -96,18 +97,26 @@ def _attach_scoring(
     store: PredictionStore | None,
 ) -> None:
     """Load the models and the feature store; the scoring agent, its shadows, the alias
-    watcher."""
+    watcher. A model whose alias points at a version that cannot serve starts on the newest
+    earlier version of the alias that can (``streams.model_follow``)."""
     app.lifecycle.health.expect_model()
     registry = ModelRegistry(settings.model_dir)
-    scorer = load_scorer(registry, spec, spec.model.name, spec.model.version)
+    primary = start_serving(registry, spec, spec.model, metrics)
+    scorer = primary.scorer
     metrics.model_info.labels(spec.name, "primary", scorer.name, str(scorer.version)).set(1)
     app.lifecycle.health.model_loaded(f"{scorer.name} v{scorer.version}")
     reader = OnlineFeatureReader(open_store(spec.features.repo, settings.redis_url), spec)
+    limits = InputLimits.from_settings(settings)
     pipeline = ScoringPipeline(
-        spec, reader, scorer, metrics, retry_for_seconds=settings.feature_store_retry_seconds
+        spec,
+        reader,
+        scorer,
+        metrics,
+        limits=limits,
+        retry_for_seconds=settings.feature_store_retry_seconds,
     )
     shadow_models: list[ShadowModel] = [
-        load_scorer(registry, spec, shadow.name, shadow.version) for shadow in spec.shadows
+        start_serving(registry, spec, shadow, metrics).scorer for shadow in spec.shadows
     ]
     if spec.online is not None:
         shadow_models.append(OnlineSnapshotModel(spec, settings.redis_url))
@@ -137,7 +146,7 @@ def _attach_scoring(
     attach_shadows(app, shadows, shadow_producer)
     service = ScoringService(pipeline, publisher, metrics, store=store, shadows=shadows)
     attach_scoring_agent(app, spec, service, Progress(spec, metrics))
-    _watch_primary_alias(app, spec, registry, pipeline, metrics)
+    _watch_primary_alias(app, spec, registry, primary, pipeline, metrics)
     log.info(
         "pipeline %s: %s -> %s (model %s v%s, %d shadows, batch <= %d events / %.1f ms)",
         spec.name, spec.input.topic, spec.output.topic, scorer.name, scorer.version,
@@ -149,28 +158,22 @@ def _watch_primary_alias(
     app: faust.App,
     spec: PipelineSpec,
     registry: ModelRegistry,
+    primary: Serving,
     pipeline: ScoringPipeline,
     metrics: Metrics,
 ) -> None:
-    """Swap the primary model between batches when its alias moves; no restart, no event
-    lost (batches in flight finish with the model they started with)."""
-    if spec.model.version.isdigit():
+    """Swap the primary model between batches when its alias moves to a version that loads
+    and fits; no restart, no event lost (batches in flight finish with the model they
+    started with). A version that does not is refused and the current one keeps serving."""
+    if primary.alias is None:
         return  # pinned to a version number: nothing to follow
-    watcher = AliasWatcher(
-        registry, spec.model.name, spec.model.version, current=pipeline.scorer.version
-    )
+    follower = AliasFollower(registry, spec, primary, metrics)
 
     @app.timer(interval=ALIAS_CHECK_SECONDS)  # type: ignore[untyped-decorator]
     async def follow_alias() -> None:
-        moved = await asyncio.to_thread(watcher.check)
-        if moved is None:
-            return
-        old = pipeline.scorer
-        new = await asyncio.to_thread(load_scorer, registry, spec, moved.name, str(moved.version))
-        pipeline.swap_scorer(new)
-        metrics.model_info.remove(spec.name, "primary", old.name, str(old.version))
-        metrics.model_info.labels(spec.name, "primary", new.name, str(new.version)).set(1)
-        log.info("primary model %s: v%s -> v%s", new.name, old.version, new.version)
+        new = await asyncio.to_thread(follower.check)
+        if new is not None:
+            pipeline.swap_scorer(new)
 
 
 #: Python's default (5 ms) makes the event loop wait behind a busy shadow thread for that
@@ -194,6 +197,10 @@ def run_worker(spec: PipelineSpec, settings: Settings) -> None:
         }
         serve(metrics, settings.metrics_host, settings.metrics_port, probes)
     worker = build_worker(spec, settings, metrics, lifecycle)
+    # The spec's topics with the spec's partitions, before Faust subscribes to any of them.
+    asyncio.run(
+        declare_topics(spec, settings.kafka_bootstrap_servers, settings.topic_replication_factor)
+    )
     freeze_startup_heap()
     try:
         worker.execute_from_commandline()  # raises SystemExit: 0, or 1 if Faust crashed

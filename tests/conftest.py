@@ -1,8 +1,10 @@
-"""Session-scoped real servers (Tansu broker, redis-server) and per-test isolation helpers.
+"""Session-scoped real servers (a Kafka broker, redis-server) and per-test isolation helpers.
 
 Integration tests share one broker and one Redis per session and isolate themselves with
 unique topic names, consumer groups and Redis databases/prefixes, as Quix Streams and Bytewax
-do in their own suites.
+do in their own suites. The broker is Apache Kafka where Java 17+ (and Maven, the first
+time) are present, else Tansu; ``STREAMSCORE_EMBEDDED_BROKER`` chooses (streams/brokers.py).
+Tests marked ``tansu`` also run on an embedded Tansu, so both brokers stay proven.
 """
 
 from __future__ import annotations
@@ -13,14 +15,30 @@ from pathlib import Path
 
 import pytest
 
-from streams.embedded import EmbeddedKafka, EmbeddedRedis
+from streams.brokers import BrokerChoice, choose_broker
+from streams.embedded import EmbeddedRedis, EmbeddedTansu
 from streams.settings import Settings
 
 
+def pytest_report_header() -> str:
+    return f"streamscore integration tests: {choose_broker(Settings()).why}"
+
+
 @pytest.fixture(scope="session")
-def kafka_bootstrap() -> Iterator[str]:
-    with EmbeddedKafka() as broker:
-        yield broker.bootstrap_servers
+def broker() -> Iterator[BrokerChoice]:
+    choice = choose_broker(Settings())
+    with choice.broker:
+        yield choice
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(broker: BrokerChoice) -> str:
+    return broker.broker.bootstrap_servers
+
+
+@pytest.fixture(scope="session")
+def broker_kind(broker: BrokerChoice) -> str:
+    return broker.broker.kind
 
 
 @pytest.fixture(scope="session")
@@ -42,19 +60,37 @@ ETA_SPEC = REPO_ROOT / "tests" / "specs" / "eta" / "spec.yaml"
 
 @pytest.fixture(scope="session")
 def base_settings(
-    kafka_bootstrap: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+    broker: BrokerChoice, redis_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Settings:
     root = tmp_path_factory.mktemp("streamscore")
-    return Settings(
-        kafka_bootstrap_servers=kafka_bootstrap,
+    settings = Settings(
         redis_url=redis_url,
         model_dir=root / "models",
         data_dir=root / "state",
         metrics_port=0,
-        kafka_session_timeout_seconds=6.0,  # Tansu's first join waits half of it
-        kafka_fetch_max_wait_ms=10,  # Tansu holds fetches about half of it
+        # Kafka's minimum; a worker that dies is replaced in its group within this.
+        kafka_session_timeout_seconds=6.0,
         log_level="warn",
+        embedded_broker=broker.broker.kind,
     )
+    return broker.client_settings(settings)
+
+
+@pytest.fixture(scope="session")
+def tansu_settings(base_settings: Settings, broker: BrokerChoice) -> Iterator[Settings]:
+    """``base_settings`` on an embedded Tansu: the session's broker if it is Tansu, else
+    one started for the ``tansu`` tests."""
+    if broker.broker.kind == "tansu":
+        yield base_settings
+        return
+    with EmbeddedTansu() as tansu:
+        yield base_settings.model_copy(
+            update={
+                "kafka_bootstrap_servers": tansu.bootstrap_servers,
+                "embedded_broker": "tansu",
+                **tansu.client_tuning,
+            }
+        )
 
 
 @pytest.fixture(scope="session")

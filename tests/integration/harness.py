@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.structs import ConsumerRecord
+from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from streams.bootstrap import prepare_features, train_if_needed
 from streams.processes import WorkerProcess
@@ -48,12 +48,16 @@ class PreparedPipeline:
         train_if_needed(spec, settings)
         return cls(spec, settings, workdir)
 
-    def variant(self, suffix: str, **changes: object) -> tuple[Path, PipelineSpec]:
+    def variant(
+        self, suffix: str, input_partitions: int | None = None, **changes: object
+    ) -> tuple[Path, PipelineSpec]:
         """The prepared spec under its own name and topics, written to a file for a worker."""
         spec = self.spec
         doc = spec.model_dump(mode="json", exclude_none=True)
         doc["name"] = f"{spec.name}-{suffix}"
         doc["input"]["topic"] = f"{spec.input.topic}-{suffix}"
+        if input_partitions is not None:
+            doc["input"]["partitions"] = input_partitions
         doc["output"]["topic"] = f"{spec.output.topic}-{suffix}"
         doc["output"]["dead_letter_topic"] = f"{spec.output.dead_letter_topic}-{suffix}"
         doc.update(changes)
@@ -67,12 +71,22 @@ async def create_topics(settings: Settings, spec: PipelineSpec) -> None:
 
 
 async def produce(
-    bootstrap: str, topic: str, messages: list[tuple[bytes | None, bytes | None]]
+    bootstrap: str,
+    topic: str,
+    messages: list[tuple[bytes | None, bytes | None]],
+    *,
+    partition: int | None = None,
+    max_request_size: int = 1024 * 1024,
 ) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    """Send ``messages`` (key, value) in order; to one ``partition`` if given (else by key).
+    aiokafka refuses a record above ``max_request_size`` before it reaches the broker."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_request_size=max_request_size)
     await producer.start()
     try:
-        deliveries = [await producer.send(topic, value, key=key) for key, value in messages]
+        deliveries = [
+            await producer.send(topic, value, key=key, partition=partition)
+            for key, value in messages
+        ]
         await asyncio.gather(*deliveries)
     finally:
         await producer.stop()
@@ -84,21 +98,55 @@ async def consume(
     count: int,
     timeout: float,
     worker: WorkerProcess | None = None,
+    keys: set[bytes] | None = None,
 ) -> dict[str, list[ConsumerRecord]]:
-    """Read ``topics`` from the beginning until ``count`` records arrived (or time out)."""
+    """Read ``topics`` from the beginning until ``count`` records arrived (or time out).
+
+    With ``keys``: until a record arrived for each of those keys (duplicates then count
+    once)."""
     consumer = AIOKafkaConsumer(
         *topics, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest"
     )
     await consumer.start()
     received: dict[str, list[ConsumerRecord]] = defaultdict(list)
+    missing = set(keys) if keys is not None else None
     deadline = time.monotonic() + timeout
+
+    def done() -> bool:
+        if missing is not None:
+            return not missing
+        return sum(map(len, received.values())) >= count
+
     try:
-        while sum(map(len, received.values())) < count and time.monotonic() < deadline:
+        while not done() and time.monotonic() < deadline:
             if worker is not None and not worker.running:
                 break
             batches = await consumer.getmany(timeout_ms=200)
             for partition, records in batches.items():
                 received[partition.topic].extend(records)
+                if missing is not None:
+                    missing.difference_update(r.key for r in records)
+    finally:
+        await consumer.stop()
+    return received
+
+
+async def read_to_end(bootstrap: str, topics: dict[str, int]) -> dict[str, list[ConsumerRecord]]:
+    """Every record of ``topics`` (name -> partitions) up to their end offsets now."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    await consumer.start()
+    received: dict[str, list[ConsumerRecord]] = defaultdict(list)
+    try:
+        partitions = [TopicPartition(t, p) for t, n in topics.items() for p in range(n)]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        pending = {tp for tp in partitions if ends[tp] > 0}
+        while pending:
+            batches = await consumer.getmany(*pending, timeout_ms=1000)
+            for tp, records in batches.items():
+                received[tp.topic].extend(r for r in records if r.offset < ends[tp])
+            pending = {tp for tp in pending if await consumer.position(tp) < ends[tp]}
     finally:
         await consumer.stop()
     return received

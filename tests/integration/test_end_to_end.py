@@ -8,6 +8,7 @@ Feast and ONNX Runtime directly.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,6 +24,7 @@ from models.inputs import InputLayout
 from models.registry import ModelRegistry
 from streams.generators import make_generator
 from streams.records import decode_original_value
+from streams.settings import Settings
 from streams.spec import PipelineSpec, feature_column
 from tests.integration.harness import (
     PreparedPipeline,
@@ -127,9 +129,31 @@ def eta_run(delivery_eta: PreparedPipeline) -> Run:
     return run_pipeline(delivery_eta, n_valid=200, unknown=[10_001])
 
 
+@pytest.fixture(scope="module")
+def tansu_card_run(card_fraud: PreparedPipeline, tansu_settings: Settings) -> Run:
+    """The same pipeline on the embedded Tansu broker (the Python-only fallback)."""
+    return run_pipeline(
+        dataclasses.replace(card_fraud, settings=tansu_settings),
+        n_valid=300,
+        unknown=["card-never-seen-3"],
+    )
+
+
 @pytest.fixture(params=["card_run", "eta_run"])
 def run(request: pytest.FixtureRequest) -> Run:
     return request.getfixturevalue(request.param)
+
+
+@pytest.mark.tansu
+def test_on_tansu_every_input_ends_as_one_prediction_or_one_dead_letter(
+    tansu_card_run: Run,
+) -> None:
+    run = tansu_card_run
+    id_field = run.spec.event.id_field
+    predicted = [p["event_id"] for p in run.predictions]
+    assert sorted(predicted) == sorted(str(e[id_field]) for e in run.valid), run.log
+    assert sorted(d["reason"] for d in run.dead_letters) == sorted(r for _, r in run.bad.values())
+    assert run.exit_code == 0, run.log
 
 
 def test_every_input_ends_as_one_prediction_or_one_dead_letter(run: Run) -> None:

@@ -56,7 +56,17 @@ def test_tiny_load_run_reports_every_section_and_loses_nothing(
     for name, micros in cpu.items():  # CPU % of a core over the events that came out
         assert micros == pytest.approx(step["cpu_percent"][name] * 1e4 / step["output_rate"], 0.01)
     assert report["bursts"]["sent"] > 0
-    assert report["scaling"]["two_workers"]["phases"]
+    scaling = report["scaling"]
+    assert scaling["two_workers"]["phases"]
+    # Two scoring workers split the input partitions between them, and each one's CPU per
+    # event is reported against the single worker's.
+    assert sorted(scaling["partitions_by_worker_two_workers"]) == [2, 2]
+    assert len(scaling["scoring_cpu_us_per_event_two_workers"]) == 2
+    assert scaling["scoring_cpu_two_workers_over_one"] == pytest.approx(
+        max(scaling["scoring_cpu_us_per_event_two_workers"])
+        / scaling["scoring_cpu_us_per_event_one_worker"]
+    )
+    assert report["run"]["settings"]["broker"]
     assert report["labels"]["sent"] > 0
 
     losses = report["losses"]

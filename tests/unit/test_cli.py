@@ -60,3 +60,16 @@ def test_learning_worker_needs_a_spec_with_labels(tmp_path: Path) -> None:
     )
     assert result.exit_code == 1
     assert "declares no labels" in result.output
+
+
+def test_compare_reports_a_stored_evaluation_it_cannot_read(monkeypatch) -> None:
+    import streams.compare
+    from models.evaluation import EvaluationStateError
+
+    def report(*_: object) -> None:
+        raise EvaluationStateError("not an evaluation of format 1 (a pickle, never loaded)")
+
+    monkeypatch.setattr(streams.compare, "report", report)
+    result = runner.invoke(app, ["compare", "--spec", str(SPEC)])
+    assert result.exit_code == 1
+    assert "stored rolling evaluation: not an evaluation of format 1" in result.output

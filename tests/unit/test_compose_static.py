@@ -145,6 +145,19 @@ def test_kafka_is_a_single_kraft_node_of_the_official_image() -> None:
     assert not any("ZOOKEEPER" in key for key in env), "KRaft mode: no ZooKeeper"
 
 
+def test_kafka_image_is_the_version_the_tests_run() -> None:
+    """Production's broker is the one the integration suite and the load tests ran on."""
+    from xml.etree import ElementTree
+
+    from streams.apache_kafka import KAFKA_VERSION
+    from streams.apache_kafka.install import POM
+
+    assert SERVICES["kafka"]["image"] == f"apache/kafka:{KAFKA_VERSION}"
+    ns = {"m": "http://maven.apache.org/POM/4.0.0"}
+    pinned = ElementTree.parse(POM).find("m:properties/m:kafka.version", ns)
+    assert pinned is not None and pinned.text == KAFKA_VERSION
+
+
 def test_settings_point_at_the_compose_kafka_and_redis() -> None:
     kafka_env = environment(SERVICES["kafka"])
     advertised = {

@@ -8,7 +8,16 @@ import importlib
 import pytest
 
 
-@pytest.mark.parametrize("module", ["streams.spec", "streams.validation", "features.store"])
+@pytest.mark.parametrize(
+    "module",
+    [
+        "streams.spec",
+        "streams.validation",
+        "streams.limits",
+        "features.store",
+        "streams.apache_kafka.install",
+    ],
+)
 def test_docstring_examples(module: str) -> None:
     result = doctest.testmod(importlib.import_module(module))
     assert result.attempted > 0, f"{module} has no examples to run"

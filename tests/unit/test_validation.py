@@ -10,6 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streams.errors import BadInput
+from streams.limits import InputLimits
+from streams.records import iso_utc
 from streams.spec import EventSpec, FieldSpec
 from streams.validation import EventValidator, parse_timestamp
 
@@ -63,6 +65,16 @@ def test_integral_float_is_accepted_as_int() -> None:
         (orjson.dumps({**VALID, "x": -2.0}), "out_of_range"),
         (orjson.dumps({**VALID, "kind": "c"}), "unknown_category"),
         (orjson.dumps({**VALID, "ts": "yesterday"}), "bad_timestamp"),
+        (orjson.dumps({**VALID, "ts": -(10**15)}), "out_of_range"),
+        (orjson.dumps({**VALID, "ts": 1e20}), "out_of_range"),
+        (orjson.dumps({**VALID, "ts": "9999-12-31T23:59:59-12:00"}), "out_of_range"),
+        (orjson.dumps({**VALID, "ts": "X"}).replace(b'"X"', str(2**70).encode()), "out_of_range"),
+        (orjson.dumps({**VALID, "ts": -1}), "out_of_range"),
+        (orjson.dumps({**VALID, "n": 2**64 - 1}), "out_of_range"),
+        (orjson.dumps({**VALID, "id": ""}), "missing_field"),
+        (orjson.dumps({**VALID, "id": "é" * 257}), "too_large"),
+        (orjson.dumps({**VALID, "user": "u" * 513}), "too_large"),
+        (orjson.dumps({**VALID, "pad": "p" * 256 * 1024}), "too_large"),
     ],
 )
 def test_bad_input_has_a_reason(raw: bytes | None, reason: str) -> None:
@@ -75,6 +87,40 @@ def test_bad_input_has_a_reason(raw: bytes | None, reason: str) -> None:
 def test_epoch_millis_and_naive_iso_timestamps() -> None:
     assert parse_timestamp(1_700_000_000_123) == pytest.approx(1_700_000_000.123)
     assert parse_timestamp("2026-01-01T00:00:00") == parse_timestamp("2026-01-01T00:00:00Z")
+
+
+def test_limits_are_configurable() -> None:
+    small = EventValidator(SCHEMA, "user", InputLimits(max_event_bytes=1024, max_key_bytes=16))
+    assert small.parse(orjson.dumps({**VALID, "id": "i" * 16}), 0.0).event_id == "i" * 16
+    for doc in ({**VALID, "id": "i" * 17}, {**VALID, "user": "u" * 17}, {**VALID, "p": "p" * 999}):
+        with pytest.raises(BadInput) as caught:
+            small.parse(orjson.dumps(doc), 0.0)
+        assert caught.value.reason == "too_large"
+
+
+def test_an_empty_entity_key_is_an_unknown_entity_not_bad_input() -> None:
+    assert parse({**VALID, "user": ""}).entity_key == ""
+
+
+def test_optional_id_and_entity_fields_missing_are_bad_input() -> None:
+    schema = EventSpec(
+        id_field="id",
+        fields={"id": FieldSpec(type="int", required=False), "u": FieldSpec(type="string",
+                required=False)},
+    )  # fmt: skip
+    optional = EventValidator(schema, entity_field="u")
+    for doc in ({"u": "a"}, {"id": 1}):
+        with pytest.raises(BadInput) as caught:
+            optional.parse(orjson.dumps(doc), 0.0)
+        assert caught.value.reason == "missing_field"
+
+
+@pytest.mark.parametrize("fallback", [-1.0, 1e17, 253_402_300_800.0])
+def test_an_out_of_range_kafka_timestamp_is_bad_input_without_time_field(fallback) -> None:
+    schema = EventSpec(id_field="id", fields={"id": FieldSpec(type="string")})
+    with pytest.raises(BadInput) as caught:
+        EventValidator(schema, entity_field="id").parse(b'{"id": "a"}', fallback_time=fallback)
+    assert caught.value.reason == "out_of_range" and "Kafka timestamp" in caught.value.detail
 
 
 def test_kafka_timestamp_is_used_without_time_field() -> None:
@@ -106,6 +152,32 @@ def test_arbitrary_bytes_never_crash(raw: bytes) -> None:
 def test_arbitrary_objects_never_crash(doc: dict) -> None:
     with contextlib.suppress(BadInput):
         parse({**VALID, **doc})
+
+
+@relaxed
+@given(
+    st.one_of(
+        st.integers(-(2**70), 2**70),
+        st.floats(allow_nan=False, allow_infinity=False),
+        st.datetimes(timezones=st.timezones()).map(lambda d: d.isoformat()),
+        st.datetimes().map(lambda d: d.isoformat()),
+    ),
+    st.integers(-(2**70), 2**70),
+)
+def test_whatever_validates_can_be_formatted_and_encoded(ts, n) -> None:
+    """The contract later stages rely on: an accepted event's time formats as ISO 8601 and
+    its ints fit the 64 bits orjson and Feast take."""
+    raw = orjson.dumps({**VALID, "ts": "TS", "n": "N"})  # ints past 64 bits as JSON text
+    raw = raw.replace(b'"TS"', str(ts).encode() if isinstance(ts, int) else orjson.dumps(ts))
+    raw = raw.replace(b'"N"', str(n).encode())
+    wide = EventValidator(SCHEMA.model_copy(update={"fields": {**SCHEMA.fields,
+                          "n": FieldSpec(type="int")}}), entity_field="user")  # fmt: skip
+    try:
+        event = wide.parse(raw, fallback_time=0.0)
+    except BadInput:
+        return
+    assert iso_utc(event.time).endswith("Z")
+    orjson.dumps(event.fields)
 
 
 def test_corrupted_events_never_validate() -> None:

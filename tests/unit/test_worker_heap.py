@@ -31,7 +31,11 @@ def test_the_startup_heap_is_frozen_before_the_worker_runs(
         assert gc.get_freeze_count() == 0  # nothing frozen while the worker is being built
         return built
 
+    async def no_broker(*_: Any) -> dict[str, int]:
+        return {}
+
     monkeypatch.setattr(worker_module, "build_worker", build)
+    monkeypatch.setattr(worker_module, "declare_topics", no_broker)
     interval = sys.getswitchinterval()
     gc.unfreeze()
     try:
