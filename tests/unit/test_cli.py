@@ -20,6 +20,17 @@ def test_invalid_setting_names_the_variable() -> None:
     assert "STREAMSCORE_METRICS_PORT='ninety'" in result.output
 
 
+def test_a_batch_timeout_shorter_than_the_retry_budget_is_refused() -> None:
+    env = {
+        "STREAMSCORE_FEATURE_STORE_RETRY_SECONDS": "90",
+        "STREAMSCORE_BATCH_TIMEOUT_SECONDS": "60",
+    }
+    result = runner.invoke(app, ["worker", "--spec", str(SPEC)], env=env)
+    assert result.exit_code == 2
+    assert "STREAMSCORE_BATCH_TIMEOUT_SECONDS (60) must exceed" in result.output
+    assert "STREAMSCORE_FEATURE_STORE_RETRY_SECONDS (90)" in result.output
+
+
 def test_invalid_spec_names_the_field(tmp_path: Path) -> None:
     spec = tmp_path / "spec.yaml"
     spec.write_text(SPEC.read_text().replace("max_size: 1024", "max_size: -1"))
