@@ -179,7 +179,7 @@ def compare(spec: SpecOption) -> None:
     kafka, redis = KafkaConnection.from_settings(settings), RedisConnection.from_settings(settings)
     try:
         tables = report(pipeline, kafka, redis)
-    except StreamscoreError as exc:
+    except StreamscoreError as exc:  # a broker or Redis refused; the stored evaluation is not one
         raise _fail(exc) from exc
     for table in tables:
         console.print(table)

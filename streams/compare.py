@@ -8,7 +8,6 @@ event id; reads the learner's rolling evaluation from its checkpoint in Redis.
 from __future__ import annotations
 
 import asyncio
-import pickle
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ import numpy as np
 import orjson
 from rich.table import Table
 
+from models.evaluation import RollingEvaluation
 from streams.connections import KafkaConnection, RedisConnection
 from streams.prediction_store import Keys
 from streams.spec import PipelineSpec
@@ -77,7 +77,8 @@ def compare_shadows(
 
 
 def labelled_evaluation(spec: PipelineSpec, redis: RedisConnection) -> dict[str, dict[str, float]]:
-    """The learner's rolling evaluation per model (empty without an online model/labels)."""
+    """The learner's rolling evaluation per model (empty without an online model/labels).
+    Raises ``EvaluationStateError`` when the stored bytes are not an evaluation."""
     client = redis.client()
     try:
         data: bytes | None = client.get(Keys(spec.name).evaluation)  # type: ignore[assignment]
@@ -85,8 +86,7 @@ def labelled_evaluation(spec: PipelineSpec, redis: RedisConnection) -> dict[str,
         client.close()
     if data is None:
         return {}
-    snapshot: dict[str, dict[str, float]] = pickle.loads(data).snapshot()  # noqa: S301 - ours
-    return snapshot
+    return RollingEvaluation.from_bytes(data).snapshot()
 
 
 def report(spec: PipelineSpec, kafka: KafkaConnection, redis: RedisConnection) -> list[Table]:

@@ -218,6 +218,44 @@ class Settings(BaseSettings):
         default=Path(".streamscore"),
         description="Worker-local state (Faust's table store, run files).",
     )
+    feature_store_retry_seconds: float = Field(
+        default=60.0,
+        ge=0.0,
+        le=3600.0,
+        description="How long a batch's feature read is retried (exponential backoff) while"
+        " the store fails, e.g. Redis restarting. Past it the worker stops loudly (exit"
+        " status 1) and the batch, never acked, is consumed again after the restart.",
+    )
+    batch_timeout_seconds: float = Field(
+        default=120.0,
+        gt=0.0,
+        le=3600.0,
+        description="Longest one batch may take, from its feature read to its last delivery"
+        " (a producer that never answers, a read that hangs). Past it the batch fails and the"
+        " worker stops, as for any failed batch; /live reports a batch running longer as"
+        " stuck. Must exceed feature_store_retry_seconds.",
+    )
+    shutdown_timeout_seconds: float = Field(
+        default=15.0,
+        gt=0.0,
+        le=600.0,
+        description="Longest a worker takes to stop after SIGTERM/SIGINT or a failed batch."
+        " Batches in flight get half of it to deliver and be acked; whatever is stuck,"
+        " the process exits when it is over (status 3 if batches were abandoned: they are"
+        " consumed again after a restart).",
+    )
+
+    @model_validator(mode="after")
+    def _batch_timeout_covers_the_retries(self) -> Settings:
+        if self.batch_timeout_seconds <= self.feature_store_retry_seconds:
+            msg = (
+                f"STREAMSCORE_BATCH_TIMEOUT_SECONDS ({self.batch_timeout_seconds:g}) must"
+                " exceed STREAMSCORE_FEATURE_STORE_RETRY_SECONDS"
+                f" ({self.feature_store_retry_seconds:g}): a batch waiting out a store outage"
+                " would otherwise be cut short"
+            )
+            raise ValueError(msg)
+        return self
 
     @field_validator(
         "kafka_ssl_cafile",
