@@ -25,7 +25,13 @@ from streams.cli import app as cli
 from streams.connections import KafkaConnection, RedisConnection
 from streams.embedded import EmbeddedRedis, EmbeddedTansu
 from streams.processes import settings_env
-from streams.settings import Settings, SettingsError, load_settings
+from streams.settings import (
+    KAFKA_SECURITY_FIELDS,
+    REDIS_SECURITY_FIELDS,
+    Settings,
+    SettingsError,
+    load_settings,
+)
 from streams.spec import load_spec
 from tests.tls import Certificates, make_certificates
 
@@ -329,3 +335,16 @@ def test_a_worker_refuses_to_start_on_bad_security_settings() -> None:
     )
     assert result.exit_code == 2
     assert "STREAMSCORE_KAFKA_SASL_USERNAME" in result.output
+
+
+def test_readme_and_compose_name_real_security_settings_and_every_one_of_them() -> None:
+    pattern = r"STREAMSCORE_((?:KAFKA_(?:SECURITY|SASL|SSL)|REDIS)_[A-Z_]*[A-Z])"
+    readme = (ROOT / "README.md").read_text()
+    compose = (ROOT / "docker-compose.yml").read_text()
+    named = {name.lower() for name in re.findall(pattern, readme + compose)}
+    assert named - set(Settings.model_fields) == set()
+    assert set(KAFKA_SECURITY_FIELDS + REDIS_SECURITY_FIELDS) - named <= {
+        "kafka_sasl_password",  # in the table as `_PASSWORD` after the username
+        "kafka_ssl_keyfile",
+        "redis_ssl_keyfile",
+    }

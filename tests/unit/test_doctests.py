@@ -15,6 +15,7 @@ import pytest
         "streams.validation",
         "streams.limits",
         "features.store",
+        "streams.connections",
         "streams.apache_kafka.install",
     ],
 )
