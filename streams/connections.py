@@ -24,7 +24,7 @@ import json
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
@@ -34,11 +34,13 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.conn import create_conn
 from aiokafka.errors import KafkaConnectionError
 from aiokafka.helpers import create_ssl_context
-from faust.types.auth import CredentialsT
 from pydantic import SecretStr
 
 from streams.errors import StreamscoreError
 from streams.settings import KafkaSaslMechanism, KafkaSecurityProtocol, Settings
+
+if TYPE_CHECKING:  # Faust takes ~0.2 s to import; only the worker needs it
+    from faust.types.auth import CredentialsT
 
 STAGE = "connect"
 #: How long a start-up check waits for a server (a TLS server spoken to in the clear, say,
@@ -47,7 +49,7 @@ CHECK_TIMEOUT_SECONDS = 5.0
 
 
 class ConnectionFailed(StreamscoreError):
-    """A Kafka client could not connect; the message says where, how, and why."""
+    """A Kafka or Redis client could not connect; the message says where, how, and why."""
 
 
 @dataclass(frozen=True)
@@ -119,7 +121,7 @@ class KafkaConnection:
 
     def faust_credentials(self) -> CredentialsT | None:
         """Faust's ``broker_credentials`` (None for PLAINTEXT)."""
-        import faust  # Faust is heavy to import; only the worker needs it
+        import faust
 
         context = self.ssl_context()
         if self.uses_sasl:
