@@ -30,6 +30,7 @@ from streams.limits import TIME_RANGE_TEXT, InputLimits, time_in_range
 from streams.metrics import Metrics
 from streams.prediction_store import PredictionStore
 from streams.records import InputMessage, OutputRecord, dead_letter_key, encode_dead_letter
+from streams.retrying import REDIS_TRANSIENT, within_budget
 from streams.spec import PipelineSpec
 from streams.validation import parse_timestamp
 
@@ -108,6 +109,7 @@ class LabelJoiner:
         metrics: Metrics,
         clock: Callable[[], float] = time.time,
         limits: InputLimits | None = None,
+        retry_for_seconds: float = 60.0,
     ) -> None:
         if spec.labels is None:
             msg = f"pipeline {spec.name}: a label joiner needs 'labels' in the spec"
@@ -117,6 +119,7 @@ class LabelJoiner:
         self.store = store
         self.clock = clock
         self.limits = limits if limits is not None else _LIMITS
+        self.retry_for_seconds = retry_for_seconds  # a Redis outage shorter than this: waited
         self.shadow_models = [s.name for s in spec.shadows] + (
             [spec.online.name] if spec.online else []
         )
@@ -133,7 +136,13 @@ class LabelJoiner:
                 labels.append(parse_label(message.value, message.timestamp, self.limits))
             except BadInput as bad:
                 out.dead_letters.append(self._dead_letter(message, bad))
-        stored = await self.store.get([label.event_id for label in labels], self.shadow_models)
+        ids = [label.event_id for label in labels]
+        stored = await within_budget(
+            lambda: self.store.get(ids, self.shadow_models),
+            seconds=self.retry_for_seconds,
+            what=f"{STAGE}: prediction-store read",
+            transient=REDIS_TRANSIENT,
+        )
         now = self.clock()
         counts = {"joined": 0, "late": 0, "orphan": 0, "invalid": len(out.dead_letters)}
         window = self.labels.window_seconds

@@ -18,13 +18,6 @@ from typing import Any, Protocol, cast
 
 import numpy as np
 import numpy.typing as npt
-from tenacity import (
-    AsyncRetrying,
-    before_sleep_log,
-    retry_if_exception_type,
-    stop_after_delay,
-    wait_exponential,
-)
 
 from features.errors import FeatureStoreError
 from models.inputs import InputLayout, Matrix
@@ -39,6 +32,7 @@ from streams.records import (
     encode_prediction,
     iso_utc,
 )
+from streams.retrying import within_budget
 from streams.spec import PipelineSpec, feature_column
 from streams.validation import STAGE as DECODE
 from streams.validation import Event, EventValidator
@@ -204,18 +198,12 @@ class ScoringPipeline:
         with backoff, only this step, so nothing is counted twice; when it persists the error
         propagates, the worker stops, and since nothing was acked the batch is consumed again
         after restart."""
-        retrying = AsyncRetrying(
-            retry=retry_if_exception_type(FeatureStoreError),
-            wait=wait_exponential(multiplier=0.1, max=5.0),
-            stop=stop_after_delay(self.retry_for_seconds),
-            before_sleep=before_sleep_log(log, logging.WARNING),
-            reraise=True,
+        return await within_budget(
+            lambda: self.features.read_async(keys),
+            seconds=self.retry_for_seconds,
+            what="enrich: feature read",
+            transient=(FeatureStoreError,),
         )
-        async for attempt in retrying:
-            with attempt:
-                return await self.features.read_async(keys)
-        msg = "unreachable: tenacity reraises the last error"
-        raise AssertionError(msg)
 
     def _predictions(
         self,

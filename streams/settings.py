@@ -139,9 +139,11 @@ class Settings(BaseSettings):
         default=60.0,
         ge=0.0,
         le=3600.0,
-        description="How long a batch's feature read is retried (exponential backoff) while"
-        " the store fails, e.g. Redis restarting. Past it the worker stops loudly (exit"
-        " status 1) and the batch, never acked, is consumed again after the restart.",
+        description="How long a batch's Redis calls (the feature read; the label join's and"
+        " the learner's prediction-store reads and checkpoint) are retried, with backoff,"
+        " while Redis fails, e.g. restarting: the whole wait, attempts included. Past it the"
+        " worker stops loudly (exit status 1) and the batch, never acked, is consumed again"
+        " after the restart.",
     )
     batch_timeout_seconds: float = Field(
         default=120.0,

@@ -74,14 +74,15 @@ def build_worker(
         track_assignment(app, spec.input.topic, partitions, health)
     if role in ("all", "learning") and store is not None:
         assert spec.labels is not None
-        attach_label_agent(
-            app,
-            spec,
-            LabelJoiner(spec, store, metrics, limits=InputLimits.from_settings(settings)),
-            publisher,
-        )
+        budget = settings.feature_store_retry_seconds  # a Redis outage shorter than this: waited
+        joiner = LabelJoiner(
+            spec, store, metrics,
+            limits=InputLimits.from_settings(settings), retry_for_seconds=budget,
+        )  # fmt: skip
+        attach_label_agent(app, spec, joiner, publisher)
         if spec.online is not None:
-            attach_learner_agent(app, spec, LearnerService(spec, client, metrics))
+            learner = LearnerService(spec, client, metrics, retry_for_seconds=budget)
+            attach_learner_agent(app, spec, learner)
         if role == "learning":
             track_assignment(app, spec.labels.topic, partitions, health)
     attach_health_checks(app, health, settings.redis_url)
