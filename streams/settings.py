@@ -49,7 +49,11 @@ class Settings(BaseSettings):
         le=65535,
         description="Port of the worker's Prometheus /metrics endpoint; 0 disables it.",
     )
-    metrics_host: str = Field(default="0.0.0.0", description="Address /metrics binds to.")  # noqa: S104
+    metrics_host: str = Field(
+        default="127.0.0.1",
+        description="Address /metrics binds to: loopback unless set (a container sets"
+        " 0.0.0.0 so that Prometheus can reach it).",
+    )
     web_port: int = Field(
         default=0,
         ge=0,
