@@ -28,3 +28,8 @@ class BadInput(StreamscoreError):
         self.stage = stage
         self.reason = reason
         self.detail = detail
+
+
+class PrivacyError(StreamscoreError):
+    """The spec's privacy section cannot be applied (e.g. it hashes fields, and no hash key
+    is set): the worker refuses to start rather than publish what the spec withholds."""

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import IO
 
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import SecretStr
 
 from streams.embedded import die_with_parent
 from streams.settings import Settings
@@ -21,7 +22,9 @@ def settings_env(settings: Settings) -> dict[str, str]:
     """Settings as the ``STREAMSCORE_*`` variables a child process reads them from."""
     prefix = "STREAMSCORE_"
     return {
-        f"{prefix}{name.upper()}": str(value)
+        f"{prefix}{name.upper()}": (
+            value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+        )
         for name, value in settings.model_dump().items()
         if value is not None
     }

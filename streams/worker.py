@@ -32,6 +32,7 @@ from streams.metrics import Metrics, serve
 from streams.model_follow import AliasFollower, start_serving
 from streams.pipeline import ScoringPipeline
 from streams.prediction_store import PredictionStore
+from streams.privacy import Privacy
 from streams.publish import KafkaPublisher, OwnProducer, app_producer
 from streams.service import ScoringService
 from streams.settings import Settings
@@ -55,19 +56,22 @@ def build_worker(spec: PipelineSpec, settings: Settings, metrics: Metrics) -> fa
     if role == "learning" and spec.labels is None:
         msg = f"pipeline {spec.name!r} declares no labels: a learning worker has nothing to do"
         raise WorkerRoleError(msg)
+    privacy = Privacy.for_pipeline(spec, settings.privacy_hash_key)  # before any connection
     app = create_app(spec, settings)
     publisher = KafkaPublisher(app_producer(app))
     client = aioredis.Redis.from_url(settings.redis_url)
     store = PredictionStore(client, spec.name, spec.labels.window_seconds) if spec.labels else None
     if role in ("all", "scoring"):
-        _attach_scoring(app, spec, settings, metrics, publisher, store)
+        _attach_scoring(app, spec, settings, metrics, publisher, store, privacy)
         track_assignment(app, spec.input.topic, metrics.assigned_partitions.labels(spec.name))
     if role in ("all", "learning") and store is not None:
         assert spec.labels is not None
         attach_label_agent(
             app,
             spec,
-            LabelJoiner(spec, store, metrics, limits=InputLimits.from_settings(settings)),
+            LabelJoiner(
+                spec, store, metrics, limits=InputLimits.from_settings(settings), privacy=privacy
+            ),
             publisher,
         )
         if spec.online is not None:
@@ -84,6 +88,7 @@ def _attach_scoring(
     metrics: Metrics,
     publisher: KafkaPublisher,
     store: PredictionStore | None,
+    privacy: Privacy,
 ) -> None:
     """Load the models and the feature store; the scoring agent, its shadows, the alias
     watcher. A model whose alias points at a version that cannot serve starts on the newest
@@ -94,7 +99,7 @@ def _attach_scoring(
     metrics.model_info.labels(spec.name, "primary", scorer.name, str(scorer.version)).set(1)
     reader = OnlineFeatureReader(open_store(spec.features.repo, settings.redis_url), spec)
     limits = InputLimits.from_settings(settings)
-    pipeline = ScoringPipeline(spec, reader, scorer, metrics, limits=limits)
+    pipeline = ScoringPipeline(spec, reader, scorer, metrics, limits=limits, privacy=privacy)
     shadow_models: list[ShadowModel] = [
         start_serving(registry, spec, shadow, metrics).scorer for shadow in spec.shadows
     ]

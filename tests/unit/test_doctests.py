@@ -14,6 +14,7 @@ import pytest
         "streams.spec",
         "streams.validation",
         "streams.limits",
+        "streams.privacy",
         "features.store",
         "streams.apache_kafka.install",
     ],
