@@ -208,10 +208,10 @@ def _b64(data: bytes | None) -> str | None:
 def decode_original_value(dead_letter: dict[str, Any]) -> bytes | None:
     """The original message value of a decoded dead-letter record (for replay tools)."""
     encoded = dead_letter.get("original_value_b64")
-    return None if encoded is None else base64.b64decode(encoded)
+    return None if encoded is None else base64.b64decode(encoded, validate=True)
 
 
 def decode_original_key(dead_letter: dict[str, Any]) -> bytes | None:
     """The original message key of a decoded dead-letter record (for replay tools)."""
     encoded = dead_letter.get("original_key_b64")
-    return None if encoded is None else base64.b64decode(encoded)
+    return None if encoded is None else base64.b64decode(encoded, validate=True)

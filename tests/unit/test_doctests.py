@@ -15,6 +15,7 @@ import pytest
         "streams.validation",
         "streams.limits",
         "streams.privacy",
+        "streams.replay",
         "features.store",
         "streams.apache_kafka.install",
     ],
