@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 DURATION ?= 0
 SPEC ?= streams/specs/card_fraud.yaml
 
-.PHONY: demo test lint typecheck load clean
+.PHONY: demo test lint typecheck load faults clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ typecheck: $(INSTALLED)
 ## The load test: pass-through ceiling vs naive per-event vs the real pipeline.
 load: $(INSTALLED)
 	$(BIN)/python -m load_tests.run
+
+## The fault suite: kill -9, Redis outages, a broker restart, fuzzed input (minutes).
+faults: $(INSTALLED)
+	$(BIN)/python -m load_tests.faults
 
 clean:
 	rm -rf $(VENV) .streamscore .pytest_cache .mypy_cache .ruff_cache

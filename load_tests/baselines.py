@@ -164,7 +164,8 @@ def main(argv: list[str] | None = None) -> None:
         attach_passthrough(app, spec, metrics)
     else:
         attach_naive(app, spec, settings, metrics)
-    track_assignment(app, spec.input.topic, metrics.assigned_partitions.labels(spec.name))
+    gauge = metrics.assigned_partitions.labels(spec.name)
+    track_assignment(app, spec.input.topic, gauge, app.lifecycle.health)
     log.info(
         "baseline %s for %s: %s -> %s", args.mode, spec.name, spec.input.topic, spec.output.topic
     )

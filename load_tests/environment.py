@@ -45,6 +45,7 @@ class Environment:
     workdir: Path
     server_pids: dict[str, int] = field(default_factory=dict)  # for CPU accounting
     kafka: EmbeddedBroker | None = None  # the embedded broker
+    redis: EmbeddedRedis | None = None  # the embedded Redis (the fault suite restarts it)
 
     @property
     def broker_kind(self) -> str:
@@ -134,7 +135,12 @@ def prepare(spec_path: Path, workdir: Path, settings: Settings) -> tuple[Pipelin
 
 @contextlib.contextmanager
 def embedded(
-    spec_path: Path, workdir: Path, log_level: str, say: Callable[[str], None]
+    spec_path: Path,
+    workdir: Path,
+    log_level: str,
+    say: Callable[[str], None],
+    *,
+    persistent_redis: bool = False,
 ) -> Iterator[Environment]:
     """The embedded broker + Redis on free loopback ports, the pipeline prepared in
     ``workdir``; both servers are stopped on exit, whatever happens."""
@@ -149,7 +155,7 @@ def embedded(
     )
     choice = choose_broker(base)
     say(choice.why)
-    with choice.broker as kafka, EmbeddedRedis() as redis:
+    with choice.broker as kafka, EmbeddedRedis(persistent=persistent_redis) as redis:
         say(f"{kafka.describe()} {kafka.bootstrap_servers}, Redis {redis.url}")
         settings = choice.client_settings(base).model_copy(
             update={"redis_url": redis.url, "embedded_broker": kafka.kind}
@@ -163,4 +169,4 @@ def embedded(
         for name, server in (("broker", kafka), ("redis", redis)):
             if server.process is not None:
                 pids[name] = server.process.pid
-        yield Environment(spec, settings, workdir, pids, kafka)
+        yield Environment(spec, settings, workdir, pids, kafka, redis)

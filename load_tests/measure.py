@@ -4,9 +4,10 @@ Every output record is matched to its input by its Kafka key (see traffic.py: th
 event id, and the id encodes phase and sequence number). Per phase this gives which inputs
 came out (and twice, or on the wrong topic), and per prediction the latency from its
 ``event_time`` field to the record's Kafka timestamp, its publish time (README, "Topics and
-record formats"). The backlog, produced minus output, counts the records read here: the
-topics' end offsets would not depend on this reader, but Tansu answers ListOffsets with the
-base offset of the last record batch + 1, short by the size of that batch (measured here).
+record formats"). The backlog, produced minus output, counts the records read here, on
+either broker: it needs the records anyway (latency, losses, duplicates), and Tansu answers
+ListOffsets with the base offset of the last record batch + 1, short by the size of that
+batch (measured here), so end offsets could not serve on both.
 """
 
 from __future__ import annotations
@@ -98,11 +99,11 @@ class OutputMeter:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             # Latency comes from record timestamps, not from when they are read here: poll
-            # gently, since every fetch costs Tansu time in proportion to the record batches
-            # stored in the partitions it reads. With a large minimum, a fetch is answered
-            # after the wait (or 1 MiB), not as soon as one record arrives: a few fetches a
-            # second instead of one per produced batch (measured with aiokafka alone, three
-            # readers at the tail of 12,000 stored batches: produce p50 1.8 ms -> 0.5 ms).
+            # gently, so this observer takes little of the two cores from what it measures.
+            # With a large minimum, a fetch is answered after the wait (or 1 MiB), not as soon
+            # as one record arrives: a few fetches a second instead of one per produced batch
+            # (on Tansu, whose fetch cost grows with the batches stored, measured with aiokafka
+            # alone at the tail of 12,000 stored batches: produce p50 1.8 ms -> 0.5 ms).
             fetch_max_wait_ms=200,
             fetch_min_bytes=1024 * 1024,
             max_partition_fetch_bytes=4 * 1024 * 1024,

@@ -291,14 +291,14 @@ async def start_system(
     learns = mode == REAL and spec.labels is not None
     role = "scoring" if learns else "all"
     started = [
-        _start_worker(mode, variant.path, env, logs / f"{name}-{i}.log", role)
+        start_worker(mode, variant.path, env, logs / f"{name}-{i}.log", role)
         for i in range(1, workers + 1)
     ]
     for i, worker in enumerate(started, start=1):
         cpu.track(f"{name} worker {i}", worker.process.pid)
     learner = None
     if learns:
-        learner = _start_worker(mode, variant.path, env, logs / f"{name}-learning.log", "learning")
+        learner = start_worker(mode, variant.path, env, logs / f"{name}-learning.log", "learning")
         cpu.track(f"{name} learning worker", learner.process.pid)
     passthrough = mode == PASSTHROUGH
     topics = (
@@ -321,7 +321,7 @@ async def start_system(
     return system
 
 
-def _start_worker(
+def start_worker(
     mode: str, spec_path: Path, env: Environment, log: Path, role: str = "all"
 ) -> Worker:
     settings = env.worker_settings()

@@ -12,7 +12,8 @@ Every model (primary, shadows, the online learner) gets its own window of the la
   (River itself answers 0.0, which would read as "always wrong").
 
 ``snapshot`` also gives ``count`` (labelled events since start) and ``window_count``
-(events in the window). The object pickles, so it can be checkpointed with the learner.
+(events in the window). ``to_bytes`` / ``from_bytes`` checkpoint it with the learner as
+JSON data (no pickle: reading it runs no code from the bytes), continuing exactly.
 
 >>> evaluation = RollingEvaluation(window=3)
 >>> for score, label in [(0.9, 1), (0.2, 0), (0.7, 0), (0.4, 1)]:
@@ -22,6 +23,9 @@ Every model (primary, shadows, the online learner) gets its own window of the la
 >>> evaluation.update("fraud_river", 0.5, 0)
 >>> evaluation.snapshot()["fraud_river"]["roc_auc"]  # one class so far: undefined
 nan
+>>> restored = RollingEvaluation.from_bytes(evaluation.to_bytes())
+>>> restored.snapshot() == evaluation.snapshot()
+True
 """
 
 from __future__ import annotations
@@ -31,10 +35,15 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
+import orjson
 from river import metrics, utils
 
 from models.errors import ModelError
 from models.online import as_label
+from models.river_state import StateError, export_state, restore_state
+
+_FORMAT = 1
+_WINDOW_KEYS = {"count", "labels", "decisions", "scores", "accuracy", "log_loss"}
 
 
 class EvaluationError(ModelError):
@@ -43,6 +52,13 @@ class EvaluationError(ModelError):
     def __init__(self, model: str, detail: str) -> None:
         super().__init__(f"evaluation of model {model!r}: {detail}")
         self.model = model
+
+
+class EvaluationStateError(ModelError):
+    """Stored evaluation bytes cannot be restored (not ours, another format, damaged)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"stored rolling evaluation: {detail}")
 
 
 class _ModelWindow:
@@ -78,6 +94,63 @@ class _ModelWindow:
             "log_loss": float(self.log_loss.get()),
             "roc_auc": float(self.roc_auc.get()) if both_classes else math.nan,
         }
+
+    def to_data(self) -> dict[str, Any]:
+        """The window as three flat lists (labels, decisions, scores), the count, and the
+        River state of the accuracy and log-loss metrics (``models.river_state``), whose
+        running sums depend on the whole history, not on the window alone. ROC AUC is
+        rebuilt from the window's labels and scores: River keeps it in a Rust extension,
+        and over a window it is exact from the window's pairs."""
+        return {
+            "count": self.count,
+            "labels": list(self.labels),
+            "decisions": [decision for (_, decision), _ in self.accuracy.window],
+            "scores": [score for (_, score), _ in self.log_loss.window],
+            "accuracy": export_state(self.accuracy.obj),
+            "log_loss": export_state(self.log_loss.obj),
+        }
+
+    @classmethod
+    def from_data(cls, window: int, data: Any, path: str) -> _ModelWindow:
+        if not isinstance(data, dict) or data.keys() != _WINDOW_KEYS:
+            msg = f"{path} is not a model window: {str(data)[:80]}"
+            raise EvaluationStateError(msg)
+        count, labels, decisions, scores = (
+            data[k] for k in ("count", "labels", "decisions", "scores")
+        )
+        if type(count) is not int or count < 0:
+            msg = f"{path}.count must be a non-negative integer, got {count!r:.40}"
+            raise EvaluationStateError(msg)
+        expected = min(count, window)
+        for name, values, kind in (
+            ("labels", labels, bool),
+            ("decisions", decisions, bool),
+            ("scores", scores, float),
+        ):
+            if not isinstance(values, list) or len(values) != expected:
+                msg = f"{path}.{name} must hold the window's {expected} values"
+                raise EvaluationStateError(msg)
+            if not all(type(v) is kind for v in values):
+                msg = f"{path}.{name} must be {kind.__name__}s"
+                raise EvaluationStateError(msg)
+        if not all(0.0 <= score <= 1.0 for score in scores):
+            msg = f"{path}.scores must be probabilities in [0, 1]"
+            raise EvaluationStateError(msg)
+        state = cls(window)
+        try:
+            restore_state(state.accuracy.obj, data["accuracy"], f"{path}.accuracy")
+            restore_state(state.log_loss.obj, data["log_loss"], f"{path}.log_loss")
+        except StateError as exc:
+            raise EvaluationStateError(str(exc)) from exc
+        # utils.Rolling keeps each update's (args, kwargs) to revert it when it leaves.
+        state.accuracy.window.extend(((y, d), {}) for y, d in zip(labels, decisions, strict=True))
+        state.log_loss.window.extend(((y, p), {}) for y, p in zip(labels, scores, strict=True))
+        for label, score in zip(labels, scores, strict=True):
+            state.roc_auc.update(label, score)
+        state.labels.extend(labels)
+        state.positives = sum(labels)
+        state.count = count
+        return state
 
 
 class RollingEvaluation:
@@ -155,3 +228,30 @@ class RollingEvaluation:
         """Per model: ``accuracy``, ``log_loss``, ``roc_auc`` (NaN while the window holds a
         single class), ``count`` and ``window_count``."""
         return {name: self._models[name].snapshot() for name in sorted(self._models)}
+
+    def to_bytes(self) -> bytes:
+        """JSON data (see ``models.river_state``) from which ``from_bytes`` continues exactly."""
+        models = {name: state.to_data() for name, state in self._models.items()}
+        return orjson.dumps({"format": _FORMAT, "window": self.window, "models": models})
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> RollingEvaluation:
+        """Restore ``to_bytes`` output into metrics built here; anything else (a pickle,
+        another format, state that does not fit) raises ``EvaluationStateError``."""
+        try:
+            state = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            kind = "a pickle, never loaded" if data[:1] == b"\x80" else f"not JSON: {exc}"
+            msg = f"not an evaluation of format {_FORMAT} ({kind})"
+            raise EvaluationStateError(msg) from exc
+        if not isinstance(state, dict) or state.get("format") != _FORMAT:
+            msg = f"not an evaluation of format {_FORMAT}"
+            raise EvaluationStateError(msg)
+        window, models = state.get("window"), state.get("models")
+        if type(window) is not int or window < 1 or not isinstance(models, dict):
+            msg = f"window {window!r:.40} or models {models!r:.40} is not valid"
+            raise EvaluationStateError(msg)
+        evaluation = cls(window)
+        for name, model in models.items():
+            evaluation._models[name] = _ModelWindow.from_data(window, model, f"models[{name!r}]")
+        return evaluation

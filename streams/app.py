@@ -1,7 +1,8 @@
 """The Faust app and its agents (scoring, label join, learner). Agents are thin: take a
 micro-batch (``streams.batching``), hand it to a plain-Python service, publish, then ack.
 The scoring agent keeps up to ``batch.in_flight`` batches in flight (``streams.inflight``,
-default one) and acks them in order."""
+default one) and acks them in order. Every agent body and batch runs under the worker's
+``Lifecycle``: a failed batch stops the worker, never leaves it half-alive."""
 
 from __future__ import annotations
 
@@ -11,13 +12,19 @@ from collections.abc import Sequence
 from typing import Any
 
 import faust
+import redis.asyncio as aioredis
 from faust.types import TP, EventT
 from mode import Service
+from mode.utils.futures import maybe_cancel
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from streams.batching import micro_batches
+from streams.health import CHECK_SECONDS, Health
 from streams.inflight import InFlight
 from streams.labels import LabelJoiner
 from streams.learner import LearnerService
+from streams.lifecycle import Lifecycle
 from streams.metrics import Metrics
 from streams.publish import OwnProducer, Publisher
 from streams.records import InputMessage
@@ -28,13 +35,12 @@ from streams.spec import PipelineSpec
 from streams.transport import StreamscoreApp
 
 # Labels are not latency-sensitive: large, slow batches mean fewer store reads and fewer
-# learner checkpoints (each one pickles the model and its evaluation).
+# learner checkpoints (each one serializes the model and its evaluation).
 LABEL_BATCH_SIZE = 2048
 LABEL_BATCH_WAIT_SECONDS = 0.5
 LAG_REPORT_SECONDS = 2.0
-#: On stop, how long batches in flight get to deliver and be acked (the rest is consumed
-#: again after a restart).
-DRAIN_SECONDS = 10.0
+#: Stable stage names of the agents: agent names, health reasons and failure log lines.
+SCORE, LABELS, LEARN = "score", "labels", "learn"
 
 
 def kafka_urls(bootstrap_servers: str) -> list[str]:
@@ -51,12 +57,26 @@ def app_id(spec: PipelineSpec, settings: Settings) -> str:
     return f"streamscore-{spec.name}{suffix}"
 
 
-def create_app(spec: PipelineSpec, settings: Settings) -> faust.App:
+def create_lifecycle(spec: PipelineSpec, settings: Settings, health: Health) -> Lifecycle:
+    return Lifecycle(
+        spec.name,
+        batch_timeout=settings.batch_timeout_seconds,
+        shutdown_timeout=settings.shutdown_timeout_seconds,
+        health=health,
+    )
+
+
+def create_app(
+    spec: PipelineSpec, settings: Settings, lifecycle: Lifecycle | None = None
+) -> StreamscoreApp:
     name = app_id(spec, settings)
     datadir = settings.data_dir / name
     datadir.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
+    if lifecycle is None:
+        lifecycle = create_lifecycle(spec, settings, Health(settings.batch_timeout_seconds))
     return StreamscoreApp(
         name,
+        lifecycle=lifecycle,
         fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
         fetch_min_bytes=settings.kafka_fetch_min_bytes,
         broker=kafka_urls(settings.kafka_bootstrap_servers),
@@ -79,21 +99,50 @@ def create_app(spec: PipelineSpec, settings: Settings) -> faust.App:
     )
 
 
-def create_worker(app: faust.App, settings: Settings) -> faust.Worker:
+class StreamscoreWorker(faust.Worker):
+    """Faust's worker, stopped through the app's ``Lifecycle``: a signal starts the stop's
+    deadline, and a failed batch stops the worker as a signal would."""
+
+    def __init__(self, app: StreamscoreApp, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self.lifecycle = app.lifecycle
+        self.lifecycle.on_stop_request(self.stop_soon)
+
+    def _on_sigterm(self) -> None:
+        self.lifecycle.stop_requested("SIGTERM")
+        super()._on_sigterm()
+
+    def _on_sigint(self) -> None:
+        self.lifecycle.stop_requested("SIGINT")
+        super()._on_sigint()
+
+    def stop_soon(self) -> None:
+        """What mode's worker does on a signal (``_schedule_shutdown``), without one: stop
+        in a task that ``execute_from_commandline`` waits for before closing the loop."""
+        if not self._signal_stop_time:
+            self._signal_stop_time = self.loop.time()
+            self._signal_stop_future = asyncio.ensure_future(self._stop_for_lifecycle())
+
+    async def _stop_for_lifecycle(self) -> None:
+        await self.stop()
+        maybe_cancel(self._starting_fut)
+
+
+def create_worker(app: StreamscoreApp, settings: Settings) -> faust.Worker:
     """A headless Faust worker logging at ``settings.log_level``.
 
     Faust's terminal spinner is dropped: at levels from warn up it sets the root logger to
     DEBUG to spin on every record, so every library debug call (aiokafka logs one per record
     sent) built a log record: 5% of a loaded worker's CPU, measured with py-spy.
     """
-    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
+    worker = StreamscoreWorker(app, loglevel=settings.log_level, quiet=True)
     worker.spinner = None
     return worker
 
 
-def track_assignment(app: faust.App, topic: str, gauge: Any) -> None:
-    """Keep ``gauge`` at the number of ``topic``'s partitions this worker owns (its
-    readiness)."""
+def track_assignment(app: faust.App, topic: str, gauge: Any, health: Health) -> None:
+    """Keep ``gauge`` at the number of ``topic``'s partitions this worker owns, and tell
+    ``health`` whether the consumer group has settled (an assignment, possibly empty)."""
     owned: set[TP] = set()
 
     # Faust's receiver type leaves out the signal's positional payload (the partitions).
@@ -101,11 +150,42 @@ def track_assignment(app: faust.App, topic: str, gauge: Any) -> None:
     async def on_revoked(sender: Any, revoked: set[TP], **kwargs: Any) -> None:
         owned.difference_update(revoked)
         gauge.set(len(owned))
+        health.consumer_joined(False)
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def on_assigned(sender: Any, assigned: set[TP], **kwargs: Any) -> None:
         owned.update(tp for tp in assigned if tp.topic == topic)
         gauge.set(len(owned))
+        health.consumer_joined(True)
+
+
+#: Longest a health check's Redis PING may take before it counts as failed (well inside
+#: ``CHECK_SECONDS``, or Faust warns that the timer overlaps itself).
+PING_TIMEOUT_SECONDS = 0.5
+
+
+def attach_health_checks(app: faust.App, health: Health, redis_url: str) -> None:
+    """Every ``CHECK_SECONDS``, on the event loop: record that it turns and PING Redis on a
+    connection of its own, with timeouts and without redis-py's own retries (1-10 s of
+    backoff each): one PING, and its error is the answer."""
+    client = aioredis.Redis.from_url(
+        redis_url,
+        socket_timeout=PING_TIMEOUT_SECONDS,
+        socket_connect_timeout=PING_TIMEOUT_SECONDS,
+        retry=Retry(NoBackoff(), retries=0),
+    )
+
+    @app.timer(interval=CHECK_SECONDS)  # type: ignore[untyped-decorator]
+    async def check_health() -> None:
+        health.loop_turned()
+        try:
+            async with asyncio.timeout(PING_TIMEOUT_SECONDS):
+                await client.ping()  # type: ignore[misc]  # redis-py types both clients alike
+        except Exception as exc:  # any failure is the answer: not ready
+            detail = str(exc) or "no answer"
+            health.redis_failed(f"{type(exc).__name__}: {detail}"[:200])
+        else:
+            health.redis_answered()
 
 
 def _raw_topic(app: faust.App, name: str, partitions: int) -> faust.TopicT:
@@ -150,7 +230,7 @@ class Progress:
 
 
 def attach_scoring_agent(
-    app: faust.App, spec: PipelineSpec, service: ScoringService, progress: Progress
+    app: StreamscoreApp, spec: PipelineSpec, service: ScoringService, progress: Progress
 ) -> Any:
     source = _raw_topic(app, spec.input.topic, spec.input.partitions)
     outputs = [
@@ -161,30 +241,39 @@ def attach_scoring_agent(
         outputs.append(app.topic(spec.shadow_topic, partitions=spec.output_partitions))
     max_size = spec.batch.max_size
     max_wait = spec.batch.max_wait_ms / 1000.0
+    lifecycle = app.lifecycle
+    lifecycle.health.expect_agent(SCORE)
 
     async def score(stream: faust.StreamT[bytes]) -> None:
-        for topic in outputs:
-            await topic.maybe_declare()
-
         async def ack(events: Sequence[EventT[bytes]]) -> None:
             for event in events:
                 await stream.ack(event)
             progress.batch_acked(events)
 
-        in_flight = InFlight(spec.batch.in_flight, ack)
-        try:
-            async for events in micro_batches(stream, max_size, max_wait, in_flight.reserve):
-                progress.batch_taken()
-                in_flight.start(events, service.handle([_input_message(e) for e in events]))
-                progress.waiting()
-        finally:
-            await in_flight.drain(DRAIN_SECONDS)
+        async with lifecycle.agent(SCORE):
+            for topic in outputs:
+                await topic.maybe_declare()
+            in_flight = InFlight(spec.batch.in_flight, ack)
+            try:
+                async for events in micro_batches(stream, max_size, max_wait, in_flight.reserve):
+                    progress.batch_taken()
+                    work = service.handle([_input_message(e) for e in events])
+                    in_flight.start(events, lifecycle.run_batch(SCORE, len(events), work))
+                    progress.waiting()
+            finally:
+                # On a stop the consumer has already waited for these batches' acks
+                # (``_Consumer.wait_empty``, which counts what it gave up on), and Faust
+                # may cancel this task mid-drain: the drain only tidies up, within what is
+                # left of the budget.
+                abandoned = await in_flight.drain(lifecycle.drain_budget())
+                if abandoned:
+                    lifecycle.abandoned(f"{abandoned} {SCORE} batches in flight")
 
     @app.timer(interval=LAG_REPORT_SECONDS)  # type: ignore[untyped-decorator]
     async def report_lag() -> None:
         progress.report_lag(app)
 
-    return app.agent(source, name=f"{spec.name}.score")(score)
+    return app.agent(source, name=f"{spec.name}.{SCORE}")(score)
 
 
 class Shadows(Service):
@@ -220,35 +309,47 @@ def attach_shadows(app: faust.App, runners: Sequence[ShadowRunner], producer: Ow
 
 
 def attach_label_agent(
-    app: faust.App, spec: PipelineSpec, joiner: LabelJoiner, publisher: Publisher
+    app: StreamscoreApp, spec: PipelineSpec, joiner: LabelJoiner, publisher: Publisher
 ) -> Any:
     """Join the labels of the partitions this worker owns; forward to the learner's topic."""
     assert spec.labels is not None
     source = _raw_topic(app, spec.labels.topic, spec.labels.partitions)
     joined = app.topic(spec.joined_labels_topic, partitions=1)
+    lifecycle = app.lifecycle
+    lifecycle.health.expect_agent(LABELS)
+
+    async def join_and_forward(events: Sequence[EventT[bytes]]) -> None:
+        outcome = await joiner.join([_input_message(event) for event in events])
+        await publisher.publish(outcome.records)
 
     async def join(stream: faust.StreamT[bytes]) -> None:
-        await joined.maybe_declare()
-        async for events in micro_batches(stream, LABEL_BATCH_SIZE, LABEL_BATCH_WAIT_SECONDS):
-            outcome = await joiner.join([_input_message(event) for event in events])
-            await publisher.publish(outcome.records)
-            for event in events:
-                await stream.ack(event)
+        async with lifecycle.agent(LABELS):
+            await joined.maybe_declare()
+            batches = micro_batches(stream, LABEL_BATCH_SIZE, LABEL_BATCH_WAIT_SECONDS)
+            async for events in batches:
+                await lifecycle.run_batch(LABELS, len(events), join_and_forward(events))
+                for event in events:
+                    await stream.ack(event)
 
-    return app.agent(source, name=f"{spec.name}.labels")(join)
+    return app.agent(source, name=f"{spec.name}.{LABELS}")(join)
 
 
-def attach_learner_agent(app: faust.App, spec: PipelineSpec, learner: LearnerService) -> Any:
+def attach_learner_agent(app: StreamscoreApp, spec: PipelineSpec, learner: LearnerService) -> Any:
     """The joined-labels topic has one partition, so exactly one worker runs this."""
     source = _raw_topic(app, spec.joined_labels_topic, 1)
+    lifecycle = app.lifecycle
+    lifecycle.health.expect_agent(LEARN)
 
     async def learn(stream: faust.StreamT[bytes]) -> None:
-        async for events in micro_batches(stream, LABEL_BATCH_SIZE, LABEL_BATCH_WAIT_SECONDS):
-            await learner.handle([event.message.value or b"" for event in events])
-            for event in events:
-                await stream.ack(event)
+        async with lifecycle.agent(LEARN):
+            batches = micro_batches(stream, LABEL_BATCH_SIZE, LABEL_BATCH_WAIT_SECONDS)
+            async for events in batches:
+                values = [event.message.value or b"" for event in events]
+                await lifecycle.run_batch(LEARN, len(events), learner.handle(values))
+                for event in events:
+                    await stream.ack(event)
 
-    return app.agent(source, name=f"{spec.name}.learn")(learn)
+    return app.agent(source, name=f"{spec.name}.{LEARN}")(learn)
 
 
 def _input_message(event: Any) -> InputMessage:

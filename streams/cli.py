@@ -175,7 +175,11 @@ def compare(spec: SpecOption) -> None:
     settings = load_settings()
     pipeline = _spec(spec)
     console = Console()
-    for table in report(pipeline, settings.kafka_bootstrap_servers, settings.redis_url):
+    try:
+        tables = report(pipeline, settings.kafka_bootstrap_servers, settings.redis_url)
+    except StreamscoreError as exc:  # e.g. the stored evaluation is not one
+        raise _fail(exc) from exc
+    for table in tables:
         console.print(table)
 
 

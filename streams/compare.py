@@ -8,7 +8,6 @@ event id; reads the learner's rolling evaluation from its checkpoint in Redis.
 from __future__ import annotations
 
 import asyncio
-import pickle
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ import redis
 from aiokafka import AIOKafkaConsumer
 from rich.table import Table
 
+from models.evaluation import RollingEvaluation
 from streams.prediction_store import Keys
 from streams.spec import PipelineSpec
 from streams.validation import parse_timestamp
@@ -80,7 +80,8 @@ def compare_shadows(
 
 
 def labelled_evaluation(spec: PipelineSpec, redis_url: str) -> dict[str, dict[str, float]]:
-    """The learner's rolling evaluation per model (empty without an online model/labels)."""
+    """The learner's rolling evaluation per model (empty without an online model/labels).
+    Raises ``EvaluationStateError`` when the stored bytes are not an evaluation."""
     client = redis.Redis.from_url(redis_url)
     try:
         data: bytes | None = client.get(Keys(spec.name).evaluation)  # type: ignore[assignment]
@@ -88,8 +89,7 @@ def labelled_evaluation(spec: PipelineSpec, redis_url: str) -> dict[str, dict[st
         client.close()
     if data is None:
         return {}
-    snapshot: dict[str, dict[str, float]] = pickle.loads(data).snapshot()  # noqa: S301 - ours
-    return snapshot
+    return RollingEvaluation.from_bytes(data).snapshot()
 
 
 def report(spec: PipelineSpec, bootstrap_servers: str, redis_url: str) -> list[Table]:

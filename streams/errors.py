@@ -1,5 +1,6 @@
 """The stream layer's error hierarchy. The agent picks a policy by type:
-``BadInput`` becomes a dead-letter record; anything else stops the worker loudly."""
+``BadInput`` becomes a dead-letter record; anything else stops the worker loudly
+(``streams.lifecycle``)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,13 @@ class BadInput(StreamscoreError):
         self.stage = stage
         self.reason = reason
         self.detail = detail
+
+
+class BatchTimeout(StreamscoreError):
+    """A batch ran past ``batch_timeout_seconds`` (a read or a delivery that never answered).
+
+    Like any failed batch it stops the worker; nothing of the batch was acked.
+    """
 
 
 class PrivacyError(StreamscoreError):

@@ -7,9 +7,10 @@ batch as a task, lets the agent take the next batch at once, and acks a batch's 
 only when its task has succeeded and every batch before it has been acked: the committed
 offset never passes an input whose outputs are not delivered (at-least-once, as before).
 
-A failed batch stops everything after it: nothing later is acked, the failure is raised in
-the agent at its next ``reserve`` (the worker stops loudly) and the inputs are consumed
-again after a restart.
+A failed batch stops everything after it: nothing later is acked, and the failure is raised
+in the agent at its next ``reserve`` and by ``drain``; the inputs are consumed again after a
+restart. (The worker does not wait for that: the batch's work reports its own failure and
+stops the worker, ``streams.lifecycle.Lifecycle.run_batch``.)
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class InFlight(Generic[E]):
         self._ack = ack
         self._queue: asyncio.Queue[tuple[Sequence[E], asyncio.Future[Any]]] = asyncio.Queue()
         self._failure: BaseException | None = None
+        self._unfinished = 0  # batches started and not yet acked (or failed)
         self._acker = asyncio.ensure_future(self._ack_in_order())
 
     async def reserve(self) -> None:
@@ -45,11 +47,15 @@ class InFlight(Generic[E]):
     def start(self, events: Sequence[E], work: Awaitable[Any]) -> None:
         """Run ``work`` for ``events`` in the slot ``reserve`` made."""
         self._queue.put_nowait((events, asyncio.ensure_future(work)))
+        self._unfinished += 1
 
-    async def drain(self, timeout: float) -> None:
-        """Let the batches in flight finish and be acked (graceful stop), then stop."""
+    async def drain(self, timeout: float) -> int:
+        """Let the batches in flight finish and be acked (graceful stop), then stop; returns
+        how many were abandoned unacked when ``timeout`` ran out (the batch being acked
+        then counts too). Raises the failure of an earlier batch."""
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._queue.join(), timeout)
+        abandoned = self._unfinished
         self._acker.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._acker
@@ -61,6 +67,7 @@ class InFlight(Generic[E]):
         await asyncio.gather(*unfinished, return_exceptions=True)
         if self._failure is not None:
             raise self._failure
+        return abandoned
 
     async def _ack_in_order(self) -> None:
         while True:
@@ -79,5 +86,6 @@ class InFlight(Generic[E]):
             except Exception as exc:  # handed to the agent by reserve() / drain()
                 self._failure = exc
             finally:
+                self._unfinished -= 1
                 self._slots.release()
                 self._queue.task_done()

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import pickle
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -31,7 +30,7 @@ import numpy.typing as npt
 import redis
 import redis.asyncio as aioredis
 
-from models.evaluation import RollingEvaluation
+from models.evaluation import EvaluationStateError, RollingEvaluation
 from models.inputs import Matrix
 from models.online import OnlineLearner, SnapshotError
 from streams.labels import decode_joined
@@ -101,7 +100,14 @@ class LearnerService:
                 log.warning("pipeline %s: starting a new online model: %s", self.spec.name, exc)
             else:
                 if evaluation is not None:
-                    self.evaluation = pickle.loads(evaluation)  # noqa: S301 - our checkpoint
+                    try:
+                        self.evaluation = RollingEvaluation.from_bytes(evaluation)
+                    except EvaluationStateError as exc:
+                        log.warning(
+                            "pipeline %s: starting a new rolling evaluation: %s",
+                            self.spec.name,
+                            exc,
+                        )
                 return
         self.learner = OnlineLearner(self.online, columns)
 
@@ -121,7 +127,7 @@ class LearnerService:
         duplicates = len(records) - len(fresh)
         if duplicates:
             self._m_duplicates.inc(duplicates)
-        # River is pure Python: learning and pickling the checkpoint would stall the event
+        # River is pure Python: learning and serializing the checkpoint would stall the event
         # loop (and with it the scoring agent), so they run in a thread.
         args = await asyncio.to_thread(self._learn, fresh)
         await self._checkpoint(args=args)
@@ -154,7 +160,7 @@ class LearnerService:
             ttl,
             self.keys.snapshot, learner.to_bytes(),
             self.keys.version, learner.version,
-            self.keys.evaluation, pickle.dumps(self.evaluation),
+            self.keys.evaluation, self.evaluation.to_bytes(),
             len(fresh),
         ]  # fmt: skip
         args += [self.keys.learned(r["event_id"]) for r in fresh]
@@ -215,4 +221,7 @@ class OnlineSnapshotModel:
             return
         snapshot: bytes | None = self._client.get(self._keys.snapshot)  # type: ignore[assignment]
         if snapshot is not None:
-            self._learner = OnlineLearner.from_bytes(snapshot)
+            # Built from this worker's spec, never from the snapshot's: a snapshot of another
+            # model or layout (or not a snapshot) raises, and the shadow keeps its model.
+            online, columns = self._learner.spec, self._learner.columns
+            self._learner = OnlineLearner.from_bytes(snapshot, spec=online, columns=columns)

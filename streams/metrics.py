@@ -10,20 +10,25 @@ end-to-end latencies from 1 ms to 30 s.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import socket
+import threading
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import numpy as np
 import numpy.typing as npt
+import orjson
 from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
     ProcessCollector,
-    start_http_server,
+    make_wsgi_app,
     values,
 )
+from prometheus_client.exposition import ThreadingWSGIServer
 
 # Importing the Feast SDK sets PROMETHEUS_MULTIPROC_DIR (for Feast's pre-forked feature
 # server), and prometheus_client then backs every metric created afterwards with a file in
@@ -208,6 +213,46 @@ def observe_many(histogram: Any, values: npt.NDArray[np.float64] | Iterable[floa
     histogram._sum.inc(float(array.sum()))
 
 
-def serve(metrics: Metrics, host: str, port: int) -> None:
-    """Serve /metrics from a daemon thread (prometheus_client's own server)."""
-    start_http_server(port, addr=host, registry=metrics.registry)
+#: A probe answers (healthy?, JSON body); see ``streams.health``.
+Probe = Callable[[], tuple[bool, dict[str, Any]]]
+
+
+def serve(
+    metrics: Metrics, host: str, port: int, probes: Mapping[str, Probe] | None = None
+) -> WSGIServer:
+    """Serve /metrics, and each of ``probes`` at its path (``/ready``, ``/live``: 200 or 503
+    with a JSON body), from daemon threads: prometheus_client's threading WSGI server, so
+    the port answers while the event loop is busy, or stuck. Returns the server (a worker
+    never stops it; tests do, with ``shutdown``)."""
+    metrics_app = make_wsgi_app(metrics.registry)
+    routes = dict(probes or {})
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        probe = routes.get(environ.get("PATH_INFO", ""))
+        if probe is None:
+            return metrics_app(environ, start_response)  # type: ignore[no-any-return]
+        healthy, body = probe()
+        status = "200 OK" if healthy else "503 Service Unavailable"
+        start_response(status, [("Content-Type", "application/json")])
+        return [orjson.dumps(body)]
+
+    family, address = _family_and_address(host, port)
+
+    class Server(ThreadingWSGIServer):
+        address_family = family
+
+    httpd = make_server(address, port, app, Server, handler_class=_QuietHandler)
+    threading.Thread(target=httpd.serve_forever, name="metrics-http", daemon=True).start()
+    return httpd
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's name
+        """Probes come every few seconds: no access log."""
+
+
+def _family_and_address(host: str, port: int) -> tuple[socket.AddressFamily, str]:
+    """IPv4 or IPv6, as the host resolves (as prometheus_client's own server does)."""
+    info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, _, _, _, sockaddr = info[0]
+    return family, str(sockaddr[0])

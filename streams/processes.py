@@ -6,11 +6,13 @@ import os
 import signal
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
+import orjson
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
@@ -90,6 +92,22 @@ class WorkerProcess:
             if family.name == name.removesuffix("_total") and samples:
                 return sum(sample.value for sample in samples)
         return None
+
+    def probe(self, path: str) -> tuple[int, dict[str, Any]] | None:
+        """``(HTTP status, JSON body)`` of ``/ready`` or ``/live`` on the worker's metrics
+        port (None if it does not answer, or metrics are off)."""
+        port = self.settings.metrics_port
+        if not port:
+            return None
+        url = f"http://127.0.0.1:{port}{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=1.0) as response:  # noqa: S310 - loopback
+                return response.status, orjson.loads(response.read())
+        except urllib.error.HTTPError as error:  # 503: not ready / stuck, with its reasons
+            with error:
+                return error.code, orjson.loads(error.read())
+        except OSError:
+            return None
 
     def stop(self, timeout: float = 20.0) -> int:
         """SIGTERM (Faust shuts down gracefully and commits), then SIGKILL after ``timeout``."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streams.errors import StreamscoreError
@@ -51,8 +51,8 @@ class Settings(BaseSettings):
     )
     metrics_host: str = Field(
         default="127.0.0.1",
-        description="Address /metrics binds to: loopback unless set (a container sets"
-        " 0.0.0.0 so that Prometheus can reach it).",
+        description="Address /metrics (and /ready, /live) binds to: loopback unless set (a"
+        " container sets 0.0.0.0 so that Prometheus and probes can reach it).",
     )
     privacy_hash_key: SecretStr | None = Field(
         default=None,
@@ -155,6 +155,44 @@ class Settings(BaseSettings):
         default=Path(".streamscore"),
         description="Worker-local state (Faust's table store, run files).",
     )
+    feature_store_retry_seconds: float = Field(
+        default=60.0,
+        ge=0.0,
+        le=3600.0,
+        description="How long a batch's feature read is retried (exponential backoff) while"
+        " the store fails, e.g. Redis restarting. Past it the worker stops loudly (exit"
+        " status 1) and the batch, never acked, is consumed again after the restart.",
+    )
+    batch_timeout_seconds: float = Field(
+        default=120.0,
+        gt=0.0,
+        le=3600.0,
+        description="Longest one batch may take, from its feature read to its last delivery"
+        " (a producer that never answers, a read that hangs). Past it the batch fails and the"
+        " worker stops, as for any failed batch; /live reports a batch running longer as"
+        " stuck. Must exceed feature_store_retry_seconds.",
+    )
+    shutdown_timeout_seconds: float = Field(
+        default=15.0,
+        gt=0.0,
+        le=600.0,
+        description="Longest a worker takes to stop after SIGTERM/SIGINT or a failed batch."
+        " Batches in flight get half of it to deliver and be acked; whatever is stuck,"
+        " the process exits when it is over (status 3 if batches were abandoned: they are"
+        " consumed again after a restart).",
+    )
+
+    @model_validator(mode="after")
+    def _batch_timeout_covers_the_retries(self) -> Settings:
+        if self.batch_timeout_seconds <= self.feature_store_retry_seconds:
+            msg = (
+                f"STREAMSCORE_BATCH_TIMEOUT_SECONDS ({self.batch_timeout_seconds:g}) must"
+                " exceed STREAMSCORE_FEATURE_STORE_RETRY_SECONDS"
+                f" ({self.feature_store_retry_seconds:g}): a batch waiting out a store outage"
+                " would otherwise be cut short"
+            )
+            raise ValueError(msg)
+        return self
 
 
 class SettingsError(StreamscoreError):
@@ -169,6 +207,9 @@ def load_settings() -> Settings:
         prefix = Settings.model_config.get("env_prefix", "")
         lines = ["invalid settings:"]
         for error in exc.errors():
+            if not error["loc"]:  # a rule across fields: its message names the variables
+                lines.append(f"  {error['msg']}")
+                continue
             variable = f"{prefix}{'_'.join(str(p) for p in error['loc'])}".upper()
             secret = any(_is_secret(str(part)) for part in error["loc"])
             shown = "(secret, not shown)" if secret else repr(error.get("input"))

@@ -17,11 +17,19 @@ here with a trace of batch sizes and fetches). ``_Consumer._drain_messages`` kee
 loop and bookkeeping but delivers a whole fetch inside one ``wait_first``: a rebalance
 (``suspend_flow``) or a stop still interrupts delivery, and what was not delivered is fetched
 again from the committed offsets, as before.
+
+Faust's ``Consumer.wait_empty`` (before a rebalance and on stop, it waits for the agents to
+ack every event they took) waits without limit: after a failed batch, whose events are
+never acked, a stop never ended. ``_Consumer.wait_empty`` does not wait for a failed
+worker, waits at most the stop's drain budget on a stop (``streams.lifecycle``), and waits
+as Faust does otherwise.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -31,6 +39,8 @@ from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, Message
 from mode import ServiceT
+
+from streams.lifecycle import Lifecycle
 
 # Let other tasks (health checks, the agents) run between this many records of one fetch.
 _YIELD_EVERY = 100
@@ -95,17 +105,45 @@ class _Consumer(faust_aiokafka.Consumer):
             if n % _YIELD_EVERY == 0:
                 await asyncio.sleep(0)
 
+    async def wait_empty(self) -> None:
+        """Wait for the agents to ack what they took, bounded by the worker's lifecycle
+        (see the module docstring), then commit. Faust commits an offset only once every
+        event before it is acked, so whatever is left unacked is consumed again."""
+        lifecycle = cast(StreamscoreApp, self.app).lifecycle
+        if not (lifecycle.stopping or lifecycle.failed):
+            await super().wait_empty()  # a rebalance: as Faust does
+            return
+        if self.should_stop:  # the consumer's own stop, after the app's wait: commit only
+            await self.commit_and_end_transactions()
+            return
+        deadline = time.monotonic() + (0.0 if lifecycle.failed else lifecycle.drain_budget())
+        while self._unacked_messages and (remaining := deadline - time.monotonic()) > 0:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining):
+                    await self._wait_for_ack(timeout=remaining)  # woken by every ack
+        unacked = sum(1 for message in self._unacked_messages if not message.acked)
+        if unacked and not lifecycle.failed:  # a failed batch was reported already
+            lifecycle.abandoned(f"{unacked} events taken by the agents")
+        await self.commit_and_end_transactions()
+
 
 class _Transport(faust_aiokafka.Transport):
     Consumer = _Consumer
 
 
 class StreamscoreApp(faust.App):
-    """A Faust app whose worker consumer uses ``fetch_max_wait_ms`` and ``fetch_min_bytes``."""
+    """A Faust app whose worker consumer uses ``fetch_max_wait_ms`` and ``fetch_min_bytes``
+    and stops as the worker's ``lifecycle`` says."""
 
     def __init__(
-        self, *args: Any, fetch_max_wait_ms: int, fetch_min_bytes: int = 1, **kwargs: Any
+        self,
+        *args: Any,
+        lifecycle: Lifecycle,
+        fetch_max_wait_ms: int,
+        fetch_min_bytes: int = 1,
+        **kwargs: Any,
     ) -> None:
+        self.lifecycle = lifecycle
         self.fetch_max_wait_ms = fetch_max_wait_ms
         self.fetch_min_bytes = fetch_min_bytes
         super().__init__(*args, **kwargs)

@@ -6,6 +6,7 @@ import asyncio
 import gc
 import logging
 import sys
+from typing import Any
 
 import faust
 import redis.asyncio as aioredis
@@ -16,17 +17,21 @@ from models.fitness import Serving
 from models.registry import ModelRegistry
 from streams.app import (
     Progress,
+    attach_health_checks,
     attach_label_agent,
     attach_learner_agent,
     attach_scoring_agent,
     attach_shadows,
     create_app,
+    create_lifecycle,
     create_worker,
     track_assignment,
 )
 from streams.errors import WorkerRoleError
+from streams.health import Health, Verdict
 from streams.labels import LabelJoiner
 from streams.learner import LearnerService, OnlineSnapshotModel
+from streams.lifecycle import Lifecycle
 from streams.limits import InputLimits
 from streams.metrics import Metrics, serve
 from streams.model_follow import AliasFollower, start_serving
@@ -39,6 +44,7 @@ from streams.settings import Settings
 from streams.shadow import ShadowModel, ShadowRunner
 from streams.spec import PipelineSpec
 from streams.topics import declare_topics
+from streams.transport import StreamscoreApp
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +52,9 @@ log = logging.getLogger(__name__)
 ALIAS_CHECK_SECONDS = 1.0
 
 
-def build_worker(spec: PipelineSpec, settings: Settings, metrics: Metrics) -> faust.Worker:
+def build_worker(
+    spec: PipelineSpec, settings: Settings, metrics: Metrics, lifecycle: Lifecycle
+) -> faust.Worker:
     """Wire the Faust app around the services of the worker's role (``settings.worker_role``).
 
     Scoring and learning share nothing but Redis (the prediction store), so they can run in
@@ -57,13 +65,15 @@ def build_worker(spec: PipelineSpec, settings: Settings, metrics: Metrics) -> fa
         msg = f"pipeline {spec.name!r} declares no labels: a learning worker has nothing to do"
         raise WorkerRoleError(msg)
     privacy = Privacy.for_pipeline(spec, settings.privacy_hash_key)  # before any connection
-    app = create_app(spec, settings)
+    app = create_app(spec, settings, lifecycle)
+    health = lifecycle.health
     publisher = KafkaPublisher(app_producer(app))
     client = aioredis.Redis.from_url(settings.redis_url)
     store = PredictionStore(client, spec.name, spec.labels.window_seconds) if spec.labels else None
+    partitions = metrics.assigned_partitions.labels(spec.name)
     if role in ("all", "scoring"):
         _attach_scoring(app, spec, settings, metrics, publisher, store, privacy)
-        track_assignment(app, spec.input.topic, metrics.assigned_partitions.labels(spec.name))
+        track_assignment(app, spec.input.topic, partitions, health)
     if role in ("all", "learning") and store is not None:
         assert spec.labels is not None
         attach_label_agent(
@@ -77,12 +87,13 @@ def build_worker(spec: PipelineSpec, settings: Settings, metrics: Metrics) -> fa
         if spec.online is not None:
             attach_learner_agent(app, spec, LearnerService(spec, client, metrics))
         if role == "learning":
-            track_assignment(app, spec.labels.topic, metrics.assigned_partitions.labels(spec.name))
+            track_assignment(app, spec.labels.topic, partitions, health)
+    attach_health_checks(app, health, settings.redis_url)
     return create_worker(app, settings)
 
 
 def _attach_scoring(
-    app: faust.App,
+    app: StreamscoreApp,
     spec: PipelineSpec,
     settings: Settings,
     metrics: Metrics,
@@ -93,13 +104,23 @@ def _attach_scoring(
     """Load the models and the feature store; the scoring agent, its shadows, the alias
     watcher. A model whose alias points at a version that cannot serve starts on the newest
     earlier version of the alias that can (``streams.model_follow``)."""
+    app.lifecycle.health.expect_model()
     registry = ModelRegistry(settings.model_dir)
     primary = start_serving(registry, spec, spec.model, metrics)
     scorer = primary.scorer
     metrics.model_info.labels(spec.name, "primary", scorer.name, str(scorer.version)).set(1)
+    app.lifecycle.health.model_loaded(f"{scorer.name} v{scorer.version}")
     reader = OnlineFeatureReader(open_store(spec.features.repo, settings.redis_url), spec)
     limits = InputLimits.from_settings(settings)
-    pipeline = ScoringPipeline(spec, reader, scorer, metrics, limits=limits, privacy=privacy)
+    pipeline = ScoringPipeline(
+        spec,
+        reader,
+        scorer,
+        metrics,
+        limits=limits,
+        retry_for_seconds=settings.feature_store_retry_seconds,
+        privacy=privacy,
+    )
     shadow_models: list[ShadowModel] = [
         start_serving(registry, spec, shadow, metrics).scorer for shadow in spec.shadows
     ]
@@ -168,18 +189,35 @@ GIL_SWITCH_INTERVAL_SECONDS = 0.0005
 
 
 def run_worker(spec: PipelineSpec, settings: Settings) -> None:
-    """Run until SIGINT/SIGTERM; Faust stops the agent, commits acked offsets and exits."""
+    """Run until SIGINT/SIGTERM or a failed batch; Faust stops the agents, commits acked
+    offsets and exits, within ``settings.shutdown_timeout_seconds`` (``streams.lifecycle``).
+    Raises SystemExit with the lifecycle's status when it is not 0."""
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_SECONDS)
     metrics = Metrics()
+    health = Health(settings.batch_timeout_seconds)
+    lifecycle = create_lifecycle(spec, settings, health)
     if settings.metrics_port:
-        serve(metrics, settings.metrics_host, settings.metrics_port)
-    worker = build_worker(spec, settings, metrics)
+        probes = {
+            "/ready": lambda: _answer(health.readiness()),
+            "/live": lambda: _answer(health.liveness()),
+        }
+        serve(metrics, settings.metrics_host, settings.metrics_port, probes)
+    worker = build_worker(spec, settings, metrics, lifecycle)
     # The spec's topics with the spec's partitions, before Faust subscribes to any of them.
     asyncio.run(
         declare_topics(spec, settings.kafka_bootstrap_servers, settings.topic_replication_factor)
     )
     freeze_startup_heap()
-    worker.execute_from_commandline()
+    try:
+        worker.execute_from_commandline()  # raises SystemExit: 0, or 1 if Faust crashed
+    except SystemExit as exit_:
+        lifecycle.exiting()  # no thread stuck in a client call may hold the exit up
+        status = lifecycle.exit_code or exit_.code
+        raise SystemExit(status) from None
+
+
+def _answer(verdict: Verdict) -> tuple[bool, dict[str, Any]]:
+    return verdict.ok, verdict.body()
 
 
 def freeze_startup_heap() -> None:

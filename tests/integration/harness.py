@@ -98,21 +98,34 @@ async def consume(
     count: int,
     timeout: float,
     worker: WorkerProcess | None = None,
+    keys: set[bytes] | None = None,
 ) -> dict[str, list[ConsumerRecord]]:
-    """Read ``topics`` from the beginning until ``count`` records arrived (or time out)."""
+    """Read ``topics`` from the beginning until ``count`` records arrived (or time out).
+
+    With ``keys``: until a record arrived for each of those keys (duplicates then count
+    once)."""
     consumer = AIOKafkaConsumer(
         *topics, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest"
     )
     await consumer.start()
     received: dict[str, list[ConsumerRecord]] = defaultdict(list)
+    missing = set(keys) if keys is not None else None
     deadline = time.monotonic() + timeout
+
+    def done() -> bool:
+        if missing is not None:
+            return not missing
+        return sum(map(len, received.values())) >= count
+
     try:
-        while sum(map(len, received.values())) < count and time.monotonic() < deadline:
+        while not done() and time.monotonic() < deadline:
             if worker is not None and not worker.running:
                 break
             batches = await consumer.getmany(timeout_ms=200)
             for partition, records in batches.items():
                 received[partition.topic].extend(records)
+                if missing is not None:
+                    missing.difference_update(r.key for r in records)
     finally:
         await consumer.stop()
     return received

@@ -1,22 +1,29 @@
 """Delayed labels on a real Redis, with an injected clock: late, out-of-order, duplicated,
-orphan and invalid labels, and a learner that equals River trained directly."""
+orphan and invalid labels, a learner that equals River trained directly, and no reader of
+its checkpoint that would run a pickle planted in Redis."""
 
 from __future__ import annotations
 
+import logging
 import uuid
+from pathlib import Path
 
 import numpy as np
 import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from models.online import OnlineLearner, build_river_model
+import streams.learner
+from models.evaluation import EvaluationStateError, RollingEvaluation
+from models.online import OnlineLearner, SnapshotError, build_river_model
+from streams.compare import labelled_evaluation
 from streams.labels import Label, LabelJoiner, decode_joined, encode_joined
-from streams.learner import LearnerService
+from streams.learner import LearnerService, OnlineSnapshotModel
 from streams.metrics import Metrics
-from streams.prediction_store import PredictionStore
+from streams.prediction_store import Keys, PredictionStore
 from streams.records import InputMessage
 from tests.integration.harness import PreparedPipeline
+from tests.planted import planted_pickle
 
 pytestmark = pytest.mark.integration
 
@@ -170,3 +177,67 @@ async def test_join_coverage_counts_labels_of_predictions_whose_window_closed(
         "streamscore_label_join_coverage_ratio", {"pipeline": spec.name}
     )
     assert coverage == pytest.approx(0.7)
+
+
+async def test_a_pickle_planted_in_redis_runs_in_no_reader(
+    spec,
+    redis_client,
+    redis_url: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Whoever can write Redis plants a pickle in the snapshot and evaluation keys. The
+    learner's restore, the online shadow's reload and compare all refuse it with a clear
+    error, and none unpickles it (the payload would create the marker file)."""
+    marker = tmp_path / "pwned"
+    payload = planted_pickle(marker)
+    keys = Keys(spec.name)
+    await redis_client.mset({keys.snapshot: payload, keys.evaluation: payload, keys.version: 7})
+
+    learner = LearnerService(spec, redis_client, Metrics(), clock=Clock(T0))
+    with caplog.at_level(logging.WARNING, logger="streams.learner"):
+        await learner.load()
+    assert "starting a new online model" in caplog.text
+    assert "a pickle" in caplog.text and "never loaded" in caplog.text
+    assert learner.learner is not None and learner.learner.learned == 0
+
+    records, _, _ = joined_records(spec, 40, seed=3)
+    good = LearnerService(spec, redis_client, Metrics(), clock=Clock(T0))
+    await good.handle(records)  # a real checkpoint of the model...
+    await redis_client.set(keys.evaluation, payload)  # ...with a planted evaluation
+    caplog.clear()
+    resumed = LearnerService(spec, redis_client, Metrics(), clock=Clock(T0))
+    with caplog.at_level(logging.WARNING, logger="streams.learner"):
+        await resumed.load()
+    assert "starting a new rolling evaluation" in caplog.text and "a pickle" in caplog.text
+    assert resumed.learner is not None and resumed.learner.learned == 40
+    assert resumed.evaluation.models == []
+
+    monkeypatch.setattr(streams.learner, "RELOAD_SECONDS", 0.0)  # the shadow checks every batch
+    await redis_client.mset({keys.snapshot: payload, keys.version: 8})
+    shadow = OnlineSnapshotModel(spec, redis_url)
+    columns = spec.input_columns()
+    matrix = np.zeros((2, len(columns)), dtype=np.float32)
+    with pytest.raises(SnapshotError, match="a pickle .* never loaded"):
+        shadow.score(matrix)
+    tree = spec.online.model_copy(update={"model": "hoeffding_tree"})
+    await redis_client.set(keys.snapshot, OnlineLearner(tree, columns).to_bytes())
+    with pytest.raises(SnapshotError, match="the spec now asks for"):  # the worker's spec rules
+        shadow.score(matrix)
+    assert shadow.version == 0  # it kept the model it had
+
+    with pytest.raises(EvaluationStateError, match="a pickle, never loaded"):
+        labelled_evaluation(spec, redis_url)
+    assert not marker.exists()
+
+    # The learner's next checkpoint replaces both keys with data every reader takes.
+    more, _, _ = joined_records(spec, 10, seed=4)
+    await resumed.handle(more)
+    snapshot, evaluation = await redis_client.mget(keys.snapshot, keys.evaluation)
+    assert OnlineLearner.from_bytes(snapshot).learned == 50
+    assert RollingEvaluation.from_bytes(evaluation).snapshot()[spec.online.name]["count"] == 10
+    assert labelled_evaluation(spec, redis_url)[spec.online.name]["count"] == 10
+    probe = np.random.default_rng(5).normal(size=(4, len(columns))).astype(np.float32)
+    np.testing.assert_array_equal(shadow.score(probe), resumed.learner.predict_many(probe))
+    assert shadow.version == resumed.learner.version > 0  # the shadow took the new snapshot

@@ -20,6 +20,17 @@ def test_invalid_setting_names_the_variable() -> None:
     assert "STREAMSCORE_METRICS_PORT='ninety'" in result.output
 
 
+def test_a_batch_timeout_shorter_than_the_retry_budget_is_refused() -> None:
+    env = {
+        "STREAMSCORE_FEATURE_STORE_RETRY_SECONDS": "90",
+        "STREAMSCORE_BATCH_TIMEOUT_SECONDS": "60",
+    }
+    result = runner.invoke(app, ["worker", "--spec", str(SPEC)], env=env)
+    assert result.exit_code == 2
+    assert "STREAMSCORE_BATCH_TIMEOUT_SECONDS (60) must exceed" in result.output
+    assert "STREAMSCORE_FEATURE_STORE_RETRY_SECONDS (90)" in result.output
+
+
 def test_invalid_spec_names_the_field(tmp_path: Path) -> None:
     spec = tmp_path / "spec.yaml"
     spec.write_text(SPEC.read_text().replace("max_size: 1024", "max_size: -1"))
@@ -49,3 +60,16 @@ def test_learning_worker_needs_a_spec_with_labels(tmp_path: Path) -> None:
     )
     assert result.exit_code == 1
     assert "declares no labels" in result.output
+
+
+def test_compare_reports_a_stored_evaluation_it_cannot_read(monkeypatch) -> None:
+    import streams.compare
+    from models.evaluation import EvaluationStateError
+
+    def report(*_: object) -> None:
+        raise EvaluationStateError("not an evaluation of format 1 (a pickle, never loaded)")
+
+    monkeypatch.setattr(streams.compare, "report", report)
+    result = runner.invoke(app, ["compare", "--spec", str(SPEC)])
+    assert result.exit_code == 1
+    assert "stored rolling evaluation: not an evaluation of format 1" in result.output

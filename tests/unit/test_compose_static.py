@@ -192,12 +192,21 @@ def test_worker_is_scalable() -> None:
     }
 
 
-def test_worker_healthcheck_gets_metrics_with_python() -> None:
-    test = SERVICES["worker"]["healthcheck"]["test"]
+@pytest.mark.parametrize("name", ["worker", "learner"])
+def test_worker_healthcheck_asks_ready_with_python(name: str) -> None:
+    test = SERVICES[name]["healthcheck"]["test"]
     assert test[:2] == ["CMD", "python"]
     script = test[-1]
-    compile(script, "worker-healthcheck", "exec")  # a valid Python program
-    assert "/metrics" in script and "STREAMSCORE_METRICS_PORT" in script
+    compile(script, f"{name}-healthcheck", "exec")  # a valid Python program
+    # urlopen raises on /ready's 503, so the check fails while the worker cannot score.
+    assert "/ready" in script and "STREAMSCORE_METRICS_PORT" in script
+
+
+@pytest.mark.parametrize("name", ["worker", "learner"])
+def test_docker_waits_out_the_worker_shutdown_timeout_before_sigkill(name: str) -> None:
+    grace = SERVICES[name].get("stop_grace_period", "10s")  # Docker's default
+    assert grace.endswith("s") and not grace.endswith("ms")
+    assert float(grace[:-1]) > Settings.model_fields["shutdown_timeout_seconds"].default
 
 
 def test_producer_is_an_optional_demo() -> None:

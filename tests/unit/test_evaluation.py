@@ -1,21 +1,24 @@
 """Rolling online evaluation: River's rolling metrics per model, checked against River
-directly and against scikit-learn on the same window; a one-class window gives NaN AUC."""
+directly and against scikit-learn on the same window; a one-class window gives NaN AUC;
+it is stored as data and continues exactly."""
 
 from __future__ import annotations
 
 import doctest
 import math
-import pickle
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import pytest
 from river import metrics, utils
 from sklearn.metrics import accuracy_score, log_loss, roc_auc_score
 
 import models.evaluation
-from models.evaluation import EvaluationError, RollingEvaluation
+from models.evaluation import EvaluationError, EvaluationStateError, RollingEvaluation
 from models.online import LabelError
+from tests.planted import planted_pickle
 
 WINDOW = 50
 
@@ -100,16 +103,60 @@ def test_models_are_evaluated_separately() -> None:
     assert RollingEvaluation().snapshot() == {}
 
 
-def test_pickles_and_continues_identically() -> None:
+@pytest.mark.parametrize("first", [0, 1, 30, 49, 50, 51, 120, 229])
+def test_round_trips_as_data_and_continues_identically(first: int) -> None:
+    """Whatever the stream's position (window empty, partly full, full, wrapped), the
+    restored evaluation reports and continues exactly as the original."""
     scores, labels = stream()
     evaluation = RollingEvaluation(window=WINDOW)
-    evaluation.update_many("a", scores[:120], labels[:120])
+    evaluation.update_many("a", scores[:first], labels[:first], threshold=0.4)
     evaluation.update("b", 0.5, 1)
-    restored = pickle.loads(pickle.dumps(evaluation))  # noqa: S301
+    data = evaluation.to_bytes()
+    assert isinstance(orjson.loads(data), dict)  # JSON, not a pickle
+    restored = RollingEvaluation.from_bytes(data)
+    assert restored.to_bytes() == data
     assert repr(restored.snapshot()) == repr(evaluation.snapshot())  # repr: NaN == NaN
     for state in (evaluation, restored):
-        state.update_many("a", scores[120:], labels[120:])
-    assert restored.snapshot() == evaluation.snapshot()
+        for i in range(first, len(scores)):
+            state.update("a", scores[i], labels[i], threshold=0.4)
+            if i % 17 == 0:  # reads in between, as the learner's metrics do
+                state.snapshot()
+    assert repr(restored.snapshot()) == repr(evaluation.snapshot())
+    assert restored.to_bytes() == evaluation.to_bytes()
+    assert restored.window == WINDOW and restored.models == ["a", "b"]
+
+
+def test_a_planted_pickle_is_refused_and_never_run(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    with pytest.raises(EvaluationStateError, match="a pickle, never loaded"):
+        RollingEvaluation.from_bytes(planted_pickle(marker))
+    assert not marker.exists()
+
+
+def test_foreign_or_damaged_evaluations_are_refused() -> None:
+    scores, labels = stream()
+    evaluation = RollingEvaluation(window=5)
+    evaluation.update_many("m", scores[:8], labels[:8])
+    good: dict[str, Any] = orjson.loads(evaluation.to_bytes())
+
+    def damaged(**changes: Any) -> bytes:
+        model = {**good["models"]["m"], **changes}
+        return orjson.dumps({**good, "models": {"m": model}})
+
+    cases = {
+        b"{": "not JSON",
+        orjson.dumps({**good, "format": 2}): "format 1",
+        orjson.dumps({**good, "window": 0}): "window 0",
+        damaged(count=-1): "count must be a non-negative integer",
+        damaged(labels=good["models"]["m"]["labels"][:-1]): "labels must hold the window's 5",
+        damaged(scores=[0.5, 0.5, 0.5, 0.5, 2.0]): "scores must be probabilities",
+        damaged(decisions=[1, 0, 1, 0, 1]): "decisions must be bools",
+        damaged(log_loss={"objects": [["os.system", {}]]}): "holds an object os.system where",
+        damaged(extra=1): "is not a model window",
+    }
+    for data, message in cases.items():
+        with pytest.raises(EvaluationStateError, match=message):
+            RollingEvaluation.from_bytes(data)
 
 
 def test_bad_updates_are_refused_and_change_nothing() -> None:

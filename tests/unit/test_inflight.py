@@ -53,7 +53,7 @@ def test_batches_are_acked_in_order_and_never_more_than_limit_run(
         in_flight: InFlight[int] = InFlight(limit, recorder.ack)
         for i, delay in enumerate(delays):
             await recorder.submit(in_flight, [2 * i, 2 * i + 1], delay)
-        await in_flight.drain(timeout=5)
+        assert await in_flight.drain(timeout=5) == 0  # nothing abandoned
         return recorder
 
     recorder = asyncio.run(scenario())
@@ -95,13 +95,14 @@ def test_a_failed_batch_stops_acks_and_is_raised_to_the_agent() -> None:
     assert asyncio.run(scenario()).acked == [0]
 
 
-def test_drain_gives_up_after_its_timeout() -> None:
+def test_drain_gives_up_after_its_timeout_and_counts_what_it_abandoned() -> None:
     async def scenario() -> Recorder:
         recorder = Recorder()
-        in_flight: InFlight[int] = InFlight(2, recorder.ack)
+        in_flight: InFlight[int] = InFlight(3, recorder.ack)
         await recorder.submit(in_flight, [0], 0.0)
         await recorder.submit(in_flight, [1], 30.0)
-        await in_flight.drain(timeout=0.05)
+        await recorder.submit(in_flight, [2], 0.0)  # done, but waits for 1 to be acked
+        assert await in_flight.drain(timeout=0.05) == 2
         assert recorder.running == 0  # the unfinished batch was cancelled, not left running
         return recorder
 

@@ -1,17 +1,19 @@
-"""The online River learner: it is exactly River's learn_one loop, snapshots round-trip,
-bad labels teach nothing.
+"""The online River learner: it is exactly River's learn_one loop, snapshots round-trip
+exactly as data (never a pickle), bad labels teach nothing.
 
 Data: River's bundled Phishing stream (1,250 real labelled rows, no download).
 """
 
 from __future__ import annotations
 
+import collections
 import doctest
 import inspect
-import pickle
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import pytest
 from pydantic import ValidationError
 from river import compose, datasets, linear_model, optim, preprocessing, tree
@@ -25,6 +27,7 @@ from models.online import (
     OnlineModelSpec,
     SnapshotError,
 )
+from tests.planted import planted_pickle
 
 ROWS = list(datasets.Phishing())
 COLUMNS = sorted(ROWS[0][0])
@@ -50,6 +53,75 @@ SPECS = {
         scale=False,
     ),
 }
+
+
+# Every kind of River object an online spec can grow, for the snapshot round trips, with
+# the tree nodes each one must have grown on the first 600 rows (checked, so the round trip
+# really covers them).
+SNAPSHOT_SPECS: dict[str, tuple[OnlineModelSpec, set[str]]] = {
+    **{key: (spec, set()) for key, spec in SPECS.items() if key.startswith("lr")},
+    "lr_l1": (OnlineModelSpec(name="fraud_river", params={"l1": 0.001}), set()),
+    "tree_scaled": (SPECS["tree_scaled"], {"NumericBinaryBranch", "LeafNaiveBayesAdaptive"}),
+    "tree_raw": (SPECS["tree_raw"], {"LeafMajorityClass"}),
+    "tree_nb_gini": (  # one leaf at 600 rows, splits later: see test_restored_tree_splits...
+        OnlineModelSpec(
+            name="fraud_tree",
+            model="hoeffding_tree",
+            params={"grace_period": 20, "leaf_prediction": "nb", "split_criterion": "gini"},
+        ),
+        {"LeafNaiveBayes"},
+    ),
+    "tree_nominal_multiway": (
+        OnlineModelSpec(
+            name="fraud_tree",
+            model="hoeffding_tree",
+            params={
+                "grace_period": 20,
+                "delta": 0.3,
+                "max_depth": 3,
+                "nominal_attributes": COLUMNS[:4],
+                "remove_poor_attrs": True,
+            },
+            scale=False,
+        ),
+        {"NominalMultiwayBranch", "NumericBinaryBranch", "inactive leaf", "nominal splitter"},
+    ),
+    "tree_nominal_binary": (
+        OnlineModelSpec(
+            name="fraud_tree",
+            model="hoeffding_tree",
+            params={
+                "grace_period": 20,
+                "nominal_attributes": COLUMNS,
+                "binary_split": True,
+                "split_criterion": "hellinger",
+            },
+            scale=False,
+        ),
+        {"NominalBinaryBranch", "nominal splitter"},
+    ),
+}
+
+
+def tree_parts(learner: OnlineLearner) -> collections.Counter[str]:
+    """What a learner's Hoeffding tree is made of: node classes, inactive leaves and
+    leaves' nominal splitters."""
+    model = learner._model
+    tree_model = model["HoeffdingTreeClassifier"] if isinstance(model, compose.Pipeline) else model
+    parts: collections.Counter[str] = collections.Counter()
+    nodes = [tree_model._root] if tree_model._root is not None else []
+    while nodes:
+        node = nodes.pop()
+        parts[type(node).__name__] += 1
+        if hasattr(node, "children"):
+            nodes.extend(node.children)
+        elif node.splitters is None:
+            parts["inactive leaf"] += 1
+        else:
+            parts["nominal splitter"] += sum(
+                type(s).__name__ == "NominalSplitterClassif" for s in node.splitters.values()
+            )
+    return +parts
 
 
 def reference(key: str) -> Any:
@@ -144,20 +216,53 @@ def test_version_counts_learn_calls_and_learned_counts_rows() -> None:
     assert (learner.version, learner.learned) == (2, 10)
 
 
-@pytest.mark.parametrize("key", sorted(SPECS))
+@pytest.mark.parametrize("key", sorted(SNAPSHOT_SPECS))
 def test_snapshot_round_trip_predicts_and_learns_identically(key: str) -> None:
-    learner = OnlineLearner(SPECS[key], COLUMNS)
+    spec, parts = SNAPSHOT_SPECS[key]
+    learner = OnlineLearner(spec, COLUMNS)
     learner.learn(MATRIX[:500], LABELS[:500])
     learner.learn(MATRIX[500:600], LABELS[500:600])
-    restored = OnlineLearner.from_bytes(learner.to_bytes())
+    if parts:
+        assert parts <= set(tree_parts(learner)), tree_parts(learner)
+    data = learner.to_bytes()
+    assert data.startswith(b"{") and orjson.loads(data)["format"] == 2  # JSON, not a pickle
+    restored = OnlineLearner.from_bytes(data)
+    assert restored._model is not learner._model
     assert (restored.version, restored.learned) == (2, 600)
     assert restored.columns == learner.columns and restored.spec == learner.spec
+    assert restored.to_bytes() == data
     held_out = MATRIX[HELD_OUT]
     np.testing.assert_array_equal(restored.predict_many(held_out), learner.predict_many(held_out))
+    rows = as_dicts(held_out)  # River's own calls, per row: equal to the last bit
+    for method in ("predict_proba_one", "predict_one"):
+        assert [getattr(restored._model, method)(x) for x in rows] == [
+            getattr(learner._model, method)(x) for x in rows
+        ]
     for model in (learner, restored):
         model.learn(MATRIX[600:1000], LABELS[600:1000])
     np.testing.assert_array_equal(restored.predict_many(held_out), learner.predict_many(held_out))
+    assert restored.to_bytes() == learner.to_bytes()  # the same state, to the last bit
     assert (restored.version, restored.learned) == (learner.version, learner.learned) == (3, 1000)
+
+
+def test_restored_tree_splits_as_the_original_does() -> None:
+    spec, _ = SNAPSHOT_SPECS["tree_nb_gini"]
+    learner = OnlineLearner(spec, COLUMNS)
+    learner.learn(MATRIX[:600], LABELS[:600])
+    assert tree_parts(learner) == {"LeafNaiveBayes": 1}
+    restored = OnlineLearner.from_bytes(learner.to_bytes())
+    for model in (learner, restored):
+        model.learn(MATRIX[600:1000], LABELS[600:1000])
+    assert (
+        tree_parts(restored)
+        == tree_parts(learner)
+        == {
+            "NumericBinaryBranch": 1,
+            "LeafNaiveBayes": 2,
+        }
+    )
+    held_out = MATRIX[HELD_OUT]
+    np.testing.assert_array_equal(restored.predict_many(held_out), learner.predict_many(held_out))
 
 
 def test_untrained_snapshot_round_trips() -> None:
@@ -176,18 +281,63 @@ def test_snapshot_of_another_spec_or_layout_is_refused_when_asked() -> None:
         OnlineLearner.from_bytes(data, columns=[*COLUMNS, "new_feature"])
 
 
+def trained(key: str = "lr_scaled") -> dict[str, Any]:
+    learner = OnlineLearner(SPECS[key], COLUMNS)
+    learner.learn(MATRIX[:100], LABELS[:100])
+    state: dict[str, Any] = orjson.loads(learner.to_bytes())
+    return state
+
+
 def test_foreign_or_damaged_snapshots_are_refused() -> None:
     good = OnlineLearner(SPECS["lr_scaled"], COLUMNS).to_bytes()
-    with pytest.raises(SnapshotError, match="not a snapshot"):
+    with pytest.raises(SnapshotError, match="not a snapshot .not JSON"):
         OnlineLearner.from_bytes(good[: len(good) // 2])
-    with pytest.raises(SnapshotError, match="format 1"):
-        OnlineLearner.from_bytes(pickle.dumps({"format": 99}))
-    state = pickle.loads(good)  # noqa: S301
+    with pytest.raises(SnapshotError, match="format 2"):
+        OnlineLearner.from_bytes(orjson.dumps({"format": 1}))
+    with pytest.raises(SnapshotError, match="format 2"):
+        OnlineLearner.from_bytes(b"[1, 2]")
+    state = trained()
     with pytest.raises(SnapshotError, match="incomplete"):
-        OnlineLearner.from_bytes(pickle.dumps({k: v for k, v in state.items() if k != "model"}))
-    state["river"] = "0.0.1"
+        OnlineLearner.from_bytes(orjson.dumps({k: v for k, v in state.items() if k != "model"}))
+    for field, value in (("version", -1), ("learned", 1.5), ("columns", "amount")):
+        with pytest.raises(SnapshotError, match="incomplete or invalid"):
+            OnlineLearner.from_bytes(orjson.dumps({**state, field: value}))
     with pytest.raises(SnapshotError, match=r"'fraud_river'.*river 0\.0\.1"):
-        OnlineLearner.from_bytes(pickle.dumps(state))
+        OnlineLearner.from_bytes(orjson.dumps({**state, "river": "0.0.1"}))
+
+
+def test_model_state_that_does_not_fit_the_spec_is_refused() -> None:
+    """The data fills the model the spec builds; it cannot swap in another one."""
+    tree_state = trained("tree_raw")
+    with pytest.raises(
+        SnapshotError,
+        match=r"'fraud_river'.*model: holds an object river.tree.*HoeffdingTreeClassifier where"
+        r" the model built from the spec has a river.compose.pipeline.Pipeline",
+    ):
+        OnlineLearner.from_bytes(orjson.dumps({**trained(), "model": tree_state["model"]}))
+    state = trained()
+    objects = state["model"]["objects"]
+    scaler = next(attrs for name, attrs in objects if name.endswith("StandardScaler"))
+    scaler["means"] = ["list", [1.0]]
+    with pytest.raises(
+        SnapshotError, match=r"model\.steps\['StandardScaler'\]\.means: holds a list"
+    ):
+        OnlineLearner.from_bytes(orjson.dumps(state))
+    state = trained()
+    regression = next(attrs for name, attrs in state["model"]["objects"] if "LogisticReg" in name)
+    regression["__class__"] = "os.system"
+    with pytest.raises(SnapshotError, match=r"unexpected \['__class__'\]"):
+        OnlineLearner.from_bytes(orjson.dumps(state))
+
+
+def test_a_planted_pickle_is_refused_and_never_run(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    payload = planted_pickle(marker)
+    with pytest.raises(SnapshotError, match="a pickle .* never loaded"):
+        OnlineLearner.from_bytes(payload)
+    with pytest.raises(SnapshotError, match="a pickle .* never loaded"):
+        OnlineLearner.from_bytes(payload, spec=SPECS["lr_scaled"], columns=COLUMNS)
+    assert not marker.exists()
 
 
 @pytest.mark.parametrize(

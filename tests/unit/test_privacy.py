@@ -373,12 +373,14 @@ async def test_labels_of_hashed_ids_join_and_their_dead_letters_withhold_the_id(
 
 def test_a_worker_refuses_to_start_without_the_key(tmp_path: Path) -> None:
     """Before it connects to anything: nothing is ever published unhashed."""
+    from streams.lifecycle import Lifecycle
     from streams.worker import build_worker
 
     spec = spec_with("privacy: {hash: [user]}")
     settings = Settings(data_dir=tmp_path, kafka_bootstrap_servers="unreachable:1")
+    lifecycle = Lifecycle(spec.name, batch_timeout=1.0, shutdown_timeout=1.0)
     with pytest.raises(PrivacyError, match="STREAMSCORE_PRIVACY_HASH_KEY is not set"):
-        build_worker(spec, settings, Metrics())
+        build_worker(spec, settings, Metrics(), lifecycle)
     assert not any(tmp_path.iterdir())  # no app was created
 
 

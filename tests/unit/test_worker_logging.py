@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from streams.app import create_worker
+from streams.app import create_app, create_worker
 from streams.settings import Settings
+from tests.unit.test_pipeline import SPEC
 
 
 @pytest.fixture
@@ -22,12 +24,14 @@ def restore_root_logger() -> Iterator[None]:
 
 @pytest.mark.parametrize(("level", "expected"), [("warn", logging.WARNING), ("info", logging.INFO)])
 def test_root_logger_gets_the_configured_level(
-    level: str, expected: int, restore_root_logger: None
+    level: str, expected: int, restore_root_logger: None, tmp_path: Path
 ) -> None:
-    import faust
-
-    app = faust.App("logging-test", broker="kafka://127.0.0.1:1")
-    worker = create_worker(app, Settings(log_level=level))  # type: ignore[arg-type]
+    settings = Settings(
+        kafka_bootstrap_servers="127.0.0.1:1",
+        data_dir=tmp_path,
+        log_level=level,  # type: ignore[arg-type]
+    )
+    worker = create_worker(create_app(SPEC, settings), settings)
     worker._setup_logging()  # what Worker.execute_from_commandline does first
     root = logging.getLogger()
     assert root.level == expected

@@ -1,0 +1,1 @@
+"""``make faults``: faults injected into the real pipeline under load, and what came out."""
