@@ -14,6 +14,7 @@ from typing import IO, Any
 
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import SecretStr
 
 from streams.embedded import die_with_parent
 from streams.settings import Settings
@@ -23,7 +24,9 @@ def settings_env(settings: Settings) -> dict[str, str]:
     """Settings as the ``STREAMSCORE_*`` variables a child process reads them from."""
     prefix = "STREAMSCORE_"
     return {
-        f"{prefix}{name.upper()}": str(value)
+        f"{prefix}{name.upper()}": (
+            value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+        )
         for name, value in settings.model_dump().items()
         if value is not None
     }

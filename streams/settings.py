@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streams.errors import StreamscoreError
@@ -49,7 +49,27 @@ class Settings(BaseSettings):
         le=65535,
         description="Port of the worker's Prometheus /metrics endpoint; 0 disables it.",
     )
-    metrics_host: str = Field(default="0.0.0.0", description="Address /metrics binds to.")  # noqa: S104
+    metrics_host: str = Field(
+        default="127.0.0.1",
+        description="Address /metrics (and /ready, /live) binds to: loopback unless set (a"
+        " container sets 0.0.0.0 so that Prometheus and probes can reach it).",
+    )
+    privacy_hash_key: SecretStr | None = Field(
+        default=None,
+        description="Key of the HMAC-SHA256 that hashes the spec's privacy.hash fields (at"
+        " least 16 characters; e.g. `openssl rand -hex 32`). Required by a spec that hashes"
+        " fields; the same key gives the same hashes, so keep it to keep hashed ids stable.",
+    )
+
+    @field_validator("privacy_hash_key")
+    @classmethod
+    def _hash_key_long_enough(cls, key: SecretStr | None) -> SecretStr | None:
+        # A short key makes hashed values guessable by trying keys.
+        if key is not None and len(key.get_secret_value()) < 16:
+            msg = "the key needs at least 16 characters"
+            raise ValueError(msg)
+        return key
+
     web_port: int = Field(
         default=0,
         ge=0,
@@ -193,5 +213,13 @@ def load_settings() -> Settings:
                 lines.append(f"  {error['msg']}")
                 continue
             variable = f"{prefix}{'_'.join(str(p) for p in error['loc'])}".upper()
-            lines.append(f"  {variable}={error.get('input')!r}: {error['msg']}")
+            secret = any(_is_secret(str(part)) for part in error["loc"])
+            shown = "(secret, not shown)" if secret else repr(error.get("input"))
+            lines.append(f"  {variable}={shown}: {error['msg']}")
         raise SettingsError("\n".join(lines)) from exc
+
+
+def _is_secret(name: str) -> bool:
+    """Whether a setting holds a secret, whose value no message may quote."""
+    field = Settings.model_fields.get(name)
+    return field is not None and "SecretStr" in str(field.annotation)

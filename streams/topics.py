@@ -68,6 +68,19 @@ async def ensure_topics(
         await admin.close()
 
 
+async def topic_partitions(bootstrap_servers: str, topic: str) -> int | None:
+    """How many partitions ``topic`` has, or None if it does not exist."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+    try:
+        if topic not in set(await admin.list_topics()):
+            return None
+        (described,) = await admin.describe_topics([topic])
+        return None if described.get("error_code") else len(described["partitions"])
+    finally:
+        await admin.close()
+
+
 async def declare_topics(
     spec: PipelineSpec, bootstrap_servers: str, replication: int = 1
 ) -> dict[str, int]:
