@@ -34,8 +34,11 @@ RUN pip install --no-deps . \
 
 USER streamscore
 
+# /metrics binds to loopback by default; in a container it must listen on the container's
+# interface for Prometheus (or any scraper outside the container) to reach it.
 ENV STREAMSCORE_MODEL_DIR=/data/models \
-    STREAMSCORE_DATA_DIR=/data/state
+    STREAMSCORE_DATA_DIR=/data/state \
+    STREAMSCORE_METRICS_HOST=0.0.0.0
 
 # The worker's Prometheus /metrics (STREAMSCORE_METRICS_PORT).
 EXPOSE 9400

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, get_args
 
@@ -22,6 +23,8 @@ app = typer.Typer(
 )
 features_app = typer.Typer(help="The Feast feature repo of a pipeline.", no_args_is_help=True)
 app.add_typer(features_app, name="features")
+dlq_app = typer.Typer(help="The dead-letter topic of a pipeline.", no_args_is_help=True)
+app.add_typer(dlq_app, name="dlq")
 app.add_typer(models_app, name="models")
 err = Console(stderr=True)
 
@@ -183,6 +186,67 @@ def compare(spec: SpecOption) -> None:
         raise _fail(exc) from exc
     for table in tables:
         console.print(table)
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    spec: SpecOption,
+    reason: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Only dead letters with this reason (repeatable), e.g. unknown_category."
+        ),
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            metavar="TIME",
+            help="Only dead letters since this ISO 8601 time, or this long ago (2h, 7d).",
+        ),
+    ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            help="Also resend what the current spec still rejects and what an earlier replay"
+            " already resent (never a truncated or dropped original)."
+        ),
+    ] = False,
+    dry_run: Annotated[bool, typer.Option(help="Decide and report; send nothing.")] = False,
+) -> None:
+    """Send dead-lettered originals back to the input (or labels) topic after a fix: those
+    the spec, as it is now, accepts, once per event id."""
+    from rich.table import Table
+
+    from streams.replay import OUTCOMES, REPLAYED, parse_since
+    from streams.replay_run import build_selector, replay
+
+    settings = load_settings()
+    pipeline = _spec(spec)
+    try:
+        start = None if since is None else parse_since(since, time.time())
+        selector = build_selector(
+            pipeline, settings, reasons=reason or (), since=start, force=force
+        )
+        report = asyncio.run(
+            replay(
+                pipeline, settings, selector, dry_run=dry_run,
+                progress=lambda r: err.print(r.progress_line(), highlight=False, soft_wrap=True),
+            )
+        )  # fmt: skip
+    except StreamscoreError as exc:
+        raise _fail(exc) from exc
+    err.print(report.progress_line(), highlight=False, soft_wrap=True)
+    title = f"dlq replay of {report.topic}" + (" (dry run: nothing sent)" if dry_run else "")
+    table = Table(title=title)
+    table.add_column("dead letters")
+    table.add_column("count", justify="right")
+    for outcome in OUTCOMES:
+        label = "would replay" if outcome == REPLAYED and dry_run else outcome.replace("_", " ")
+        table.add_row(label, str(report.outcomes[outcome]))
+    table.add_row("total read", str(report.read), end_section=True)
+    for why, count in sorted(report.still_invalid.items()):
+        table.add_row(f"  still invalid: {why}", str(count))
+    Console().print(table)
 
 
 @app.command()

@@ -36,3 +36,12 @@ class BatchTimeout(StreamscoreError):
 
     Like any failed batch it stops the worker; nothing of the batch was acked.
     """
+
+
+class PrivacyError(StreamscoreError):
+    """The spec's privacy section cannot be applied (e.g. it hashes fields, and no hash key
+    is set): the worker refuses to start rather than publish what the spec withholds."""
+
+
+class ReplayError(StreamscoreError):
+    """A dead-letter replay cannot run (no such topic, a bad option); nothing was sent."""

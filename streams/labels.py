@@ -11,6 +11,9 @@ batch, then each label is one of
   oversize event id, a ``label_time`` outside 1970..9999 UTC): dead-lettered with stage
   ``label``.
 
+With the spec's privacy hashing event ids, a label's event id is hashed the same way
+before the join, so it finds its prediction; the id is then never quoted in a dead letter.
+
 Duplicates are recognised by the learner (it remembers what it learned, atomically with its
 checkpoint), so a replayed labels topic never learns twice.
 """
@@ -18,6 +21,7 @@ checkpoint), so a replayed labels topic never learns twice.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -29,7 +33,9 @@ from streams.errors import BadInput
 from streams.limits import TIME_RANGE_TEXT, InputLimits, time_in_range
 from streams.metrics import Metrics
 from streams.prediction_store import PredictionStore
+from streams.privacy import NO_PRIVACY, Privacy
 from streams.records import InputMessage, OutputRecord, dead_letter_key, encode_dead_letter
+from streams.retrying import REDIS_TRANSIENT, within_budget
 from streams.spec import PipelineSpec
 from streams.validation import parse_timestamp
 
@@ -44,8 +50,15 @@ class Label:
     label_time: float
 
 
-def parse_label(raw: bytes | None, fallback_time: float, limits: InputLimits = _LIMITS) -> Label:
-    """``{"event_id": str|int, "label": 0|1|bool, "label_time": ISO 8601 | epoch ms}``."""
+def parse_label(
+    raw: bytes | None,
+    fallback_time: float,
+    limits: InputLimits = _LIMITS,
+    *,
+    show_id: bool = True,
+) -> Label:
+    """``{"event_id": str|int, "label": 0|1|bool, "label_time": ISO 8601 | epoch ms}``.
+    An error quotes no event id unless ``show_id``."""
     limits.check_value(STAGE, raw)
     try:
         document = orjson.loads(raw or b"")
@@ -56,7 +69,7 @@ def parse_label(raw: bytes | None, fallback_time: float, limits: InputLimits = _
     event_id = document.get("event_id")
     if isinstance(event_id, bool) or not isinstance(event_id, str | int):
         raise BadInput(STAGE, "missing_field", "'event_id' (string or int) is required")
-    limits.check_id(STAGE, "'event_id'", str(event_id))
+    limits.check_id(STAGE, "'event_id'", str(event_id), show=show_id)
     value = document.get("label")
     if value not in (0, 1):  # True/False compare equal to 1/0
         raise BadInput(STAGE, "wrong_type", f"'label' must be 0, 1, true or false, got {value!r}")
@@ -108,6 +121,8 @@ class LabelJoiner:
         metrics: Metrics,
         clock: Callable[[], float] = time.time,
         limits: InputLimits | None = None,
+        retry_for_seconds: float = 60.0,
+        privacy: Privacy = NO_PRIVACY,
     ) -> None:
         if spec.labels is None:
             msg = f"pipeline {spec.name}: a label joiner needs 'labels' in the spec"
@@ -117,6 +132,8 @@ class LabelJoiner:
         self.store = store
         self.clock = clock
         self.limits = limits if limits is not None else _LIMITS
+        self.retry_for_seconds = retry_for_seconds  # a Redis outage shorter than this: waited
+        self.privacy = privacy
         self.shadow_models = [s.name for s in spec.shadows] + (
             [spec.online.name] if spec.online else []
         )
@@ -127,13 +144,25 @@ class LabelJoiner:
     async def join(self, messages: Sequence[InputMessage]) -> JoinOutcome:
         out = JoinOutcome()
         labels: list[Label] = []
+        privacy = self.privacy
+        show_id = not privacy.hashes_id
         for message in messages:
             try:
                 self.limits.check_key(STAGE, message.key)
-                labels.append(parse_label(message.value, message.timestamp, self.limits))
+                label = parse_label(message.value, message.timestamp, self.limits, show_id=show_id)
             except BadInput as bad:
                 out.dead_letters.append(self._dead_letter(message, bad))
-        stored = await self.store.get([label.event_id for label in labels], self.shadow_models)
+                continue
+            if privacy.hashes_id:  # as the event's id was hashed: the join still finds it
+                label = dataclasses.replace(label, event_id=privacy.event_id(label.event_id))
+            labels.append(label)
+        ids = [label.event_id for label in labels]
+        stored = await within_budget(
+            lambda: self.store.get(ids, self.shadow_models),
+            seconds=self.retry_for_seconds,
+            what=f"{STAGE}: prediction-store read",
+            transient=REDIS_TRANSIENT,
+        )
         now = self.clock()
         counts = {"joined": 0, "late": 0, "orphan": 0, "invalid": len(out.dead_letters)}
         window = self.labels.window_seconds
@@ -161,11 +190,13 @@ class LabelJoiner:
 
     def _dead_letter(self, message: InputMessage, bad: BadInput) -> OutputRecord:
         self._m_dead.labels(self.spec.name, bad.stage, bad.reason).inc()
+        keep = self.privacy.keep_dead_letter_originals
         value = encode_dead_letter(
             message, pipeline=self.spec.name, stage=bad.stage, reason=bad.reason,
-            error=bad.detail, at=self.clock(),
+            error=bad.detail, at=self.clock(), keep_original=keep,
         )  # fmt: skip
-        return OutputRecord(self.spec.output.dead_letter_topic, dead_letter_key(message.key), value)
+        key = dead_letter_key(message.key, keep_original=keep)
+        return OutputRecord(self.spec.output.dead_letter_topic, key, value)
 
 
 def decode_joined(value: bytes) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -36,6 +36,7 @@ from streams.connections import RedisConnection
 from streams.labels import decode_joined
 from streams.metrics import Metrics
 from streams.prediction_store import Keys, bucket_seconds
+from streams.retrying import REDIS_TRANSIENT, within_budget
 from streams.spec import PipelineSpec
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,7 @@ class LearnerService:
         client: aioredis.Redis,
         metrics: Metrics,
         clock: Callable[[], float] = time.time,
+        retry_for_seconds: float = 60.0,
     ) -> None:
         if spec.online is None or spec.labels is None:
             msg = f"pipeline {spec.name}: a learner needs 'online' and 'labels' in the spec"
@@ -80,6 +82,7 @@ class LearnerService:
         self.keys = Keys(spec.name)
         self.client = client
         self.clock = clock
+        self.retry_for_seconds = retry_for_seconds  # a Redis outage shorter than this: waited
         self.learner: OnlineLearner | None = None
         self.evaluation = RollingEvaluation()
         self._checkpoint = client.register_script(CHECKPOINT)
@@ -91,7 +94,9 @@ class LearnerService:
 
     async def load(self) -> None:
         """Resume from the last checkpoint, or start a new model."""
-        snapshot, evaluation = await self.client.mget(self.keys.snapshot, self.keys.evaluation)
+        snapshot, evaluation = await self._redis(
+            "snapshot read", lambda: self.client.mget(self.keys.snapshot, self.keys.evaluation)
+        )
         columns = self.spec.input_columns()
         if snapshot is not None:
             try:
@@ -116,7 +121,8 @@ class LearnerService:
         if self.learner is None:
             await self.load()
         records = [decode_joined(value) for value in values]
-        flags = await self.client.mget([self.keys.learned(r["event_id"]) for r in records])
+        learned_keys = [self.keys.learned(r["event_id"]) for r in records]
+        flags = await self._redis("learned-ids read", lambda: self.client.mget(learned_keys))
         fresh: list[dict[str, Any]] = []
         seen: set[str] = set()
         for record, flag in zip(records, flags, strict=True):
@@ -130,10 +136,16 @@ class LearnerService:
         # River is pure Python: learning and serializing the checkpoint would stall the event
         # loop (and with it the scoring agent), so they run in a thread.
         args = await asyncio.to_thread(self._learn, fresh)
-        await self._checkpoint(args=args)
+        # Atomic and idempotent (the same state again), so safe to retry.
+        await self._redis("checkpoint", lambda: self._checkpoint(args=args))
         self._publish_metrics(len(fresh))
         await self._update_coverage()
         return len(fresh)
+
+    async def _redis(self, what: str, call: Callable[[], Awaitable[Any]]) -> Any:
+        return await within_budget(
+            call, seconds=self.retry_for_seconds, what=f"learn: {what}", transient=REDIS_TRANSIENT
+        )
 
     def _learn(self, fresh: list[dict[str, Any]]) -> list[Any]:
         """Evaluate then learn ``fresh`` in order; return the checkpoint script's arguments."""
@@ -182,8 +194,10 @@ class LearnerService:
         size = bucket_seconds(self.window)
         last = int((self.clock() - self.window) // size) - 1
         buckets = range(last - 9, last + 1)
-        predicted = await self.client.mget([self.keys.predicted_bucket(b) for b in buckets])
-        joined = await self.client.mget([self.keys.joined_bucket(b) for b in buckets])
+        predicted_keys = [self.keys.predicted_bucket(b) for b in buckets]
+        joined_keys = [self.keys.joined_bucket(b) for b in buckets]
+        predicted = await self._redis("coverage read", lambda: self.client.mget(predicted_keys))
+        joined = await self._redis("coverage read", lambda: self.client.mget(joined_keys))
         total = sum(int(v) for v in predicted if v is not None)
         if total:
             self._m_coverage.set(sum(int(v) for v in joined if v is not None) / total)

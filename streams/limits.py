@@ -70,8 +70,11 @@ class InputLimits:
             limit = f"max_key_bytes {self.max_key_bytes}"
             raise BadInput(stage, TOO_LARGE, f"message key is {len(key)} bytes, above {limit}")
 
-    def check_id(self, stage: str, what: str, text: str, *, required: bool = True) -> None:
-        """Raise ``BadInput`` for an id longer than ``max_key_bytes`` (or empty, if required)."""
+    def check_id(
+        self, stage: str, what: str, text: str, *, required: bool = True, show: bool = True
+    ) -> None:
+        """Raise ``BadInput`` for an id longer than ``max_key_bytes`` (or empty, if required).
+        The error quotes the id's start unless ``show`` is false (the spec's privacy)."""
         if not text and required:
             raise BadInput(stage, "missing_field", f"{what} is empty")
         # Cheap first: no character takes more than 4 bytes in UTF-8.
@@ -79,5 +82,6 @@ class InputLimits:
             size = len(text.encode("utf-8", "surrogatepass"))
             if size > self.max_key_bytes:
                 shown = text[:40] + ("..." if len(text) > 40 else "")
+                named = f"{what} {shown!r}" if show else what
                 limit = f"max_key_bytes {self.max_key_bytes}"
-                raise BadInput(stage, TOO_LARGE, f"{what} {shown!r} is {size} bytes, above {limit}")
+                raise BadInput(stage, TOO_LARGE, f"{named} is {size} bytes, above {limit}")

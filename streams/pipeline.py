@@ -18,19 +18,13 @@ from typing import Any, Protocol, cast
 
 import numpy as np
 import numpy.typing as npt
-from tenacity import (
-    AsyncRetrying,
-    before_sleep_log,
-    retry_if_exception_type,
-    stop_after_delay,
-    wait_exponential,
-)
 
 from features.errors import FeatureStoreError
 from models.inputs import InputLayout, Matrix
 from streams.errors import BadInput
 from streams.limits import InputLimits
 from streams.metrics import Metrics
+from streams.privacy import NO_PRIVACY, Privacy
 from streams.records import (
     InputMessage,
     OutputRecord,
@@ -39,6 +33,7 @@ from streams.records import (
     encode_prediction,
     iso_utc,
 )
+from streams.retrying import within_budget
 from streams.spec import PipelineSpec, feature_column
 from streams.validation import STAGE as DECODE
 from streams.validation import Event, EventValidator
@@ -78,6 +73,9 @@ class ScoredBatch:
     predictions: list[OutputRecord] = field(default_factory=list)
     dead_letters: list[OutputRecord] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
+    # The entity key of each of ``events`` as records carry it (hashed, None if dropped:
+    # the spec's privacy); ``events`` keep the real one, for the feature read.
+    entity_keys: list[str | int | None] = field(default_factory=list)
     matrix: Matrix | None = None  # the exact vectors scored (shadows reuse them)
     scores: npt.NDArray[np.float64] | None = None
     model: str = ""  # the primary that scored this batch (it can be swapped between batches)
@@ -111,15 +109,19 @@ class ScoringPipeline:
         clock: Callable[[], float] = time.time,
         retry_for_seconds: float = 60.0,
         limits: InputLimits | None = None,
+        privacy: Privacy = NO_PRIVACY,
     ) -> None:
         self.spec = spec
+        self.privacy = privacy
         self.retry_for_seconds = retry_for_seconds
         self.features = features
         self.scorer = scorer
         self.clock = clock
         self.layout = InputLayout(spec)
         self.limits = limits if limits is not None else InputLimits()
-        self.validator = EventValidator(spec.event, spec.entity.field, self.limits)
+        self.validator = EventValidator(
+            spec.event, spec.entity.field, self.limits, withheld=privacy.withheld
+        )
         self.feature_columns = [feature_column(ref) for ref in spec.features.refs]
         self.threshold = spec.model.threshold
         name = spec.name
@@ -158,6 +160,7 @@ class ScoringPipeline:
         self._m_stage["decode"].observe(time.perf_counter() - started)
         if not out.events:
             return out
+        self._apply_privacy(out)
 
         started = time.perf_counter()
         rows = await self._read_features([event.entity_key for event in out.events])
@@ -173,7 +176,7 @@ class ScoringPipeline:
         )
         out.model, out.model_version = scorer.name, scorer.version
         out.predictions, out.event_time_texts, failed = self._predictions(
-            scorer, out.events, rows, out.scores
+            scorer, out.events, out.entity_keys, rows, out.scores
         )
         self._count_features(rows)
         if failed:
@@ -194,8 +197,22 @@ class ScoringPipeline:
             )
         keep = [i for i in range(len(out.events)) if i not in failed]
         out.events = [out.events[i] for i in keep]
+        out.entity_keys = [out.entity_keys[i] for i in keep]
         assert out.matrix is not None and out.scores is not None
         out.matrix, out.scores = out.matrix[keep], out.scores[keep]
+
+    def _apply_privacy(self, out: ScoredBatch) -> None:
+        """Event ids and entity keys as records carry them. An event keeps its hashed id
+        from here on (records, prediction store, shadows), and its real entity key only
+        for the feature read."""
+        privacy = self.privacy
+        if privacy.hashes_id:
+            for event in out.events:
+                event.event_id = privacy.event_id(event.event_id)
+        if privacy.changes_entity_key:
+            out.entity_keys = [privacy.entity_key(event.entity_key) for event in out.events]
+        else:
+            out.entity_keys = [event.entity_key for event in out.events]
 
     async def _read_features(self, keys: list[Any]) -> FeatureRows:
         """The batch's one feature read, awaited on the event loop (a scoring thread measured
@@ -204,23 +221,18 @@ class ScoringPipeline:
         with backoff, only this step, so nothing is counted twice; when it persists the error
         propagates, the worker stops, and since nothing was acked the batch is consumed again
         after restart."""
-        retrying = AsyncRetrying(
-            retry=retry_if_exception_type(FeatureStoreError),
-            wait=wait_exponential(multiplier=0.1, max=5.0),
-            stop=stop_after_delay(self.retry_for_seconds),
-            before_sleep=before_sleep_log(log, logging.WARNING),
-            reraise=True,
+        return await within_budget(
+            lambda: self.features.read_async(keys),
+            seconds=self.retry_for_seconds,
+            what="enrich: feature read",
+            transient=(FeatureStoreError,),
         )
-        async for attempt in retrying:
-            with attempt:
-                return await self.features.read_async(keys)
-        msg = "unreachable: tenacity reraises the last error"
-        raise AssertionError(msg)
 
     def _predictions(
         self,
         scorer: Scorer,
         events: list[Event],
+        entity_keys: list[str | int | None],
         rows: FeatureRows,
         scores: npt.NDArray[np.float64],
     ) -> tuple[list[OutputRecord], list[str], dict[int, Exception]]:
@@ -237,7 +249,8 @@ class ScoringPipeline:
         records = []
         event_times = []
         failed: dict[int, Exception] = {}
-        for i, (event, score) in enumerate(zip(events, scores.tolist(), strict=True)):
+        pairs = zip(events, entity_keys, scores.tolist(), strict=True)
+        for i, (event, entity_key, score) in enumerate(pairs):
             defaulted = (
                 [c for c, d in zip(columns, defaulted_rows[i], strict=True) if d]
                 if any_defaulted[i]
@@ -247,7 +260,7 @@ class ScoringPipeline:
                 event_time = iso_utc(event.time)
                 value = encode_prediction(
                     event_id=event.event_id,
-                    entity_key=event.entity_key,
+                    entity_key=entity_key,
                     model=scorer.name,
                     version=scorer.version,
                     score=score,
@@ -279,6 +292,7 @@ class ScoringPipeline:
 
     def _dead_letter(self, message: InputMessage, bad: BadInput) -> OutputRecord:
         self._dead_letters.labels(self.spec.name, bad.stage, bad.reason).inc()
+        keep = self.privacy.keep_dead_letter_originals
         value = encode_dead_letter(
             message,
             pipeline=self.spec.name,
@@ -286,5 +300,7 @@ class ScoringPipeline:
             reason=bad.reason,
             error=bad.detail,
             at=self.clock(),
+            keep_original=keep,
         )
-        return OutputRecord(self.spec.output.dead_letter_topic, dead_letter_key(message.key), value)
+        key = dead_letter_key(message.key, keep_original=keep)
+        return OutputRecord(self.spec.output.dead_letter_topic, key, value)

@@ -40,7 +40,8 @@ _HEADER = struct.Struct("<I")
 
 
 class Keys:
-    """Every Redis key of a pipeline: predictions, shadow scores, the online model, counts."""
+    """Every Redis key of a pipeline: predictions, shadow scores, the online model, counts,
+    the dead-letter replay log."""
 
     def __init__(self, pipeline: str) -> None:
         self.prefix = f"streamscore:{pipeline}"
@@ -53,6 +54,11 @@ class Keys:
 
     def shadow(self, model: str, event_id: str) -> str:
         return f"{self.prefix}:shadow:{model}:{event_id}"
+
+    @property
+    def replayed(self) -> str:
+        """The ids ``streamscore dlq replay`` has resent (a set)."""
+        return f"{self.prefix}:dlq:replayed"
 
     def learned(self, event_id: str) -> str:
         return f"{self.prefix}:learned:{event_id}"

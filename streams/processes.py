@@ -25,8 +25,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
     (secrets included: the child needs them; its environment is readable by its user only)."""
     prefix = "STREAMSCORE_"
     return {
-        f"{prefix}{name.upper()}": str(
-            value.get_secret_value() if isinstance(value, SecretStr) else value
+        f"{prefix}{name.upper()}": (
+            value.get_secret_value() if isinstance(value, SecretStr) else str(value)
         )
         for name, value in settings.model_dump().items()
         if value is not None

@@ -1,4 +1,5 @@
-"""Record formats on the output topics: predictions and dead letters (JSON, UTF-8).
+"""Record formats on the output topics: predictions, shadow predictions and dead letters
+(JSON, UTF-8).
 
 Both are documented in README ("Topics and record formats"); change them together.
 """
@@ -65,7 +66,7 @@ def _utc_second(second: int) -> str:
 def encode_prediction(
     *,
     event_id: str,
-    entity_key: str | int,
+    entity_key: str | int | None,
     model: str,
     version: int | str,
     score: float,
@@ -76,25 +77,52 @@ def encode_prediction(
     event_time: str,
     scored_at: str,
 ) -> bytes:
-    """One prediction record. ``decision`` is present only when the spec sets a threshold.
+    """One prediction record. ``decision`` is present only when the spec sets a threshold,
+    ``entity_key`` only when it is not None (the spec's privacy drops it).
 
     Both times come formatted (``iso_utc``): ``scored_at`` is the same for a whole batch,
     and ``event_time`` is formatted once per event for the primary's record and every
     shadow's.
     """
-    record: dict[str, Any] = {
-        "event_id": event_id,
-        "entity_key": entity_key,
-        "model": model,
-        "model_version": version,
-        "score": score,
-    }
+    record: dict[str, Any] = {"event_id": event_id}
+    if entity_key is not None:
+        record["entity_key"] = entity_key
+    record["model"] = model
+    record["model_version"] = version
+    record["score"] = score
     if decision is not None:
         record["decision"] = decision
     record["features"] = features
     record["features_defaulted"] = bool(defaulted)
     record["defaulted_features"] = defaulted
     record["entity_found"] = entity_found
+    record["event_time"] = event_time
+    record["scored_at"] = scored_at
+    return orjson.dumps(record)
+
+
+def encode_shadow_prediction(
+    *,
+    event_id: str,
+    entity_key: str | int | None,
+    model: str,
+    version: int,
+    score: float,
+    decision: bool,
+    primary_score: float,
+    event_time: str,
+    scored_at: str,
+) -> bytes:
+    """One shadow's prediction for one event; ``entity_key`` as in ``encode_prediction``."""
+    record: dict[str, Any] = {"event_id": event_id}
+    if entity_key is not None:
+        record["entity_key"] = entity_key
+    record["model"] = model
+    record["model_version"] = version
+    record["role"] = "shadow"
+    record["score"] = score
+    record["decision"] = decision
+    record["primary_score"] = primary_score
     record["event_time"] = event_time
     record["scored_at"] = scored_at
     return orjson.dumps(record)
@@ -109,18 +137,28 @@ ERROR_KEPT_CHARS = 1024  # an error may quote the offending value
 
 
 def encode_dead_letter(
-    message: InputMessage, *, pipeline: str, stage: str, reason: str, error: str, at: float
+    message: InputMessage,
+    *,
+    pipeline: str,
+    stage: str,
+    reason: str,
+    error: str,
+    at: float,
+    keep_original: bool = True,
 ) -> bytes:
     """A dead-letter envelope: why it failed, where it came from, the original bytes.
 
     The original key and value are kept whole, except a ``too_large`` message's (its first
     ``TOO_LARGE_KEPT_BYTES``) and anything above ``ORIGINAL_*_KEPT_BYTES``; the
-    ``original_*_size`` and ``original_*_truncated`` fields say what happened.
+    ``original_*_size`` and ``original_*_truncated`` fields say what happened. Without
+    ``keep_original`` (the spec's ``privacy.dead_letter_originals: drop``) neither is kept:
+    ``original_*_b64`` are null, the sizes stay, and ``original_dropped`` is true.
     """
     too_large = reason == TOO_LARGE
     value_kept = TOO_LARGE_KEPT_BYTES if too_large else ORIGINAL_VALUE_KEPT_BYTES
     key_kept = TOO_LARGE_KEPT_BYTES if too_large else ORIGINAL_KEY_KEPT_BYTES
     key, value = message.key, message.value
+    kept_key, kept_value = (key, value) if keep_original else (None, None)
     return orjson.dumps(
         {
             "pipeline": pipeline,
@@ -133,21 +171,25 @@ def encode_dead_letter(
                 "offset": message.offset,
                 "timestamp": _iso_utc_or_none(message.timestamp),
             },
-            "original_key_b64": _b64(None if key is None else key[:key_kept]),
-            "original_value_b64": _b64(None if value is None else value[:value_kept]),
+            "original_key_b64": _b64(None if kept_key is None else kept_key[:key_kept]),
+            "original_value_b64": _b64(None if kept_value is None else kept_value[:value_kept]),
             "original_key_size": None if key is None else len(key),
             "original_value_size": None if value is None else len(value),
-            "original_key_truncated": key is not None and len(key) > key_kept,
-            "original_value_truncated": value is not None and len(value) > value_kept,
+            "original_key_truncated": kept_key is not None and len(kept_key) > key_kept,
+            "original_value_truncated": kept_value is not None and len(kept_value) > value_kept,
+            "original_dropped": not keep_original,
             "dead_lettered_at": iso_utc(at),
         }
     )
 
 
-def dead_letter_key(key: bytes | None) -> bytes | None:
+def dead_letter_key(key: bytes | None, *, keep_original: bool = True) -> bytes | None:
     """The dead letter's own Kafka key: the original key, or its first KiB when it is longer
-    than any input key may be (``ORIGINAL_KEY_KEPT_BYTES``)."""
-    return key if key is None or len(key) <= ORIGINAL_KEY_KEPT_BYTES else key[:TOO_LARGE_KEPT_BYTES]
+    than any input key may be (``ORIGINAL_KEY_KEPT_BYTES``); none when the original is not
+    kept (an input key is usually the event id)."""
+    if key is None or not keep_original:
+        return None
+    return key if len(key) <= ORIGINAL_KEY_KEPT_BYTES else key[:TOO_LARGE_KEPT_BYTES]
 
 
 def _iso_utc_or_none(epoch_seconds: float) -> str | None:
@@ -166,4 +208,10 @@ def _b64(data: bytes | None) -> str | None:
 def decode_original_value(dead_letter: dict[str, Any]) -> bytes | None:
     """The original message value of a decoded dead-letter record (for replay tools)."""
     encoded = dead_letter.get("original_value_b64")
-    return None if encoded is None else base64.b64decode(encoded)
+    return None if encoded is None else base64.b64decode(encoded, validate=True)
+
+
+def decode_original_key(dead_letter: dict[str, Any]) -> bytes | None:
+    """The original message key of a decoded dead-letter record (for replay tools)."""
+    encoded = dead_letter.get("original_key_b64")
+    return None if encoded is None else base64.b64decode(encoded, validate=True)

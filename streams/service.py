@@ -65,7 +65,7 @@ class ScoringService:
             return
         batch = ShadowBatch(
             event_ids=scored.event_ids,
-            entity_keys=[event.entity_key for event in scored.events],
+            entity_keys=scored.entity_keys,  # as records carry them (privacy)
             event_time_texts=scored.event_time_texts,
             matrix=scored.matrix,
             primary_scores=scored.scores,

@@ -33,8 +33,6 @@ KAFKA_SECURITY_FIELDS = (
     "kafka_ssl_keyfile",
     "kafka_ssl_check_hostname",
 )
-#: Never shown in an error message, a log or a repr.
-SECRET_FIELDS = frozenset({"kafka_sasl_password", "redis_password"})
 REDIS_SECURITY_FIELDS = (
     "redis_password",
     "redis_tls",
@@ -132,7 +130,27 @@ class Settings(BaseSettings):
         le=65535,
         description="Port of the worker's Prometheus /metrics endpoint; 0 disables it.",
     )
-    metrics_host: str = Field(default="0.0.0.0", description="Address /metrics binds to.")  # noqa: S104
+    metrics_host: str = Field(
+        default="127.0.0.1",
+        description="Address /metrics (and /ready, /live) binds to: loopback unless set (a"
+        " container sets 0.0.0.0 so that Prometheus and probes can reach it).",
+    )
+    privacy_hash_key: SecretStr | None = Field(
+        default=None,
+        description="Key of the HMAC-SHA256 that hashes the spec's privacy.hash fields (at"
+        " least 16 characters; e.g. `openssl rand -hex 32`). Required by a spec that hashes"
+        " fields; the same key gives the same hashes, so keep it to keep hashed ids stable.",
+    )
+
+    @field_validator("privacy_hash_key")
+    @classmethod
+    def _hash_key_long_enough(cls, key: SecretStr | None) -> SecretStr | None:
+        # A short key makes hashed values guessable by trying keys.
+        if key is not None and len(key.get_secret_value()) < 16:
+            msg = "the key needs at least 16 characters"
+            raise ValueError(msg)
+        return key
+
     web_port: int = Field(
         default=0,
         ge=0,
@@ -222,9 +240,11 @@ class Settings(BaseSettings):
         default=60.0,
         ge=0.0,
         le=3600.0,
-        description="How long a batch's feature read is retried (exponential backoff) while"
-        " the store fails, e.g. Redis restarting. Past it the worker stops loudly (exit"
-        " status 1) and the batch, never acked, is consumed again after the restart.",
+        description="How long a batch's Redis calls (the feature read; the label join's and"
+        " the learner's prediction-store reads and checkpoint) are retried, with backoff,"
+        " while Redis fails, e.g. restarting: the whole wait, attempts included. Past it the"
+        " worker stops loudly (exit status 1) and the batch, never acked, is consumed again"
+        " after the restart.",
     )
     batch_timeout_seconds: float = Field(
         default=120.0,
@@ -376,10 +396,17 @@ def describe_errors(exc: ValidationError) -> str:
     lines = ["invalid settings:"]
     for error in exc.errors():
         message = error["msg"].removeprefix("Value error, ")
-        if not error["loc"]:
+        if not error["loc"]:  # a rule across fields: its message names the variables
             lines.append(f"  {message}")
             continue
-        name = "_".join(str(p) for p in error["loc"])
-        shown = "'***'" if name in SECRET_FIELDS else repr(error.get("input"))
-        lines.append(f"  {prefix}{name.upper()}={shown}: {message}")
+        variable = f"{prefix}{'_'.join(str(p) for p in error['loc'])}".upper()
+        secret = any(_is_secret(str(part)) for part in error["loc"])
+        shown = "(secret, not shown)" if secret else repr(error.get("input"))
+        lines.append(f"  {variable}={shown}: {message}")
     return "\n".join(lines)
+
+
+def _is_secret(name: str) -> bool:
+    """Whether a setting holds a secret, whose value no message may quote."""
+    field = Settings.model_fields.get(name)
+    return field is not None and "SecretStr" in str(field.annotation)

@@ -23,13 +23,12 @@ from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
-import orjson
 
 from models.inputs import Matrix
 from streams.metrics import Metrics, observe_many
 from streams.prediction_store import PredictionStore
 from streams.publish import Publisher
-from streams.records import OutputRecord, iso_utc
+from streams.records import OutputRecord, encode_shadow_prediction, iso_utc
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +49,8 @@ class ShadowModel(Protocol):
 class ShadowBatch:
     """What the primary scored, handed to every shadow."""
 
-    event_ids: Sequence[str]
-    entity_keys: Sequence[str | int]
+    event_ids: Sequence[str]  # hashed if the spec's privacy hashes them
+    entity_keys: Sequence[str | int | None]  # as records carry them: None if dropped
     event_time_texts: Sequence[str]  # ISO, as in the primary's records
     matrix: Matrix
     primary_scores: npt.NDArray[np.float64]
@@ -167,19 +166,16 @@ class ShadowRunner:
             OutputRecord(
                 self.topic,
                 event_id.encode(),
-                orjson.dumps(
-                    {
-                        "event_id": event_id,
-                        "entity_key": entity_key,
-                        "model": name,
-                        "model_version": version,
-                        "role": "shadow",
-                        "score": score,
-                        "decision": score >= self.threshold,
-                        "primary_score": primary_score,
-                        "event_time": event_time,
-                        "scored_at": scored_at,
-                    }
+                encode_shadow_prediction(
+                    event_id=event_id,
+                    entity_key=entity_key,
+                    model=name,
+                    version=version,
+                    score=score,
+                    decision=score >= self.threshold,
+                    primary_score=primary_score,
+                    event_time=event_time,
+                    scored_at=scored_at,
                 ),
             )
             for event_id, entity_key, event_time, score, primary_score in zip(

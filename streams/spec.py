@@ -236,6 +236,35 @@ class LabelsSpec(_Strict):
     )
 
 
+class PrivacySpec(_Strict):
+    """Event fields whose values must not leave the pipeline as they came in.
+
+    ``hash`` replaces a value with its keyed HMAC-SHA256 (hex; the key is the
+    ``STREAMSCORE_PRIVACY_HASH_KEY`` setting) wherever records carry it: the event id (the
+    prediction's Kafka key, its Redis keys; labels are hashed the same way, so they still
+    join) and the entity key. ``drop`` leaves it out. Either way the value is never quoted
+    in a dead letter's ``error``. ``dead_letter_originals`` says whether dead letters keep
+    the original message bytes, which hold every value as it came.
+    """
+
+    hash: tuple[str, ...] = Field(
+        default=(), description="Event fields replaced by their keyed HMAC-SHA256 (hex)."
+    )
+    drop: tuple[str, ...] = Field(default=(), description="Event fields left out of records.")
+    dead_letter_originals: Literal["keep", "drop"] = Field(
+        default="keep",
+        description="'keep' (the default, as without privacy) keeps the original key and"
+        " value in dead letters, raw: they hold the hashed and dropped values too. 'drop'"
+        " leaves them out (and the dead letter unkeyed); such dead letters cannot be"
+        " replayed.",
+    )
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """Every field whose value is withheld (hashed or dropped)."""
+        return self.hash + self.drop
+
+
 class TrainModel(_Strict):
     name: Name
     estimator: Literal[
@@ -273,6 +302,9 @@ class PipelineSpec(_Strict):
     )
     labels: LabelsSpec | None = None
     training: TrainingSpec | None = None
+    privacy: PrivacySpec | None = Field(
+        default=None, description="Event fields hashed or dropped in every output."
+    )
     generator: str | None = Field(
         default=None,
         description="Optional 'module:callable' making synthetic events for the producer;"
@@ -310,6 +342,39 @@ class PipelineSpec(_Strict):
                 raise ValueError(msg)
         if len(set(names)) != len(names):
             msg = f"model, shadows and online need distinct names, got {names}"
+            raise ValueError(msg)
+        return self
+
+    @model_validator(mode="after")
+    def _check_privacy(self) -> PipelineSpec:
+        if self.privacy is None:
+            return self
+        model_fields = {column.event for column in self.model_input if column.event}
+        seen: set[str] = set()
+        for kind in ("hash", "drop"):
+            for name in getattr(self.privacy, kind):
+                where = f"privacy.{kind}: {name!r}"
+                if name not in self.event.fields:
+                    msg = f"{where} is not a field of event.fields"
+                    raise ValueError(msg)
+                if name in seen:
+                    msg = f"{where} is listed twice (a field is hashed or dropped, not both)"
+                    raise ValueError(msg)
+                seen.add(name)
+                if name in model_fields:
+                    msg = (
+                        f"{where} is a model input: the prediction store keeps the exact"
+                        " vector the model scored, for the label join"
+                    )
+                    raise ValueError(msg)
+                if name == self.event.time_field:
+                    msg = f"{where} is event.time_field: every record carries the event time"
+                    raise ValueError(msg)
+        if self.event.id_field in self.privacy.drop:
+            msg = (
+                f"privacy.drop: {self.event.id_field!r} is event.id_field: it keys every"
+                " prediction and joins its label; hash it instead"
+            )
             raise ValueError(msg)
         return self
 

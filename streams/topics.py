@@ -69,6 +69,19 @@ async def ensure_topics(
         await admin.close()
 
 
+async def topic_partitions(kafka: KafkaConnection, topic: str) -> int | None:
+    """How many partitions ``topic`` has, or None if it does not exist."""
+    admin = kafka.admin()
+    await kafka.start(admin)
+    try:
+        if topic not in set(await admin.list_topics()):
+            return None
+        (described,) = await admin.describe_topics([topic])
+        return None if described.get("error_code") else len(described["partitions"])
+    finally:
+        await admin.close()
+
+
 async def declare_topics(
     spec: PipelineSpec, kafka: KafkaConnection, replication: int = 1
 ) -> dict[str, int]:

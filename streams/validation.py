@@ -132,15 +132,33 @@ def _show(value: Any) -> str:
     return f"{type(value).__name__} {text[:60]}"
 
 
+WITHHELD = "value withheld (privacy)"
+
+
+def _withheld(name: str, spec: FieldSpec, value: Any, reason: str) -> BadInput:
+    """The error of a field the spec's privacy withholds: it names the field, not the value."""
+    if reason == "wrong_type":
+        what = f"expected {spec.type}, got {type(value).__name__}"
+    else:
+        what = reason.replace("_", " ")
+    return _bad(reason, f"field {name!r}: {what}; {WITHHELD}")
+
+
 class EventValidator:
     """Parses and checks one message against the event schema."""
 
     def __init__(
-        self, schema: EventSpec, entity_field: str, limits: InputLimits | None = None
+        self,
+        schema: EventSpec,
+        entity_field: str,
+        limits: InputLimits | None = None,
+        withheld: frozenset[str] = frozenset(),
     ) -> None:
+        """``withheld``: fields whose values an error must not quote (the spec's privacy)."""
         self._schema = schema
         self._entity_field = entity_field
         self._limits = limits if limits is not None else InputLimits()
+        self._withheld = withheld
         self._checks = [
             (name, spec, _CHECKS[spec.type], spec.required, spec.default)
             for name, spec in schema.fields.items()
@@ -156,7 +174,9 @@ class EventValidator:
         except orjson.JSONDecodeError as exc:
             raise _bad("not_json", f"not valid JSON: {exc}") from exc
         if not isinstance(document, dict):
-            raise _bad("not_an_object", f"expected a JSON object, got {_show(document)}")
+            # An array or a string may hold any field's value: with privacy, name its type only.
+            got = type(document).__name__ if self._withheld else _show(document)
+            raise _bad("not_an_object", f"expected a JSON object, got {got}")
         for name, spec, check, required, default in self._checks:
             value = document.get(name)
             if value is None:
@@ -165,7 +185,12 @@ class EventValidator:
                 if default is not None:
                     document[name] = default
                 continue
-            document[name] = check(name, spec, value)
+            try:
+                document[name] = check(name, spec, value)
+            except BadInput as bad:
+                if name in self._withheld:
+                    raise _withheld(name, spec, value, bad.reason) from None
+                raise
         schema = self._schema
         time_field = schema.time_field
         if time_field is not None and document.get(time_field) is not None:
@@ -182,9 +207,12 @@ class EventValidator:
             detail = f"entity key field {self._entity_field!r} is missing or null"
             raise _bad("missing_field", detail)
         event_id = str(document[schema.id_field])
-        self._limits.check_id(STAGE, f"event id field {schema.id_field!r}", event_id)
+        withheld = self._withheld
+        what = f"event id field {schema.id_field!r}"
+        self._limits.check_id(STAGE, what, event_id, show=schema.id_field not in withheld)
         entity_key = document[self._entity_field]
         if isinstance(entity_key, str):
             what = f"entity key field {self._entity_field!r}"
-            self._limits.check_id(STAGE, what, entity_key, required=False)
+            show = self._entity_field not in withheld
+            self._limits.check_id(STAGE, what, entity_key, required=False, show=show)
         return Event(event_id=event_id, entity_key=entity_key, time=event_time, fields=document)

@@ -37,6 +37,7 @@ from streams.metrics import Metrics, serve
 from streams.model_follow import AliasFollower, start_serving
 from streams.pipeline import ScoringPipeline
 from streams.prediction_store import PredictionStore
+from streams.privacy import Privacy
 from streams.publish import KafkaPublisher, OwnProducer, app_producer
 from streams.service import ScoringService
 from streams.settings import Settings
@@ -63,6 +64,7 @@ def build_worker(
     if role == "learning" and spec.labels is None:
         msg = f"pipeline {spec.name!r} declares no labels: a learning worker has nothing to do"
         raise WorkerRoleError(msg)
+    privacy = Privacy.for_pipeline(spec, settings.privacy_hash_key)  # before any connection
     app = create_app(spec, settings, lifecycle)
     health = lifecycle.health
     publisher = KafkaPublisher(app_producer(app))
@@ -70,18 +72,19 @@ def build_worker(
     store = PredictionStore(client, spec.name, spec.labels.window_seconds) if spec.labels else None
     partitions = metrics.assigned_partitions.labels(spec.name)
     if role in ("all", "scoring"):
-        _attach_scoring(app, spec, settings, metrics, publisher, store)
+        _attach_scoring(app, spec, settings, metrics, publisher, store, privacy)
         track_assignment(app, spec.input.topic, partitions, health)
     if role in ("all", "learning") and store is not None:
         assert spec.labels is not None
-        attach_label_agent(
-            app,
-            spec,
-            LabelJoiner(spec, store, metrics, limits=InputLimits.from_settings(settings)),
-            publisher,
-        )
+        budget = settings.feature_store_retry_seconds  # a Redis outage shorter than this: waited
+        joiner = LabelJoiner(
+            spec, store, metrics, limits=InputLimits.from_settings(settings),
+            retry_for_seconds=budget, privacy=privacy,
+        )  # fmt: skip
+        attach_label_agent(app, spec, joiner, publisher)
         if spec.online is not None:
-            attach_learner_agent(app, spec, LearnerService(spec, client, metrics))
+            learner = LearnerService(spec, client, metrics, retry_for_seconds=budget)
+            attach_learner_agent(app, spec, learner)
         if role == "learning":
             track_assignment(app, spec.labels.topic, partitions, health)
     attach_health_checks(app, health, RedisConnection.from_settings(settings))
@@ -95,6 +98,7 @@ def _attach_scoring(
     metrics: Metrics,
     publisher: KafkaPublisher,
     store: PredictionStore | None,
+    privacy: Privacy,
 ) -> None:
     """Load the models and the feature store; the scoring agent, its shadows, the alias
     watcher. A model whose alias points at a version that cannot serve starts on the newest
@@ -115,6 +119,7 @@ def _attach_scoring(
         metrics,
         limits=limits,
         retry_for_seconds=settings.feature_store_retry_seconds,
+        privacy=privacy,
     )
     shadow_models: list[ShadowModel] = [
         start_serving(registry, spec, shadow, metrics).scorer for shadow in spec.shadows

@@ -153,5 +153,15 @@ async def read_to_end(bootstrap: str, topics: dict[str, int]) -> dict[str, list[
     return received
 
 
+def wait_until(condition, timeout: float, workers: list[WorkerProcess], what: str = "") -> None:
+    """Until ``condition()``; fails with the workers' logs if one exits or time runs out."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        logs = "\n---\n".join(w.log_tail() for w in workers)
+        assert all(w.running for w in workers), f"a worker exited waiting for {what}:\n{logs}"
+        assert time.monotonic() < deadline, f"{what or 'condition'}: not in {timeout}s:\n{logs}"
+        time.sleep(0.1)
+
+
 def start_worker(prepared: PreparedPipeline, spec_path: Path, name: str) -> WorkerProcess:
     return WorkerProcess(spec_path, prepared.settings, prepared.workdir / f"{name}.log")

@@ -151,7 +151,9 @@ def test_redis_down_past_the_retry_budget_stops_the_worker_in_one_line_and_the_b
         assert elapsed < 15, f"stopped {elapsed:.1f}s after the events were sent"
         failures = [line for line in log.splitlines() if FAILURE_LINE.search(line)]
         assert len(failures) == 1, log
-        assert "FeatureStoreError" in failures[0] and "exit status 1" in failures[0]
+        # The last read's error, or the budget running out while a read still waited.
+        cause = ("FeatureStoreError", "still failing after 2 s of retries")
+        assert any(c in failures[0] for c in cause) and "exit status 1" in failures[0]
         assert "wait_empty" not in log and "Crashed reason" not in log, log
 
         # Nothing of the failed batch was acked: the next worker scores it.

@@ -299,6 +299,16 @@ def test_worker_metrics_port_is_the_scrape_port_and_the_default() -> None:
     assert port in dockerfile_ports
 
 
+def test_metrics_bind_to_loopback_by_default_and_to_every_interface_in_containers() -> None:
+    """Outside a container /metrics stays on loopback unless asked; in one, Prometheus
+    scrapes it from another container, so the image and the scraped services open it."""
+    assert Settings.model_fields["metrics_host"].default == "127.0.0.1"
+    image_env = {key: value for where, key, value in streamscore_env() if where == "Dockerfile"}
+    assert image_env.get(f"{PREFIX}METRICS_HOST") == "0.0.0.0"
+    for name in ("worker", "learner"):
+        assert environment(SERVICES[name]).get(f"{PREFIX}METRICS_HOST") == "0.0.0.0", name
+
+
 def test_workers_are_discovered_by_dns_on_the_compose_service() -> None:
     for sd in worker_scrape_job()["dns_sd_configs"]:
         assert sd["type"] == "A"

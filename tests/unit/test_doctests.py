@@ -14,6 +14,8 @@ import pytest
         "streams.spec",
         "streams.validation",
         "streams.limits",
+        "streams.privacy",
+        "streams.replay",
         "features.store",
         "streams.connections",
         "streams.apache_kafka.install",

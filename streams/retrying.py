@@ -1,0 +1,78 @@
+"""Retrying a Redis call (the feature store, the prediction store, the learner's checkpoint)
+through a transient outage, within one budget: ``Settings.feature_store_retry_seconds``.
+
+The budget is a bound on the whole wait, attempts included: an attempt still running when it
+is spent is cancelled (redis-py's own connection retries alone took 5-11 s per attempt
+against a refused port). Past it the error propagates, the batch fails, the worker stops
+loudly (streams/lifecycle.py) and, since nothing was acked, the batch is consumed again
+after a restart. Only idempotent calls go through here: a read, or a write that sets the
+same values again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import redis.exceptions
+from tenacity import (
+    AsyncRetrying,
+    before_sleep_log,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential,
+)
+
+from streams.errors import StreamscoreError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: What a Redis outage raises in redis-py (a refused or dropped connection, a timeout).
+REDIS_TRANSIENT: tuple[type[BaseException], ...] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    OSError,
+)
+
+
+class RetryBudgetSpent(StreamscoreError):
+    """A transient failure lasted longer than the retry budget."""
+
+
+async def within_budget(
+    call: Callable[[], Awaitable[T]],
+    *,
+    seconds: float,
+    what: str,
+    transient: tuple[type[BaseException], ...],
+) -> T:
+    """``await call()``, retried with backoff on ``transient`` errors for at most ``seconds``
+    in all; then the last error (or ``RetryBudgetSpent`` if an attempt was still waiting).
+    A budget of 0 means one attempt."""
+    if seconds <= 0:
+        return await call()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    retrying = AsyncRetrying(
+        retry=retry_if_exception_type(transient),
+        wait=wait_exponential(multiplier=0.1, max=5.0),
+        stop=stop_after_delay(seconds),
+        before_sleep=before_sleep_log(log, logging.WARNING),
+        reraise=True,  # the last transient error, once the budget is spent between attempts
+    )
+    async for attempt in retrying:
+        with attempt:
+            try:
+                async with asyncio.timeout(max(deadline - loop.time(), 0.0)):
+                    return await call()
+            except TimeoutError as exc:  # the budget ran out during an attempt
+                msg = (
+                    f"{what}: still failing after {seconds:g} s of retries"
+                    " (STREAMSCORE_FEATURE_STORE_RETRY_SECONDS)"
+                )
+                raise RetryBudgetSpent(msg) from exc
+    msg = "unreachable: tenacity reraises the last error"
+    raise AssertionError(msg)

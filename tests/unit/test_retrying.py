@@ -1,0 +1,60 @@
+"""Redis calls retried through an outage within one budget, attempts included."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+import redis.exceptions
+
+from streams.retrying import REDIS_TRANSIENT, RetryBudgetSpent, within_budget
+
+
+async def test_a_short_outage_is_waited_out() -> None:
+    calls = 0
+
+    async def flaky() -> str:
+        nonlocal calls
+        calls += 1
+        if calls < 3:
+            raise redis.exceptions.ConnectionError("refused")
+        return "ok"
+
+    assert await within_budget(flaky, seconds=5, what="read", transient=REDIS_TRANSIENT) == "ok"
+    assert calls == 3
+
+
+async def test_an_attempt_that_hangs_ends_with_the_budget() -> None:
+    async def hangs() -> None:
+        await asyncio.Event().wait()
+
+    started = time.monotonic()
+    with pytest.raises(RetryBudgetSpent, match=r"read: still failing after 0.3 s"):
+        await within_budget(hangs, seconds=0.3, what="read", transient=REDIS_TRANSIENT)
+    assert time.monotonic() - started < 2
+
+
+async def test_a_persistent_outage_ends_with_the_budget() -> None:
+    async def down() -> None:
+        raise redis.exceptions.ConnectionError("refused")
+
+    started = time.monotonic()
+    with pytest.raises((redis.exceptions.ConnectionError, RetryBudgetSpent)):
+        await within_budget(down, seconds=0.5, what="read", transient=REDIS_TRANSIENT)
+    assert time.monotonic() - started < 2
+
+
+async def test_other_errors_are_not_retried_and_a_zero_budget_is_one_attempt() -> None:
+    calls = 0
+
+    async def broken() -> None:
+        nonlocal calls
+        calls += 1
+        raise ValueError("a bug, not an outage")
+
+    with pytest.raises(ValueError, match="a bug"):
+        await within_budget(broken, seconds=5, what="read", transient=REDIS_TRANSIENT)
+    with pytest.raises(ValueError, match="a bug"):
+        await within_budget(broken, seconds=0, what="read", transient=(ValueError,))
+    assert calls == 2
