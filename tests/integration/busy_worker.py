@@ -18,6 +18,7 @@ import faust
 import orjson
 
 from streams.batching import micro_batches
+from streams.lifecycle import Lifecycle
 from streams.transport import StreamscoreApp
 
 MAX_SIZE = 64
@@ -28,6 +29,7 @@ LOOP_TURN_SECONDS = 0.002
 def main(bootstrap: str, topic_name: str, count: int, datadir: str) -> None:
     app = StreamscoreApp(
         f"busy-{topic_name}",
+        lifecycle=Lifecycle(topic_name, batch_timeout=60.0, shutdown_timeout=15.0),
         fetch_max_wait_ms=10,
         broker=f"kafka://{bootstrap}",
         datadir=datadir,
