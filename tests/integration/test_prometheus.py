@@ -500,3 +500,16 @@ def test_all_bad_events_raise_no_predictions_and_dead_letter_alerts(
     assert set(alerts.values()) <= {"pending", "firing"}
     # Only the alerts that fit: the worker is up, owns its partitions and has no shadows.
     assert not (set(alerts) & SLO_ALERTS) - expected, alerts
+
+
+def test_shadows_export_the_versions_they_serve(
+    scraped: str, live_pipeline: tuple[Path, PipelineSpec]
+) -> None:
+    """Registry shadows and the online model name a version in streamscore_model_info."""
+    spec = live_pipeline[1]
+    shadows = f'streamscore_model_info{{pipeline="{spec.name}", role="shadow"}}'
+    result = _query(scraped, shadows)["result"]
+    names = {sample["metric"]["model"] for sample in result}
+    assert spec.online is not None
+    assert names == {*(shadow.name for shadow in spec.shadows), spec.online.name}, result
+    assert all(sample["metric"]["version"] for sample in result), result
