@@ -320,6 +320,18 @@ def test_promtool_test_rules() -> None:
     _promtool("test", "rules", str(RULES_TEST))
 
 
+def test_amtool_checks_the_alertmanager_config() -> None:
+    amtool = shutil.which("amtool")
+    if amtool is None:
+        pytest.skip("amtool not on PATH: `apt-get install prometheus-alertmanager` (.ci/run does)")
+    config = ROOT / "monitoring" / "alertmanager" / "alertmanager.yml"
+    done = subprocess.run(
+        [amtool, "check-config", str(config)], capture_output=True, text=True, timeout=60,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
 def test_the_target_exposes_every_metric_family_and_passes_promtool_lint(
     metrics_target: str,
 ) -> None:
