@@ -2,8 +2,9 @@
 
 The repo's ``feature_store.yaml`` stays usable by the plain Feast CLI (its Redis connection
 string comes from ``${REDIS_CONNECTION_STRING}`` there). streamscore instead builds the
-``RepoConfig`` itself from the ``redis_url`` setting, so nothing reads or writes the process
-environment, and registers the same objects in the same registry file as ``feast apply``.
+``RepoConfig`` itself from the Redis settings (``streams.connections.RedisConnection``: the URL,
+password and TLS files), so nothing reads or writes the process environment, and registers
+the same objects in the same registry file as ``feast apply``.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -28,33 +29,34 @@ from feast.repo_operations import (
 )
 
 from features.errors import FeatureStoreError
+from streams.connections import RedisConnection, redact
 
 STAGE = "features.store"
 # How far back to materialize a view without a ttl.
 DEFAULT_WINDOW = timedelta(days=365)
 
 
-def redis_connection_string(redis_url: str) -> str:
+def redis_connection_string(redis_url: str, options: Sequence[str] = ()) -> str:
     """Convert ``redis://[[user]:password@]host[:port][/db][?k=v]`` to Feast's form.
 
     Feast's Redis store wants ``host:port,db=N[,password=...]`` and json-decodes each value,
     so the password is written as a JSON string (a numeric password stays a string).
-    ``rediss://`` adds ``ssl=true``.
+    ``rediss://`` adds ``ssl=true``; ``options`` (``key=value``) are appended.
 
     >>> redis_connection_string("redis://:s3cret@cache:6380/2")
     'cache:6380,db=2,password="s3cret"'
-    >>> redis_connection_string("redis://127.0.0.1:6379")
-    '127.0.0.1:6379,db=0'
+    >>> redis_connection_string("redis://127.0.0.1:6379", ['ssl_ca_certs="/ca.pem"'])
+    '127.0.0.1:6379,db=0,ssl_ca_certs="/ca.pem"'
     """
     parts = urlsplit(redis_url)
     if parts.scheme not in ("redis", "rediss") or not parts.hostname:
-        msg = f"{STAGE}: redis_url {_redact(redis_url)!r} is not redis://[:password@]host:port/db"
+        msg = f"{STAGE}: redis_url {redact(redis_url)!r} is not redis://[:password@]host:port/db"
         raise FeatureStoreError(msg)
     try:
         port = parts.port or 6379
         db = int(parts.path.strip("/") or 0)
     except ValueError as exc:
-        msg = f"{STAGE}: redis_url {_redact(redis_url)!r} has a bad port or db number"
+        msg = f"{STAGE}: redis_url {redact(redis_url)!r} has a bad port or db number"
         raise FeatureStoreError(msg) from exc
     params = [f"{parts.hostname}:{port}", f"db={db}"]
     if parts.username:
@@ -64,22 +66,19 @@ def redis_connection_string(redis_url: str) -> str:
     if parts.scheme == "rediss":
         params.append("ssl=true")
     params.extend(f"{key}={value}" for key, value in parse_qsl(parts.query))
+    params.extend(options)
     if any("," in p.split("=", 1)[-1] for p in params[1:]):
         # Feast splits the connection string on commas; there is no way to escape one.
-        msg = f"{STAGE}: redis_url {_redact(redis_url)!r}: Feast cannot take a ',' in a value"
+        msg = (
+            f"{STAGE}: redis_url {redact(redis_url)!r}, the Redis password or a Redis TLS"
+            " file path has a ',': Feast cannot take one in a value"
+        )
         raise FeatureStoreError(msg)
     return ",".join(params)
 
 
-def _redact(redis_url: str) -> str:
-    parts = urlsplit(redis_url)
-    if parts.password is None:
-        return redis_url
-    return redis_url.replace(f":{parts.password}@", ":***@", 1)
-
-
-def open_store(repo: Path, redis_url: str, *, project: str | None = None) -> FeatureStore:
-    """A FeatureStore for ``repo`` whose online store is the Redis at ``redis_url``.
+def open_store(repo: Path, redis: RedisConnection, *, project: str | None = None) -> FeatureStore:
+    """A FeatureStore for ``repo`` whose online store is ``redis`` (URL, password, TLS).
 
     ``project`` overrides the project name (Redis keys are prefixed by it), which lets
     tests share one Redis without seeing each other's rows.
@@ -98,7 +97,7 @@ def open_store(repo: Path, redis_url: str, *, project: str | None = None) -> Fea
     if online.get("type") != "redis":
         msg = f"{STAGE}: {config_file}: online_store.type is {online.get('type')!r}; need 'redis'"
         raise FeatureStoreError(msg)
-    online["connection_string"] = redis_connection_string(redis_url)
+    online["connection_string"] = redis_connection_string(redis.url, redis.feast_options())
     raw["online_store"] = online
     if project is not None:
         raw["project"] = project

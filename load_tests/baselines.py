@@ -35,6 +35,7 @@ from models.registry import ModelRegistry
 from models.scorer import OnnxScorer
 from streams.app import create_app, create_worker, track_assignment
 from streams.batching import micro_batches
+from streams.connections import RedisConnection
 from streams.errors import BadInput
 from streams.metrics import Metrics, serve
 from streams.publish import KafkaPublisher, app_producer
@@ -88,7 +89,7 @@ def attach_passthrough(app: faust.App, spec: PipelineSpec, metrics: Metrics) -> 
 
 
 def attach_naive(app: faust.App, spec: PipelineSpec, settings: Settings, metrics: Metrics) -> None:
-    store = open_store(spec.features.repo, settings.redis_url)
+    store = open_store(spec.features.repo, RedisConnection.from_settings(settings))
     scorer = OnnxScorer.from_version(
         ModelRegistry(settings.model_dir).resolve(spec.model.name, spec.model.version)
     )

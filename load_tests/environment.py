@@ -22,6 +22,7 @@ import yaml
 
 from streams.bootstrap import prepare_features, train_if_needed
 from streams.brokers import EmbeddedBroker, choose_broker
+from streams.connections import KafkaConnection
 from streams.embedded import EmbeddedRedis, free_port
 from streams.settings import Settings
 from streams.spec import PipelineSpec, load_spec
@@ -106,11 +107,11 @@ class Variant:
             return labels.topic, labels.partitions
         return f"{self.spec.input.topic}-labels", self.spec.input.partitions
 
-    async def create_topics(self, bootstrap: str) -> None:
+    async def create_topics(self, kafka: KafkaConnection) -> None:
         topics = spec_topics(self.spec)
         name, partitions = self.labels_topic
         topics[name] = partitions
-        await ensure_topics(bootstrap, topics)
+        await ensure_topics(kafka, topics)
 
 
 def prepare(spec_path: Path, workdir: Path, settings: Settings) -> tuple[PipelineSpec, list[str]]:
@@ -157,8 +158,8 @@ def embedded(
     say(choice.why)
     with choice.broker as kafka, EmbeddedRedis(persistent=persistent_redis) as redis:
         say(f"{kafka.describe()} {kafka.bootstrap_servers}, Redis {redis.url}")
-        settings = choice.client_settings(base).model_copy(
-            update={"redis_url": redis.url, "embedded_broker": kafka.kind}
+        settings = redis.client_settings(choice.client_settings(base)).model_copy(
+            update={"embedded_broker": kafka.kind}
         )
         spec, trained = prepare(spec_path, workdir, settings)
         say(

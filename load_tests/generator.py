@@ -55,6 +55,7 @@ from load_tests.traffic import (
     event_id,
     label_record,
 )
+from streams.connections import KafkaConnection
 from streams.spec import load_spec
 
 TICK_SECONDS = 0.01  # the 10 ms slices of streams/producer.py
@@ -248,9 +249,8 @@ async def main(args: argparse.Namespace) -> None:
     spec = load_spec(args.spec)
     pool = build_pool(spec, Mix(bad=args.bad, unknown=args.unknown), args.pool_size, args.seed)
     id_quoted = spec.event.fields[spec.event.id_field].type != "int"
-    producer = AIOKafkaProducer(
-        bootstrap_servers=args.bootstrap, linger_ms=0, max_batch_size=MAX_BATCH_BYTES
-    )
+    # The load tester runs on the embedded broker it starts, which listens in PLAINTEXT.
+    producer = KafkaConnection(args.bootstrap).producer(linger_ms=0, max_batch_size=MAX_BATCH_BYTES)
     await producer.start()
     generator = Generator(producer, pool, id_quoted)
     loop = asyncio.get_running_loop()

@@ -20,9 +20,10 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
 from load_tests.traffic import BAD, ID_SPACE, TimeParser
+from streams.connections import KafkaConnection
 
 UNKNOWN_FLAG = b'"entity_found":false'
 
@@ -74,7 +75,7 @@ class OutputMeter:
 
     def __init__(
         self,
-        bootstrap: str,
+        kafka: KafkaConnection,
         topics: list[str],
         partitions: int,
         *,
@@ -93,8 +94,7 @@ class OutputMeter:
         self._routed = routed
         self._parse = TimeParser()
         self._partitions = [TopicPartition(t, p) for t in topics for p in range(partitions)]
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap,
+        self._consumer = kafka.consumer(
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",

@@ -127,6 +127,7 @@ async def profile_worker(
         "--output",
         str(raw),
         "--nonblocking",
+        "--gil",  # only samples holding the GIL: the worker's Python CPU, not its waits
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
         start_new_session=True,

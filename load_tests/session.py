@@ -28,6 +28,7 @@ from load_tests.processes import GeneratorProcess, Worker, baseline_process
 from load_tests.report import build_report, git_state, write_report
 from load_tests.steps import Runner, StepResult, System
 from load_tests.usage import CpuMeter
+from streams.connections import KafkaConnection
 from streams.processes import WorkerProcess
 
 SYSTEMS = (PASSTHROUGH, NAIVE, REAL)
@@ -284,8 +285,8 @@ async def start_system(
     partition between them."""
     variant = env.variant(suffix)
     spec = variant.spec
-    bootstrap = env.settings.kafka_bootstrap_servers
-    await variant.create_topics(bootstrap)
+    kafka = KafkaConnection.from_settings(env.settings)
+    await variant.create_topics(kafka)
     # The real pipeline as deployed: scoring workers, plus one learning worker when the spec
     # has labels (label join + online learner in their own process).
     learns = mode == REAL and spec.labels is not None
@@ -307,7 +308,7 @@ async def start_system(
     # A pass-through copy carries the input's own time field; a prediction has event_time.
     time_field = (spec.event.time_field or "event_time") if passthrough else "event_time"
     meter = OutputMeter(
-        bootstrap, topics, spec.output_partitions,
+        kafka, topics, spec.output_partitions,
         dead_letter_topic=None if passthrough else spec.output.dead_letter_topic,
         time_key=f'"{time_field}":"'.encode(), kinds=kinds, routed=not passthrough,
     )  # fmt: skip

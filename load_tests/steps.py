@@ -331,28 +331,20 @@ class Runner:
         rate, refinements, phases = search.start, 0, []
         confirmations: list[dict[str, Any]] = []
         note = ""
-        for _ in range(search.max_steps):
+
+        async def step_at(rate: float, label: str) -> tuple[StepResult, bool]:
             step = await self.phase(
-                system,
-                f"{rate:,.0f}/s",
-                Pattern("constant", rate),
-                self.profile.step_seconds,
-                judge=True,
+                system, label, Pattern("constant", rate), self.profile.step_seconds, judge=True
             )
             phases.append(step.phase)
-            drained = await self.drain(system, self.profile.drain_seconds)
+            return step, await self.drain(system, self.profile.drain_seconds)
+
+        for _ in range(search.max_steps):
+            step, drained = await step_at(rate, f"{rate:,.0f}/s")
             if search.confirm_failures and drained and step.bounded is False:
-                again = await self.phase(
-                    system,
-                    f"{rate:,.0f}/s again",
-                    Pattern("constant", rate),
-                    self.profile.step_seconds,
-                    judge=True,
-                )
-                phases.append(again.phase)
-                drained = await self.drain(system, self.profile.drain_seconds)
-                confirmations.append({"rate": rate, "confirmed": again.bounded is False})
-                step = again  # decided by the second run: unsustained twice, or sustained
+                # Decided by the second run: unsustained twice, or sustained after all.
+                step, drained = await step_at(rate, f"{rate:,.0f}/s again")
+                confirmations.append({"rate": rate, "confirmed": step.bounded is False})
             if step.generator_limited:
                 note = (
                     f"the generator could not offer {rate:,.0f}/s on time (lag p99 "

@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import faust
-import redis.asyncio as aioredis
 from faust.types import TP, EventT
 from mode import Service
 from mode.utils.futures import maybe_cancel
@@ -20,6 +19,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from streams.batching import micro_batches
+from streams.connections import KafkaConnection, RedisConnection
 from streams.health import CHECK_SECONDS, Health
 from streams.inflight import InFlight
 from streams.labels import LabelJoiner
@@ -80,6 +80,8 @@ def create_app(
         fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
         fetch_min_bytes=settings.kafka_fetch_min_bytes,
         broker=kafka_urls(settings.kafka_bootstrap_servers),
+        # TLS and SASL of the app's consumer, producer and topic creation (None: PLAINTEXT).
+        broker_credentials=KafkaConnection.from_settings(settings).faust_credentials(),
         datadir=str(datadir),
         key_serializer="raw",
         value_serializer="raw",
@@ -164,12 +166,11 @@ def track_assignment(app: faust.App, topic: str, gauge: Any, health: Health) -> 
 PING_TIMEOUT_SECONDS = 0.5
 
 
-def attach_health_checks(app: faust.App, health: Health, redis_url: str) -> None:
+def attach_health_checks(app: faust.App, health: Health, redis: RedisConnection) -> None:
     """Every ``CHECK_SECONDS``, on the event loop: record that it turns and PING Redis on a
     connection of its own, with timeouts and without redis-py's own retries (1-10 s of
     backoff each): one PING, and its error is the answer."""
-    client = aioredis.Redis.from_url(
-        redis_url,
+    client = redis.async_client(
         socket_timeout=PING_TIMEOUT_SECONDS,
         socket_connect_timeout=PING_TIMEOUT_SECONDS,
         retry=Retry(NoBackoff(), retries=0),

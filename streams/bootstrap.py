@@ -11,6 +11,7 @@ import logging
 from features.store import apply_repo, materialize, open_store
 from models.errors import ModelNotFound
 from models.registry import ModelRegistry, ModelVersion
+from streams.connections import RedisConnection
 from streams.errors import SpecError
 from streams.generators import offline_data_writer
 from streams.settings import Settings
@@ -37,7 +38,7 @@ def ensure_offline_data(spec: PipelineSpec) -> None:
 def prepare_features(spec: PipelineSpec, settings: Settings) -> None:
     """Offline data if missing, then feast apply and materialize into the online store."""
     ensure_offline_data(spec)
-    store = open_store(spec.features.repo, settings.redis_url)
+    store = open_store(spec.features.repo, RedisConnection.from_settings(settings))
     apply_repo(store, spec.features.repo)
     materialize(store)
 
@@ -63,7 +64,7 @@ def train_if_needed(
     from models.training import load_training_frame, train_models  # sklearn only when training
 
     ensure_offline_data(spec)
-    store = open_store(spec.features.repo, settings.redis_url)
+    store = open_store(spec.features.repo, RedisConnection.from_settings(settings))
     apply_repo(store, spec.features.repo)
     frame = load_training_frame(spec, store)
     return train_models(spec, frame, registry)

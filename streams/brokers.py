@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from streams.apache_kafka import ApacheKafka, check_java
 from streams.embedded import EmbeddedServerError, EmbeddedTansu
-from streams.settings import Settings
+from streams.settings import KAFKA_SECURITY_FIELDS, Settings, defaults_of
 
 EmbeddedBroker = ApacheKafka | EmbeddedTansu
 
@@ -23,8 +23,12 @@ class BrokerChoice:
     why: str  # one line for the user: which broker, and how to pick the other
 
     def client_settings(self, settings: Settings) -> Settings:
-        """``settings`` pointed at this broker, with the client tuning it needs (if any)."""
-        update = {"kafka_bootstrap_servers": self.broker.bootstrap_servers}
+        """``settings`` pointed at this broker (PLAINTEXT, as it listens), with the client
+        tuning it needs (if any)."""
+        update = {
+            "kafka_bootstrap_servers": self.broker.bootstrap_servers,
+            **defaults_of(KAFKA_SECURITY_FIELDS),
+        }
         return settings.model_copy(update={**update, **self.broker.client_tuning})
 
 

@@ -110,12 +110,14 @@ def features_materialize(
     """Load the latest feature values of the (applied) Feast repo into the online store
     (Redis), once or every --every seconds: keeps online features fresher than their ttl."""
     from features.store import materialize, open_store
+    from streams.connections import RedisConnection
 
     settings = load_settings()
     pipeline = _spec(spec)
+    redis = RedisConnection.from_settings(settings)
     while True:
         try:
-            materialize(open_store(pipeline.features.repo, settings.redis_url))
+            materialize(open_store(pipeline.features.repo, redis))
         except StreamscoreError as exc:
             if not every:
                 raise _fail(exc) from exc
@@ -159,6 +161,7 @@ def produce(
     seed: int = 0,
 ) -> None:
     """Publish synthetic events for the spec to its input topic."""
+    from streams.connections import KafkaConnection
     from streams.producer import EventProducer
 
     settings = load_settings()
@@ -169,13 +172,15 @@ def produce(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        producer = EventProducer(
-            pipeline, settings.kafka_bootstrap_servers, rate=rate, bad_rate=bad_rate, seed=seed
-        )
+        kafka = KafkaConnection.from_settings(settings)
+        producer = EventProducer(pipeline, kafka, rate=rate, bad_rate=bad_rate, seed=seed)
         stats = await producer.run(stop, duration=duration, count=count)
         err.print(f"sent {stats.sent} events ({stats.bad} deliberately invalid)")
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except StreamscoreError as exc:
+        raise _fail(exc) from exc
 
 
 @app.command()
@@ -203,13 +208,15 @@ def demo(
 def compare(spec: SpecOption) -> None:
     """Compare each shadow with the primary, and every model on labelled events."""
     from streams.compare import report
+    from streams.connections import KafkaConnection, RedisConnection
 
     settings = load_settings()
     pipeline = _spec(spec)
     console = Console()
+    kafka, redis = KafkaConnection.from_settings(settings), RedisConnection.from_settings(settings)
     try:
-        tables = report(pipeline, settings.kafka_bootstrap_servers, settings.redis_url)
-    except StreamscoreError as exc:  # e.g. the stored evaluation is not one
+        tables = report(pipeline, kafka, redis)
+    except StreamscoreError as exc:  # a broker or Redis refused; the stored evaluation is not one
         raise _fail(exc) from exc
     for table in tables:
         console.print(table)
@@ -289,7 +296,7 @@ def servers() -> None:
     choice = choose_broker(settings)
     print(f"# {choice.why}", flush=True)
     with choice.broker, EmbeddedRedis() as redis:
-        client = choice.client_settings(settings).model_copy(update={"redis_url": redis.url})
+        client = redis.client_settings(choice.client_settings(settings))
         names = ["kafka_bootstrap_servers", "redis_url", *choice.broker.client_tuning]
         env = settings_env(client)
         for name in names:

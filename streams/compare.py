@@ -15,11 +15,10 @@ from typing import Any
 
 import numpy as np
 import orjson
-import redis
-from aiokafka import AIOKafkaConsumer
 from rich.table import Table
 
 from models.evaluation import RollingEvaluation
+from streams.connections import KafkaConnection, RedisConnection
 from streams.prediction_store import Keys
 from streams.spec import PipelineSpec
 from streams.validation import parse_timestamp
@@ -40,13 +39,11 @@ class ShadowComparison:
 
 
 async def read_topics(
-    bootstrap_servers: str, topics: list[str], idle_seconds: float = 2.0
+    kafka: KafkaConnection, topics: list[str], idle_seconds: float = 2.0
 ) -> dict[str, list[dict[str, Any]]]:
     """Every record of ``topics`` from the beginning, until none arrives for ``idle_seconds``."""
-    consumer = AIOKafkaConsumer(
-        *topics, bootstrap_servers=bootstrap_servers, group_id=None, auto_offset_reset="earliest"
-    )
-    await consumer.start()
+    consumer = kafka.consumer(*topics, group_id=None, auto_offset_reset="earliest")
+    await kafka.start(consumer)
     records: dict[str, list[dict[str, Any]]] = defaultdict(list)
     try:
         idle_since = time.monotonic()
@@ -79,10 +76,10 @@ def compare_shadows(
     return out
 
 
-def labelled_evaluation(spec: PipelineSpec, redis_url: str) -> dict[str, dict[str, float]]:
+def labelled_evaluation(spec: PipelineSpec, redis: RedisConnection) -> dict[str, dict[str, float]]:
     """The learner's rolling evaluation per model (empty without an online model/labels).
     Raises ``EvaluationStateError`` when the stored bytes are not an evaluation."""
-    client = redis.Redis.from_url(redis_url)
+    client = redis.client()
     try:
         data: bytes | None = client.get(Keys(spec.name).evaluation)  # type: ignore[assignment]
     finally:
@@ -92,8 +89,8 @@ def labelled_evaluation(spec: PipelineSpec, redis_url: str) -> dict[str, dict[st
     return RollingEvaluation.from_bytes(data).snapshot()
 
 
-def report(spec: PipelineSpec, bootstrap_servers: str, redis_url: str) -> list[Table]:
-    topics = asyncio.run(read_topics(bootstrap_servers, [spec.output.topic, spec.shadow_topic]))
+def report(spec: PipelineSpec, kafka: KafkaConnection, redis: RedisConnection) -> list[Table]:
+    topics = asyncio.run(read_topics(kafka, [spec.output.topic, spec.shadow_topic]))
     comparisons = compare_shadows(topics[spec.output.topic], topics[spec.shadow_topic])
     n = len(topics[spec.output.topic])
     shadows = Table(title=f"shadows vs primary {spec.model.name} ({n:,} predictions)")
@@ -120,7 +117,7 @@ def report(spec: PipelineSpec, bootstrap_servers: str, redis_url: str) -> list[T
             f"{np.percentile(diffs, 99):.4f}",
             f"{np.median(c.latency) * 1000:.1f} ms ({np.median(c.primary_latency) * 1000:.1f} ms)",
         )
-    evaluation = labelled_evaluation(spec, redis_url)
+    evaluation = labelled_evaluation(spec, redis)
     labelled = Table(title="rolling evaluation on labelled events (last window per model)")
     for column in ("model", "labelled", "accuracy", "log loss", "ROC AUC"):
         labelled.add_column(column, justify="right")

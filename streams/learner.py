@@ -27,12 +27,12 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import redis
 import redis.asyncio as aioredis
 
 from models.evaluation import EvaluationStateError, RollingEvaluation
 from models.inputs import Matrix
 from models.online import OnlineLearner, SnapshotError
+from streams.connections import RedisConnection
 from streams.labels import decode_joined
 from streams.metrics import Metrics
 from streams.prediction_store import Keys, bucket_seconds
@@ -209,12 +209,12 @@ class OnlineSnapshotModel:
     Called from its shadow's thread, so it uses a synchronous Redis client.
     """
 
-    def __init__(self, spec: PipelineSpec, redis_url: str) -> None:
+    def __init__(self, spec: PipelineSpec, redis: RedisConnection) -> None:
         assert spec.online is not None
         self.name = spec.online.name
         self._spec = spec
         self._keys = Keys(spec.name)
-        self._client = redis.Redis.from_url(redis_url)
+        self._client = redis.client()
         self._learner = OnlineLearner(spec.online, spec.input_columns())
         self._checked_at = 0.0
 

@@ -21,7 +21,8 @@ from streams.settings import Settings
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
-    """Settings as the ``STREAMSCORE_*`` variables a child process reads them from."""
+    """Settings as the ``STREAMSCORE_*`` variables a child process reads them from
+    (secrets included: the child needs them; its environment is readable by its user only)."""
     prefix = "STREAMSCORE_"
     return {
         f"{prefix}{name.upper()}": (

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import orjson
-from aiokafka import AIOKafkaProducer
 
+from streams.connections import KafkaConnection
 from streams.generators import EventGenerator, corrupt, make_generator
 from streams.spec import PipelineSpec
 
@@ -36,7 +36,7 @@ class EventProducer:
     def __init__(
         self,
         spec: PipelineSpec,
-        bootstrap_servers: str,
+        kafka: KafkaConnection,
         *,
         rate: float,
         bad_rate: float = 0.0,
@@ -57,13 +57,14 @@ class EventProducer:
         # (due monotonic time, event id, label); the delay is constant, so FIFO order is due order
         self._pending_labels: collections.deque[tuple[float, str, int]] = collections.deque()
         self._rng = random.Random(seed + 1)
-        self._producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, linger_ms=2)
+        self._kafka = kafka
+        self._producer = kafka.producer(linger_ms=2)
 
     async def run(
         self, stop: asyncio.Event, *, duration: float | None = None, count: int | None = None
     ) -> ProducerStats:
         """Produce until ``stop`` is set, ``duration`` seconds pass or ``count`` are sent."""
-        await self._producer.start()
+        await self._kafka.start(self._producer)
         try:
             started = time.monotonic()
             while not stop.is_set():

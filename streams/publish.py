@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner, murmur2
 
+from streams.connections import KafkaConnection
 from streams.records import OutputRecord
 
 #: Returns the started producer (Faust starts its own with the app, after wiring).
@@ -44,21 +45,20 @@ class OwnProducer:
     it with them), and the primary's acks never wait for them.
     """
 
-    def __init__(self, bootstrap_servers: str, max_batch_bytes: int, client_id: str) -> None:
-        self._bootstrap_servers = bootstrap_servers
+    def __init__(self, kafka: KafkaConnection, max_batch_bytes: int, client_id: str) -> None:
+        self._kafka = kafka
         self._max_batch_bytes = max_batch_bytes
         self._client_id = client_id
         self._producer: AIOKafkaProducer | None = None
 
     async def start(self) -> None:
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=self._bootstrap_servers,
+        self._producer = self._kafka.producer(
             client_id=self._client_id,
             acks="all",  # as the app's producer (Faust's default)
             linger_ms=1,  # as the app's producer (streams.app.create_app)
             max_batch_size=self._max_batch_bytes,
         )
-        await self._producer.start()
+        await self._kafka.start(self._producer)
 
     async def stop(self) -> None:
         if self._producer is not None:

@@ -23,9 +23,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
+from streams.connections import KafkaConnection, RedisConnection
 from streams.errors import ReplayError
 from streams.limits import InputLimits
 from streams.prediction_store import Keys
@@ -116,23 +117,22 @@ async def replay(
 ) -> ReplayReport:
     """Replay the spec's dead letters; ``progress`` is called about once a second."""
     topic = spec.output.dead_letter_topic
-    partitions = await _partitions(settings.kafka_bootstrap_servers, topic)
+    kafka = KafkaConnection.from_settings(settings)
+    partitions = await _partitions(kafka, topic)
     report = ReplayReport(topic, dry_run)
-    client = aioredis.Redis.from_url(settings.redis_url)
+    client = RedisConnection.from_settings(settings).async_client()
     log = ReplayLog(client, spec.name)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
+    consumer = kafka.consumer(
         group_id=None,
         enable_auto_commit=False,
         max_partition_fetch_bytes=2 * 1024 * 1024,  # a dead letter can be ~730 KiB
     )
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
+    producer = kafka.producer(
         acks="all",
         # An original is at most its kept sizes (larger ones are truncated, never resent).
         max_request_size=ORIGINAL_VALUE_KEPT_BYTES + ORIGINAL_KEY_KEPT_BYTES + 64 * 1024,
     )
-    await consumer.start()
+    await kafka.start(consumer)
     try:
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
@@ -141,7 +141,7 @@ async def replay(
         report.total = sum(ends[tp] - starts[tp] for tp in partitions)
         pending = {tp for tp in partitions if ends[tp] > starts[tp]}
         if not dry_run and pending:
-            await producer.start()
+            await kafka.start(producer)
         seen: set[str] = set()
         reported_at = time.monotonic()
         while pending:
@@ -175,8 +175,8 @@ async def replay(
     return report
 
 
-async def _partitions(bootstrap_servers: str, topic: str) -> list[TopicPartition]:
-    count = await topic_partitions(bootstrap_servers, topic)
+async def _partitions(kafka: KafkaConnection, topic: str) -> list[TopicPartition]:
+    count = await topic_partitions(kafka, topic)
     if count is None:
         msg = f"dead-letter topic {topic!r} does not exist (no worker of the spec ran yet?)"
         raise ReplayError(msg)

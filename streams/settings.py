@@ -7,7 +7,8 @@ else in the project reads ``os.environ``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -17,6 +18,28 @@ from streams.errors import StreamscoreError
 LogLevel = Literal["crit", "error", "warn", "info", "debug"]
 WorkerRole = Literal["all", "scoring", "learning"]
 EmbeddedBrokerKind = Literal["auto", "kafka", "tansu"]
+KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+KafkaSaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+
+#: The settings that say how Kafka and Redis clients secure their connections (turned into
+#: client options by ``streams.connections``; the embedded servers use none of them).
+KAFKA_SECURITY_FIELDS = (
+    "kafka_security_protocol",
+    "kafka_sasl_mechanism",
+    "kafka_sasl_username",
+    "kafka_sasl_password",
+    "kafka_ssl_cafile",
+    "kafka_ssl_certfile",
+    "kafka_ssl_keyfile",
+    "kafka_ssl_check_hostname",
+)
+REDIS_SECURITY_FIELDS = (
+    "redis_password",
+    "redis_tls",
+    "redis_ssl_ca_certs",
+    "redis_ssl_certfile",
+    "redis_ssl_keyfile",
+)
 
 # Defaults of the input size limits, also used by ``streams.limits.InputLimits`` so that a
 # service built without settings (tests, tools) applies the same limits as a worker.
@@ -38,6 +61,64 @@ class Settings(BaseSettings):
     redis_url: str = Field(
         default="redis://localhost:6379/0",
         description="Redis URL of Feast's online store (redis://[:password@]host:port/db).",
+    )
+    kafka_security_protocol: KafkaSecurityProtocol = Field(
+        default="PLAINTEXT",
+        description="How every Kafka client connects: PLAINTEXT, SSL (TLS), SASL_PLAINTEXT"
+        " (SASL without TLS) or SASL_SSL (SASL over TLS, what most managed Kafka asks for).",
+    )
+    kafka_sasl_mechanism: KafkaSaslMechanism | None = Field(
+        default=None,
+        description="SASL mechanism (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512); required with a"
+        " SASL_* protocol, refused without one.",
+    )
+    kafka_sasl_username: str | None = Field(
+        default=None, description="SASL user name; required with a SASL_* protocol."
+    )
+    kafka_sasl_password: SecretStr | None = Field(
+        default=None,
+        description="SASL password; required with a SASL_* protocol. Never logged or printed.",
+    )
+    kafka_ssl_cafile: Path | None = Field(
+        default=None,
+        description="PEM file of the CA(s) that signed the brokers' certificates (SSL,"
+        " SASL_SSL); without it the system's trusted CAs are used.",
+    )
+    kafka_ssl_certfile: Path | None = Field(
+        default=None,
+        description="PEM client certificate (chain) for brokers that require TLS client"
+        " authentication (SSL, SASL_SSL); may also hold the key.",
+    )
+    kafka_ssl_keyfile: Path | None = Field(
+        default=None,
+        description="PEM private key of kafka_ssl_certfile, if it is not in that file.",
+    )
+    kafka_ssl_check_hostname: bool = Field(
+        default=True,
+        description="Check that a broker's certificate names the host connected to (SSL,"
+        " SASL_SSL). Turn off only for brokers whose certificates do not name their address.",
+    )
+    redis_password: SecretStr | None = Field(
+        default=None,
+        description="Redis password (AUTH), instead of one in redis_url. Never logged or printed.",
+    )
+    redis_tls: bool = Field(
+        default=False,
+        description="Connect to Redis over TLS (as a rediss:// redis_url does).",
+    )
+    redis_ssl_ca_certs: Path | None = Field(
+        default=None,
+        description="PEM file of the CA(s) that signed Redis's certificate (TLS); without it"
+        " the system's trusted CAs are used.",
+    )
+    redis_ssl_certfile: Path | None = Field(
+        default=None,
+        description="PEM client certificate for a Redis that requires TLS client"
+        " authentication; may also hold the key.",
+    )
+    redis_ssl_keyfile: Path | None = Field(
+        default=None,
+        description="PEM private key of redis_ssl_certfile, if it is not in that file.",
     )
     model_dir: Path = Field(
         default=Path("models/registry"),
@@ -196,6 +277,105 @@ class Settings(BaseSettings):
             raise ValueError(msg)
         return self
 
+    @field_validator(
+        "kafka_ssl_cafile",
+        "kafka_ssl_certfile",
+        "kafka_ssl_keyfile",
+        "redis_ssl_ca_certs",
+        "redis_ssl_certfile",
+        "redis_ssl_keyfile",
+    )
+    @classmethod
+    def _existing_file(cls, path: Path | None) -> Path | None:
+        # Checked at start-up: a typo would otherwise surface as a TLS error at first connect.
+        if path is not None and not path.is_file():
+            reason = "is a folder, not a file" if path.exists() else "no such file"
+            msg = f"{reason}: {path}"
+            raise ValueError(msg)
+        return path
+
+    @model_validator(mode="after")
+    def _consistent_transport_security(self) -> Self:
+        """Refuse combinations that could only fail at the first connection, or that would
+        silently ignore a setting (a CA file with PLAINTEXT, say)."""
+        problem = _kafka_security_problem(self) or _redis_security_problem(self)
+        if problem:
+            raise ValueError(problem)
+        return self
+
+
+def _kafka_security_problem(s: Settings) -> str | None:
+    protocol = s.kafka_security_protocol
+    sasl = protocol.startswith("SASL_")
+    tls = protocol.endswith("SSL")
+    where = f"STREAMSCORE_KAFKA_SECURITY_PROTOCOL={protocol}"
+    if sasl:
+        missing = [
+            name
+            for name, value in (
+                ("MECHANISM", s.kafka_sasl_mechanism),
+                ("USERNAME", s.kafka_sasl_username),
+                ("PASSWORD", s.kafka_sasl_password),
+            )
+            if not value
+        ]
+        if missing:
+            names = ", ".join(f"STREAMSCORE_KAFKA_SASL_{name}" for name in missing)
+            return f"{where} needs {names}"
+    else:
+        given = [
+            name
+            for name in ("kafka_sasl_mechanism", "kafka_sasl_username", "kafka_sasl_password")
+            if getattr(s, name) is not None
+        ]
+        if given:
+            names = ", ".join(f"STREAMSCORE_{name.upper()}" for name in given)
+            return f"{names} set, but {where} uses no SASL (SASL_PLAINTEXT or SASL_SSL do)"
+    if not tls:
+        given = [
+            name
+            for name in ("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile")
+            if getattr(s, name) is not None
+        ]
+        if given:
+            names = ", ".join(f"STREAMSCORE_{name.upper()}" for name in given)
+            return f"{names} set, but {where} uses no TLS (SSL or SASL_SSL do)"
+    if s.kafka_ssl_keyfile is not None and s.kafka_ssl_certfile is None:
+        return "STREAMSCORE_KAFKA_SSL_KEYFILE set without STREAMSCORE_KAFKA_SSL_CERTFILE"
+    return None
+
+
+def _redis_security_problem(s: Settings) -> str | None:
+    url = urlsplit(s.redis_url)
+    if s.redis_password is not None and url.password is not None:
+        return (
+            "a Redis password is set twice: in STREAMSCORE_REDIS_URL and in"
+            " STREAMSCORE_REDIS_PASSWORD (keep one)"
+        )
+    if not (s.redis_tls or url.scheme == "rediss"):
+        given = [
+            name
+            for name in ("redis_ssl_ca_certs", "redis_ssl_certfile", "redis_ssl_keyfile")
+            if getattr(s, name) is not None
+        ]
+        if given:
+            names = ", ".join(f"STREAMSCORE_{name.upper()}" for name in given)
+            return (
+                f"{names} set, but Redis is not on TLS (STREAMSCORE_REDIS_TLS=true or a"
+                " rediss:// STREAMSCORE_REDIS_URL)"
+            )
+    if s.redis_ssl_keyfile is not None and s.redis_ssl_certfile is None:
+        return "STREAMSCORE_REDIS_SSL_KEYFILE set without STREAMSCORE_REDIS_SSL_CERTFILE"
+    return None
+
+
+def defaults_of(names: tuple[str, ...]) -> dict[str, object]:
+    """The named settings at their defaults: an embedded server's clients take the Kafka
+    or Redis security settings this way (the embedded servers listen in the clear)."""
+    return {
+        name: Settings.model_fields[name].get_default(call_default_factory=True) for name in names
+    }
+
 
 class SettingsError(StreamscoreError):
     """A setting has an invalid value; the message names the environment variable."""
@@ -206,17 +386,24 @@ def load_settings() -> Settings:
     try:
         return Settings()
     except ValidationError as exc:
-        prefix = Settings.model_config.get("env_prefix", "")
-        lines = ["invalid settings:"]
-        for error in exc.errors():
-            if not error["loc"]:  # a rule across fields: its message names the variables
-                lines.append(f"  {error['msg']}")
-                continue
-            variable = f"{prefix}{'_'.join(str(p) for p in error['loc'])}".upper()
-            secret = any(_is_secret(str(part)) for part in error["loc"])
-            shown = "(secret, not shown)" if secret else repr(error.get("input"))
-            lines.append(f"  {variable}={shown}: {error['msg']}")
-        raise SettingsError("\n".join(lines)) from exc
+        raise SettingsError(describe_errors(exc)) from exc
+
+
+def describe_errors(exc: ValidationError) -> str:
+    """One line per error, naming the variable; never a secret's value (a check across
+    fields gets every input, so only its message is shown)."""
+    prefix = Settings.model_config.get("env_prefix", "")
+    lines = ["invalid settings:"]
+    for error in exc.errors():
+        message = error["msg"].removeprefix("Value error, ")
+        if not error["loc"]:  # a rule across fields: its message names the variables
+            lines.append(f"  {message}")
+            continue
+        variable = f"{prefix}{'_'.join(str(p) for p in error['loc'])}".upper()
+        secret = any(_is_secret(str(part)) for part in error["loc"])
+        shown = "(secret, not shown)" if secret else repr(error.get("input"))
+        lines.append(f"  {variable}={shown}: {message}")
+    return "\n".join(lines)
 
 
 def _is_secret(name: str) -> bool:

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import orjson
-from aiokafka import AIOKafkaConsumer
 from rich.table import Table
 
+from streams.connections import KafkaConnection
 from streams.spec import PipelineSpec
 from streams.validation import parse_timestamp
 
@@ -33,22 +33,21 @@ class OutputCounts:
 
 
 class LiveSummary:
-    def __init__(self, spec: PipelineSpec, bootstrap_servers: str) -> None:
+    def __init__(self, spec: PipelineSpec, kafka: KafkaConnection) -> None:
         self.spec = spec
         self.counts = OutputCounts()
-        self._bootstrap = bootstrap_servers
+        self._kafka = kafka
         # (arrival monotonic time, latency seconds) of recent predictions, for p50/p99 and rates
         self._recent: collections.deque[tuple[float, float]] = collections.deque()
 
     async def run(self, stop: asyncio.Event) -> None:
-        consumer = AIOKafkaConsumer(
+        consumer = self._kafka.consumer(
             self.spec.output.topic,
             self.spec.output.dead_letter_topic,
-            bootstrap_servers=self._bootstrap,
             group_id=None,
             auto_offset_reset="earliest",
         )
-        await consumer.start()
+        await self._kafka.start(consumer)
         try:
             while not stop.is_set():
                 batches = await consumer.getmany(timeout_ms=200, max_records=5000)

@@ -11,9 +11,10 @@ from __future__ import annotations
 import contextlib
 import logging
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from streams.connections import KafkaConnection
 from streams.spec import PipelineSpec
 
 log = logging.getLogger(__name__)
@@ -36,12 +37,12 @@ def spec_topics(spec: PipelineSpec) -> dict[str, int]:
 
 
 async def ensure_topics(
-    bootstrap_servers: str, topics: dict[str, int], replication: int = 1
+    kafka: KafkaConnection, topics: dict[str, int], replication: int = 1
 ) -> dict[str, int]:
     """Create the missing ``topics``; returns the existing ones whose partition count differs
     from the one asked for (name -> partitions they have)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
-    await admin.start()
+    admin = kafka.admin()
+    await kafka.start(admin)
     try:
         existing = set(await admin.list_topics())
         missing = [
@@ -68,10 +69,10 @@ async def ensure_topics(
         await admin.close()
 
 
-async def topic_partitions(bootstrap_servers: str, topic: str) -> int | None:
+async def topic_partitions(kafka: KafkaConnection, topic: str) -> int | None:
     """How many partitions ``topic`` has, or None if it does not exist."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
-    await admin.start()
+    admin = kafka.admin()
+    await kafka.start(admin)
     try:
         if topic not in set(await admin.list_topics()):
             return None
@@ -82,11 +83,11 @@ async def topic_partitions(bootstrap_servers: str, topic: str) -> int | None:
 
 
 async def declare_topics(
-    spec: PipelineSpec, bootstrap_servers: str, replication: int = 1
+    spec: PipelineSpec, kafka: KafkaConnection, replication: int = 1
 ) -> dict[str, int]:
     """``ensure_topics`` for the spec's topics, logging each one that differs from the spec."""
     wanted = spec_topics(spec)
-    differing = await ensure_topics(bootstrap_servers, wanted, replication)
+    differing = await ensure_topics(kafka, wanted, replication)
     for name, partitions in sorted(differing.items()):
         log.warning(
             "pipeline %s: topic %r has %d partitions, the spec declares %d (it is used as it"

@@ -9,7 +9,6 @@ import sys
 from typing import Any
 
 import faust
-import redis.asyncio as aioredis
 
 from features.reader import OnlineFeatureReader
 from features.store import open_store
@@ -27,6 +26,7 @@ from streams.app import (
     create_worker,
     track_assignment,
 )
+from streams.connections import KafkaConnection, RedisConnection
 from streams.errors import WorkerRoleError
 from streams.health import Health, Verdict
 from streams.labels import LabelJoiner
@@ -68,7 +68,7 @@ def build_worker(
     app = create_app(spec, settings, lifecycle)
     health = lifecycle.health
     publisher = KafkaPublisher(app_producer(app))
-    client = aioredis.Redis.from_url(settings.redis_url)
+    client = RedisConnection.from_settings(settings).async_client()
     store = PredictionStore(client, spec.name, spec.labels.window_seconds) if spec.labels else None
     partitions = metrics.assigned_partitions.labels(spec.name)
     if role in ("all", "scoring"):
@@ -87,7 +87,7 @@ def build_worker(
             attach_learner_agent(app, spec, learner)
         if role == "learning":
             track_assignment(app, spec.labels.topic, partitions, health)
-    attach_health_checks(app, health, settings.redis_url)
+    attach_health_checks(app, health, RedisConnection.from_settings(settings))
     return create_worker(app, settings)
 
 
@@ -109,7 +109,8 @@ def _attach_scoring(
     scorer = primary.scorer
     metrics.model_info.labels(spec.name, "primary", scorer.name, str(scorer.version)).set(1)
     app.lifecycle.health.model_loaded(f"{scorer.name} v{scorer.version}")
-    reader = OnlineFeatureReader(open_store(spec.features.repo, settings.redis_url), spec)
+    redis = RedisConnection.from_settings(settings)
+    reader = OnlineFeatureReader(open_store(spec.features.repo, redis), spec)
     limits = InputLimits.from_settings(settings)
     pipeline = ScoringPipeline(
         spec,
@@ -123,11 +124,11 @@ def _attach_scoring(
     shadow_servings = [start_serving(registry, spec, shadow, metrics) for shadow in spec.shadows]
     shadow_models: list[ShadowModel] = [serving.scorer for serving in shadow_servings]
     if spec.online is not None:
-        shadow_models.append(OnlineSnapshotModel(spec, settings.redis_url))
+        shadow_models.append(OnlineSnapshotModel(spec, redis))
     # Shadows publish on a connection of their own (see OwnProducer): never ahead of the
     # primary's next publish in aiokafka's one-request-at-a-time queue.
     shadow_producer = OwnProducer(
-        settings.kafka_bootstrap_servers,
+        KafkaConnection.from_settings(settings),
         settings.kafka_producer_max_batch_bytes,
         client_id=f"{app.conf.id}-shadows",
     )
@@ -239,9 +240,10 @@ def run_worker(spec: PipelineSpec, settings: Settings) -> None:
         serve(metrics, settings.metrics_host, settings.metrics_port, probes)
     worker = build_worker(spec, settings, metrics, lifecycle)
     # The spec's topics with the spec's partitions, before Faust subscribes to any of them.
-    asyncio.run(
-        declare_topics(spec, settings.kafka_bootstrap_servers, settings.topic_replication_factor)
-    )
+    # Both servers answer with these credentials (else one line says why) before Faust starts.
+    RedisConnection.from_settings(settings).check()
+    kafka = KafkaConnection.from_settings(settings)
+    asyncio.run(declare_topics(spec, kafka, settings.topic_replication_factor))
     freeze_startup_heap()
     try:
         worker.execute_from_commandline()  # raises SystemExit: 0, or 1 if Faust crashed

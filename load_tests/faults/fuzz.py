@@ -15,13 +15,13 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from load_tests.faults.scenarios import Outcome
 from load_tests.steps import System
 from load_tests.traffic import ID_SPACE
+from streams.connections import KafkaConnection
 from streams.generators import make_generator
 from streams.spec import PipelineSpec
 
@@ -115,9 +115,9 @@ def keyed(spec: PipelineSpec, phase: int, messages: list[Any]) -> list[tuple[byt
     return out
 
 
-async def send(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
-    await producer.start()
+async def send(kafka: KafkaConnection, topic: str, messages: list[tuple[bytes, bytes]]) -> None:
+    producer = kafka.producer(linger_ms=5)
+    await kafka.start(producer)
     try:
         sent = [await producer.send(topic, value, key=key) for key, value in messages]
         await asyncio.gather(*sent)
@@ -126,7 +126,7 @@ async def send(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]]) 
 
 
 async def run_fuzz(
-    system: System, bootstrap: str, events: int, labels: int, phase: int
+    system: System, kafka: KafkaConnection, events: int, labels: int, phase: int
 ) -> list[Outcome]:
     """Send fuzzed events and malformed labels; count what came out of each."""
     spec = system.variant.spec
@@ -136,9 +136,9 @@ async def run_fuzz(
         for seq, value in enumerate(malformed_labels(labels))
     ]
     started = time.monotonic()
-    await send(bootstrap, spec.input.topic, event_messages)
+    await send(kafka, spec.input.topic, event_messages)
     labels_topic, _ = system.variant.labels_topic
-    await send(bootstrap, labels_topic, label_messages)
+    await send(kafka, labels_topic, label_messages)
     tally = system.meter.tally(phase)
     deadline = time.monotonic() + 120
     while tally.missing(len(event_messages)) and time.monotonic() < deadline:

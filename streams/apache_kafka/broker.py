@@ -5,6 +5,10 @@ The jars come from Maven Central through ``install.kafka_classpath``. ``start`` 
 --standalone``), starts ``kafka.Kafka`` and waits until the broker answers a metadata
 request; ``stop`` sends SIGTERM (a controlled shutdown), kills after a bound and removes the
 folder. Like every embedded server, the child also dies with its parent (Linux).
+
+The broker always listens in PLAINTEXT. Tests of secured clients add listeners (SSL,
+SASL_SSL, ...) next to it with ``extra_listeners``, their settings with
+``extra_properties`` and SCRAM users with ``format_arguments`` (``--add-scram``).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import base64
 import concurrent.futures
 import subprocess
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 from streams.apache_kafka.install import KAFKA_VERSION, kafka_classpath
@@ -30,7 +35,6 @@ SERVER_PROPERTIES = {
     "node.id": "1",
     "controller.listener.names": "CONTROLLER",
     "inter.broker.listener.name": "PLAINTEXT",
-    "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
     # Topics are created by the project with the spec's partition counts, never implicitly.
     "auto.create.topics.enable": "false",
     "num.partitions": "1",
@@ -73,7 +77,11 @@ logger.server.level = info
 
 
 class ApacheKafka(EmbeddedServer):
-    """Apache Kafka ``KAFKA_VERSION`` from Maven Central, one KRaft node, PLAINTEXT."""
+    """Apache Kafka ``KAFKA_VERSION`` from Maven Central, one KRaft node, PLAINTEXT.
+
+    ``extra_listeners`` maps more listener names to their security protocol, each on a
+    port of its own (``address``); ``format_arguments`` go to ``StorageTool format``.
+    """
 
     name = "apache-kafka broker"
     kind = "kafka"
@@ -84,18 +92,27 @@ class ApacheKafka(EmbeddedServer):
         cache_dir: Path,
         port: int | None = None,
         extra_properties: dict[str, str] | None = None,
+        *,
+        extra_listeners: dict[str, str] | None = None,
+        format_arguments: Sequence[str] = (),
     ) -> None:
         super().__init__(port)
-        self.controller_port = free_port()
-        while self.controller_port == self.port:
-            self.controller_port = free_port()
+        taken = {self.port}
+        self.controller_port = _another_port(taken)
+        self.listener_ports = {name: _another_port(taken) for name in extra_listeners or {}}
+        self.listener_protocols = dict(extra_listeners or {})
         self.cache_dir = cache_dir
         self.extra_properties = dict(extra_properties or {})
+        self.format_arguments = list(format_arguments)
         self._classpath: Path | None = None
 
     @property
     def bootstrap_servers(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    def address(self, listener: str) -> str:
+        """host:port of one of ``extra_listeners``."""
+        return f"127.0.0.1:{self.listener_ports[listener]}"
 
     def describe(self) -> str:
         return f"Apache Kafka {KAFKA_VERSION} (KRaft, single node, from Maven Central)"
@@ -103,10 +120,14 @@ class ApacheKafka(EmbeddedServer):
     def properties(self) -> dict[str, str]:
         assert self.workdir is not None
         controller = f"127.0.0.1:{self.controller_port}"
+        ports = {"PLAINTEXT": self.port, **self.listener_ports}
+        protocols = {"PLAINTEXT": "PLAINTEXT", "CONTROLLER": "PLAINTEXT", **self.listener_protocols}
+        listeners = ",".join(f"{name}://127.0.0.1:{port}" for name, port in ports.items())
         return {
             **SERVER_PROPERTIES,
-            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://{controller}",
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+            "listeners": f"{listeners},CONTROLLER://{controller}",
+            "advertised.listeners": listeners,
+            "listener.security.protocol.map": ",".join(f"{n}:{p}" for n, p in protocols.items()),
             "controller.quorum.bootstrap.servers": controller,
             "log.dirs": str(self.workdir / "data"),
             **self.extra_properties,
@@ -128,12 +149,14 @@ class ApacheKafka(EmbeddedServer):
         assert self.workdir is not None
         self._classpath = kafka_classpath(self.cache_dir)
         config = self.workdir / "server.properties"
-        config.write_text("".join(f"{k}={v}\n" for k, v in self.properties().items()))
+        # Multi-line values (PEM certificates and keys) as the properties format escapes them.
+        lines = (f"{k}={v}".replace("\n", "\\n") for k, v in self.properties().items())
+        config.write_text("".join(f"{line}\n" for line in lines))
         (self.workdir / "log4j2.properties").write_text(LOG4J2_PROPERTIES)
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
         command = self._java(
             "kafka.tools.StorageTool", "format", "--standalone",
-            "-t", cluster_id, "-c", str(config),
+            "-t", cluster_id, "-c", str(config), *self.format_arguments,
         )  # fmt: skip
         try:
             done = subprocess.run(
@@ -156,6 +179,15 @@ class ApacheKafka(EmbeddedServer):
         return super().ready() and _answers_metadata(self.bootstrap_servers)
 
 
+def _another_port(taken: set[int]) -> int:
+    """A free port not in ``taken`` (which it joins)."""
+    port = free_port()
+    while port in taken:
+        port = free_port()
+    taken.add(port)
+    return port
+
+
 def _answers_metadata(bootstrap: str) -> bool:
     # A thread of its own: ``start`` may be called where an event loop is already running.
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
@@ -163,10 +195,12 @@ def _answers_metadata(bootstrap: str) -> bool:
 
 
 async def _describe_cluster(bootstrap: str) -> bool:
-    from aiokafka.admin import AIOKafkaAdminClient
     from aiokafka.errors import KafkaError
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=2000)
+    from streams.connections import KafkaConnection
+
+    # The PLAINTEXT listener every embedded broker has (``properties``).
+    admin = KafkaConnection(bootstrap).admin(request_timeout_ms=2000)
     try:
         await admin.start()
         cluster = await admin.describe_cluster()

@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from streams.bootstrap import prepare_features, train_if_needed
+from streams.connections import KafkaConnection
 from streams.processes import WorkerProcess
 from streams.settings import Settings
 from streams.spec import PipelineSpec, load_spec
@@ -67,7 +68,7 @@ class PreparedPipeline:
 
 
 async def create_topics(settings: Settings, spec: PipelineSpec) -> None:
-    await ensure_topics(settings.kafka_bootstrap_servers, spec_topics(spec))
+    await ensure_topics(KafkaConnection.from_settings(settings), spec_topics(spec))
 
 
 async def produce(
@@ -93,20 +94,20 @@ async def produce(
 
 
 async def consume(
-    bootstrap: str,
+    bootstrap: str | KafkaConnection,
     topics: list[str],
     count: int,
     timeout: float,
     worker: WorkerProcess | None = None,
     keys: set[bytes] | None = None,
 ) -> dict[str, list[ConsumerRecord]]:
-    """Read ``topics`` from the beginning until ``count`` records arrived (or time out).
+    """Read ``topics`` from the beginning until ``count`` records arrived (or time out);
+    ``bootstrap`` is a PLAINTEXT address or a (secured) connection.
 
     With ``keys``: until a record arrived for each of those keys (duplicates then count
     once)."""
-    consumer = AIOKafkaConsumer(
-        *topics, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest"
-    )
+    kafka = KafkaConnection(bootstrap) if isinstance(bootstrap, str) else bootstrap
+    consumer = kafka.consumer(*topics, group_id=None, auto_offset_reset="earliest")
     await consumer.start()
     received: dict[str, list[ConsumerRecord]] = defaultdict(list)
     missing = set(keys) if keys is not None else None
@@ -150,6 +151,16 @@ async def read_to_end(bootstrap: str, topics: dict[str, int]) -> dict[str, list[
     finally:
         await consumer.stop()
     return received
+
+
+def wait_until(condition, timeout: float, workers: list[WorkerProcess], what: str = "") -> None:
+    """Until ``condition()``; fails with the workers' logs if one exits or time runs out."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        logs = "\n---\n".join(w.log_tail() for w in workers)
+        assert all(w.running for w in workers), f"a worker exited waiting for {what}:\n{logs}"
+        assert time.monotonic() < deadline, f"{what or 'condition'}: not in {timeout}s:\n{logs}"
+        time.sleep(0.1)
 
 
 def start_worker(prepared: PreparedPipeline, spec_path: Path, name: str) -> WorkerProcess:

@@ -22,6 +22,7 @@ import pytest
 from features.store import open_store
 from models.inputs import InputLayout
 from models.registry import ModelRegistry
+from streams.connections import RedisConnection
 from streams.generators import make_generator
 from streams.records import decode_original_value
 from streams.settings import Settings
@@ -199,7 +200,7 @@ def test_scores_equal_a_direct_onnx_run_on_the_same_vector(run: Run) -> None:
 
 def test_features_equal_feast_online_features(run: Run) -> None:
     spec = run.spec
-    store = open_store(spec.features.repo, run.prepared.settings.redis_url)
+    store = open_store(spec.features.repo, RedisConnection.from_settings(run.prepared.settings))
     keys = sorted({p["entity_key"] for p in run.predictions}, key=str)
     online = store.get_online_features(
         features=list(spec.features.refs),

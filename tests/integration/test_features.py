@@ -26,6 +26,7 @@ from features.card_fraud.synthetic import card_id, write_offline_data
 from features.errors import FeatureStoreError
 from features.reader import OnlineFeatureReader
 from features.store import apply_repo, materialize, open_store, redis_connection_string
+from streams.connections import RedisConnection
 from streams.embedded import free_port
 from streams.spec import PipelineSpec, feature_column, load_spec
 
@@ -57,7 +58,7 @@ def store_project(repo: Path, redis_url: str) -> str:
     """Apply and materialize once per module, run from a CWD that is not the repo."""
     name = project()
     cwd, path, env = os.getcwd(), list(sys.path), dict(os.environ)
-    store = open_store(repo, redis_url, project=name)
+    store = open_store(repo, RedisConnection(redis_url), project=name)
     apply_repo(store, repo)
     materialize(store)
     assert (os.getcwd(), sys.path, dict(os.environ)) == (cwd, path, env)
@@ -66,7 +67,7 @@ def store_project(repo: Path, redis_url: str) -> str:
 
 @pytest.fixture
 def store(repo: Path, redis_url: str, store_project: str) -> FeatureStore:
-    return open_store(repo, redis_url, project=store_project)
+    return open_store(repo, RedisConnection(redis_url), project=store_project)
 
 
 @pytest.fixture(scope="module")
@@ -164,7 +165,9 @@ async def test_read_async_equals_read(
     repo: Path, redis_url: str, store_project: str, spec: PipelineSpec
 ) -> None:
     # Its own store: Feast binds the async Redis client to the first event loop using it.
-    reader = OnlineFeatureReader(open_store(repo, redis_url, project=store_project), spec)
+    reader = OnlineFeatureReader(
+        open_store(repo, RedisConnection(redis_url), project=store_project), spec
+    )
     keys = [KNOWN[3], "nobody", KNOWN[3], KNOWN[7]]
 
     got = await reader.read_async(keys)
@@ -177,7 +180,9 @@ async def test_read_async_equals_read(
 def test_read_async_from_a_second_loop_is_refused(
     repo: Path, redis_url: str, store_project: str, spec: PipelineSpec
 ) -> None:
-    reader = OnlineFeatureReader(open_store(repo, redis_url, project=store_project), spec)
+    reader = OnlineFeatureReader(
+        open_store(repo, RedisConnection(redis_url), project=store_project), spec
+    )
     asyncio.run(reader.read_async([KNOWN[0]]))
 
     with pytest.raises(FeatureStoreError, match="second event loop"):
@@ -212,7 +217,7 @@ def test_refs_over_two_views_are_read_in_one_call(
     tmp_path: Path, redis_url: str, spec: PipelineSpec, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     repo = copy_repo(tmp_path / "card_fraud")
-    store = open_store(repo, redis_url, project=project())
+    store = open_store(repo, RedisConnection(redis_url), project=project())
     apply_repo(store, repo)
     card = store.get_entity("card")
     source = FileSource(
@@ -253,7 +258,9 @@ def test_a_store_that_is_down_fails_with_context(
     repo: Path, store_project: str, spec: PipelineSpec
 ) -> None:
     down = f"redis://127.0.0.1:{free_port()}/0"
-    reader = OnlineFeatureReader(open_store(repo, down, project=store_project), spec)
+    reader = OnlineFeatureReader(
+        open_store(repo, RedisConnection(down), project=store_project), spec
+    )
 
     with pytest.raises(FeatureStoreError, match="features.reader: online read of 1 keys"):
         reader.read([KNOWN[0]])
@@ -261,9 +268,9 @@ def test_a_store_that_is_down_fails_with_context(
 
 def test_open_store_errors_name_the_file_or_url(tmp_path: Path, redis_url: str) -> None:
     with pytest.raises(FeatureStoreError, match="feature_store.yaml"):
-        open_store(tmp_path, redis_url)
+        open_store(tmp_path, RedisConnection(redis_url))
     with pytest.raises(FeatureStoreError, match="not redis://"):
-        open_store(SOURCE_REPO, "http://localhost:6379")
+        open_store(SOURCE_REPO, RedisConnection("http://localhost:6379"))
 
 
 @pytest.mark.parametrize(
@@ -292,7 +299,7 @@ def test_materialize_fills_a_new_online_store_after_an_earlier_run(
     """The registry on disk remembers the module's earlier materialization; a fresh online
     store (another Redis database, as after an embedded Redis restart) must still be filled."""
     fresh_db = redis_url.rsplit("/", 1)[0] + "/5"
-    store = open_store(repo, fresh_db, project=store_project)
+    store = open_store(repo, RedisConnection(fresh_db), project=store_project)
     materialize(store)
     values = expected(store, spec, KNOWN[:5])
     assert all(v is not None for v in values[feature_column(spec.features.refs[0])])

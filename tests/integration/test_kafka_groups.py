@@ -29,6 +29,7 @@ from tests.integration.harness import (
     create_topics,
     produce,
     read_to_end,
+    wait_until,
 )
 
 pytestmark = pytest.mark.integration
@@ -43,15 +44,6 @@ def _apache_kafka_only(broker_kind: str) -> None:
 def new_worker(prepared: PreparedPipeline, spec_path, name: str) -> WorkerProcess:
     settings = prepared.settings.model_copy(update={"metrics_port": free_port()})
     return WorkerProcess(spec_path, settings, prepared.workdir / f"{name}.log")
-
-
-def wait_until(condition, timeout: float, workers: list[WorkerProcess], what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        logs = "\n---\n".join(w.log_tail() for w in workers)
-        assert all(w.running for w in workers), f"a worker exited while waiting for {what}:\n{logs}"
-        assert time.monotonic() < deadline, f"{what}: not in {timeout}s:\n{logs}"
-        time.sleep(0.1)
 
 
 def owned(workers: list[WorkerProcess]) -> list[int]:

@@ -17,6 +17,7 @@ import streams.learner
 from models.evaluation import EvaluationStateError, RollingEvaluation
 from models.online import OnlineLearner, SnapshotError, build_river_model
 from streams.compare import labelled_evaluation
+from streams.connections import RedisConnection
 from streams.labels import Label, LabelJoiner, decode_joined, encode_joined
 from streams.learner import LearnerService, OnlineSnapshotModel
 from streams.metrics import Metrics
@@ -216,7 +217,7 @@ async def test_a_pickle_planted_in_redis_runs_in_no_reader(
 
     monkeypatch.setattr(streams.learner, "RELOAD_SECONDS", 0.0)  # the shadow checks every batch
     await redis_client.mset({keys.snapshot: payload, keys.version: 8})
-    shadow = OnlineSnapshotModel(spec, redis_url)
+    shadow = OnlineSnapshotModel(spec, RedisConnection(redis_url))
     columns = spec.input_columns()
     matrix = np.zeros((2, len(columns)), dtype=np.float32)
     with pytest.raises(SnapshotError, match="a pickle .* never loaded"):
@@ -228,7 +229,7 @@ async def test_a_pickle_planted_in_redis_runs_in_no_reader(
     assert shadow.version == 0  # it kept the model it had
 
     with pytest.raises(EvaluationStateError, match="a pickle, never loaded"):
-        labelled_evaluation(spec, redis_url)
+        labelled_evaluation(spec, RedisConnection(redis_url))
     assert not marker.exists()
 
     # The learner's next checkpoint replaces both keys with data every reader takes.
@@ -237,7 +238,7 @@ async def test_a_pickle_planted_in_redis_runs_in_no_reader(
     snapshot, evaluation = await redis_client.mget(keys.snapshot, keys.evaluation)
     assert OnlineLearner.from_bytes(snapshot).learned == 50
     assert RollingEvaluation.from_bytes(evaluation).snapshot()[spec.online.name]["count"] == 10
-    assert labelled_evaluation(spec, redis_url)[spec.online.name]["count"] == 10
+    assert labelled_evaluation(spec, RedisConnection(redis_url))[spec.online.name]["count"] == 10
     probe = np.random.default_rng(5).normal(size=(4, len(columns))).astype(np.float32)
     np.testing.assert_array_equal(shadow.score(probe), resumed.learner.predict_many(probe))
     assert shadow.version == resumed.learner.version > 0  # the shadow took the new snapshot

@@ -34,6 +34,7 @@ import orjson
 import pytest
 import yaml
 
+from streams.connections import KafkaConnection
 from streams.embedded import die_with_parent, free_port
 from streams.metrics import Metrics
 from streams.processes import WorkerProcess
@@ -102,10 +103,11 @@ def live_pipeline(card_fraud: PreparedPipeline) -> tuple[Path, PipelineSpec]:
 async def _load(spec: PipelineSpec, bootstrap: str, stop: asyncio.Event) -> None:
     """Valid, bad and unknown-entity events; labels 1 s later (joined), a slow stream whose
     labels come after the window (late), and labels for events never seen (orphans)."""
+    kafka = KafkaConnection(bootstrap)
     main = EventProducer(
-        spec, bootstrap, rate=LOAD_RATE, bad_rate=DEMO_BAD_RATE, label_delay=1.0, seed=1
+        spec, kafka, rate=LOAD_RATE, bad_rate=DEMO_BAD_RATE, label_delay=1.0, seed=1
     )
-    slow = EventProducer(spec, bootstrap, rate=10, label_delay=3 * LABEL_WINDOW, seed=2)
+    slow = EventProducer(spec, kafka, rate=10, label_delay=3 * LABEL_WINDOW, seed=2)
     assert spec.labels is not None
     orphans = [(b"o", orjson.dumps({"event_id": f"never-{i}", "label": 1})) for i in range(20)]
     await produce(bootstrap, spec.labels.topic, orphans)
@@ -168,7 +170,8 @@ def faulty_target(
     def load() -> None:
         async def main() -> None:
             done = asyncio.Event()
-            bad = EventProducer(spec, settings.kafka_bootstrap_servers, rate=20, bad_rate=1.0)
+            kafka = KafkaConnection.from_settings(settings)
+            bad = EventProducer(spec, kafka, rate=20, bad_rate=1.0)
             runner = asyncio.create_task(bad.run(done))
             while not stop.is_set() and not runner.done():
                 await asyncio.sleep(0.2)

@@ -8,6 +8,7 @@ import time
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from streams.connections import KafkaConnection
 from streams.publish import KafkaPublisher, OwnProducer
 from streams.records import OutputRecord
 from streams.topics import ensure_topics
@@ -20,7 +21,7 @@ async def test_records_land_where_a_plain_producer_puts_their_keys(
     kafka_bootstrap: str, unique: str
 ) -> None:
     ours, reference = f"publish-{unique}", f"publish-ref-{unique}"
-    await ensure_topics(kafka_bootstrap, {ours: 4, reference: 4})
+    await ensure_topics(KafkaConnection(kafka_bootstrap), {ours: 4, reference: 4})
     keyed = [(f"event-{i}".encode(), b"x" * 200 + str(i).encode()) for i in range(400)]
     unkeyed = [(None, b"no key " + str(i).encode()) for i in range(5)]
     producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)  # 16 KiB batches
@@ -57,8 +58,9 @@ async def test_own_producer_delivers_between_start_and_stop_and_refuses_before(
     kafka_bootstrap: str, unique: str
 ) -> None:
     topic = f"own-{unique}"
-    await ensure_topics(kafka_bootstrap, {topic: 2})
-    own = OwnProducer(kafka_bootstrap, max_batch_bytes=1 << 20, client_id=f"own-{unique}")
+    kafka = KafkaConnection(kafka_bootstrap)
+    await ensure_topics(kafka, {topic: 2})
+    own = OwnProducer(kafka, max_batch_bytes=1 << 20, client_id=f"own-{unique}")
     with pytest.raises(RuntimeError, match="before start"):
         own()
     await own.start()

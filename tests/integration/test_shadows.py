@@ -20,6 +20,7 @@ from models.registry import ModelRegistry
 from models.scorer import OnnxScorer
 from streams.app import Shadows
 from streams.compare import compare_shadows
+from streams.connections import KafkaConnection, RedisConnection
 from streams.generators import make_generator
 from streams.metrics import Metrics
 from streams.pipeline import ScoringPipeline
@@ -77,7 +78,8 @@ async def primary_and_shadow(
     registry = ModelRegistry(settings.model_dir)
     primary = OnnxScorer.from_version(registry.resolve(spec.model.name, spec.model.version))
     shadow_lr = OnnxScorer.from_version(registry.resolve(spec.shadows[0].name, "champion"))
-    reader = OnlineFeatureReader(open_store(spec.features.repo, settings.redis_url), spec)
+    redis = RedisConnection.from_settings(settings)
+    reader = OnlineFeatureReader(open_store(spec.features.repo, redis), spec)
     metrics = Metrics()
     return spec, shadow_lr, ScoringPipeline(spec, reader, primary, metrics), metrics
 
@@ -198,7 +200,7 @@ async def test_stopping_the_shadows_flushes_their_producer_after_their_last_publ
     a wrong order only shows when something publishes in between, which this cannot force.)"""
     spec, shadow_lr, pipeline, metrics = await primary_and_shadow(card_fraud)
     settings = card_fraud.settings
-    own = OwnProducer(settings.kafka_bootstrap_servers, 1 << 20, client_id="test-shadows")
+    own = OwnProducer(KafkaConnection.from_settings(settings), 1 << 20, client_id="test-shadows")
     # Slower than the primary, so that batches are still queued and in flight at stop.
     runner = ShadowRunner(
         SleepyShadow(shadow_lr, 0.02), pipeline=spec.name, topic=spec.shadow_topic,

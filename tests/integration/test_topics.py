@@ -7,6 +7,7 @@ import logging
 
 import pytest
 
+from streams.connections import KafkaConnection
 from streams.topics import declare_topics, ensure_topics, spec_topics
 from tests.integration.harness import PreparedPipeline
 
@@ -17,7 +18,7 @@ def test_declare_creates_every_spec_topic_and_reports_a_partition_mismatch(
     card_fraud: PreparedPipeline, unique: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     _, spec = card_fraud.variant(unique)
-    bootstrap = card_fraud.settings.kafka_bootstrap_servers
+    bootstrap = KafkaConnection.from_settings(card_fraud.settings)
     wanted = spec_topics(spec)
     # The output topic already exists, with one partition more than the spec says.
     out = spec.output.topic

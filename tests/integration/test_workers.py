@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from datetime import UTC, datetime
 
@@ -13,18 +12,15 @@ import pytest
 from streams.embedded import free_port
 from streams.generators import make_generator
 from streams.processes import WorkerProcess
-from tests.integration.harness import PreparedPipeline, consume, create_topics, produce
+from tests.integration.harness import (
+    PreparedPipeline,
+    consume,
+    create_topics,
+    produce,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
-
-
-def wait_until(condition, timeout: float, workers: list[WorkerProcess]) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        logs = "\n---\n".join(w.log_tail() for w in workers)
-        assert all(w.running for w in workers), f"a worker exited:\n{logs}"
-        assert time.monotonic() < deadline, f"condition not met in {timeout}s:\n{logs}"
-        time.sleep(0.2)
 
 
 def test_two_workers_share_the_partitions_and_score_everything_once(

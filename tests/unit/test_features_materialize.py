@@ -39,7 +39,7 @@ class FakeStore:
 @pytest.fixture
 def store(monkeypatch: pytest.MonkeyPatch) -> FakeStore:
     fake = FakeStore()
-    monkeypatch.setattr(features.store, "open_store", lambda repo, url: object())
+    monkeypatch.setattr(features.store, "open_store", lambda repo, redis: object())
     monkeypatch.setattr(features.store, "materialize", fake.materialize)
     return fake
 
