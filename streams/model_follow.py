@@ -3,9 +3,10 @@
 At start every model the spec names is loaded with ``models.fitness.load_serving``: the
 version its alias points at if it loads and fits the spec, else the newest earlier version
 of the alias that does (the worker says so in its log and in
-``streamscore_model_refused_version``). Then, about once a second, ``AliasFollower`` asks
-whether the primary's alias moved: a version that loads and fits is swapped in between
-batches; any other is refused, and the worker keeps serving what it has. Each refused
+``streamscore_model_refused_version``). Then, about once a second, an ``AliasFollower`` per
+model on an alias (the primary and every shadow) asks whether its alias moved: a version
+that loads and fits is swapped in between batches, and ``streamscore_model_info`` names it;
+any other is refused, and the worker keeps serving what it has. Each refused
 version is logged and counted once (``streamscore_model_refusals_total``), so a bad
 promotion costs one warning per worker, not a crash of every worker following the alias.
 """
@@ -50,21 +51,30 @@ def start_serving(
 
 
 class AliasFollower:
-    """Follows the primary's alias from the version ``serving`` describes.
+    """Follows a model's alias (the primary's unless ``ref`` names a shadow) from the
+    version ``serving`` describes.
 
     ``check`` is blocking (it may load a model): run it off the event loop. It returns the
     new scorer to swap in, or None when there is nothing to swap.
     """
 
     def __init__(
-        self, registry: ModelRegistry, spec: PipelineSpec, serving: Serving, metrics: Metrics
+        self,
+        registry: ModelRegistry,
+        spec: PipelineSpec,
+        serving: Serving,
+        metrics: Metrics,
+        ref: ModelRef | ShadowRef | None = None,
+        role: str = "primary",
     ) -> None:
+        name = (ref or spec.model).name
         if serving.alias is None or serving.alias_version is None:
-            msg = f"pipeline {spec.name!r}: model {spec.model.name!r} is pinned, not on an alias"
+            msg = f"pipeline {spec.name!r}: model {name!r} is pinned, not on an alias"
             raise ValueError(msg)
         self.registry = registry
         self.pipeline = spec.name
-        self.name = spec.model.name
+        self.name = name
+        self.role = role
         self.alias = serving.alias
         self.scorer = serving.scorer
         self._layouts = [Layout.of(spec)]
@@ -105,9 +115,9 @@ class AliasFollower:
         old, self.scorer = self.scorer, new
         self._m_refused_version.set(0)
         info = self._metrics.model_info
-        info.remove(self.pipeline, "primary", old.name, str(old.version))
-        info.labels(self.pipeline, "primary", new.name, str(new.version)).set(1)
-        log.info("primary model %s: v%s -> v%s", new.name, old.version, new.version)
+        info.remove(self.pipeline, self.role, old.name, str(old.version))
+        info.labels(self.pipeline, self.role, new.name, str(new.version)).set(1)
+        log.info("%s model %s: v%s -> v%s", self.role, new.name, old.version, new.version)
         return new
 
     def _refuse(self, refused: ModelRefused) -> None:

@@ -129,11 +129,12 @@ class ShadowRunner:
             batch = await self._queue.get()
             self._backlog -= len(batch.event_ids)
             self._m_backlog.set(self._backlog)
+            model = self.model  # swap_model() may replace it; this batch keeps its own
             try:
                 started = time.perf_counter()
-                scores = await loop.run_in_executor(self._executor, self.model.score, batch.matrix)
+                scores = await loop.run_in_executor(self._executor, model.score, batch.matrix)
                 self._m_infer.observe(time.perf_counter() - started)
-                await self._emit(batch, scores)
+                await self._emit(batch, scores, model)
                 self.scored += len(batch.event_ids)
             except asyncio.CancelledError:
                 raise
@@ -147,11 +148,21 @@ class ShadowRunner:
             finally:
                 self._queue.task_done()
 
+    def swap_model(self, model: ShadowModel) -> None:
+        """Score the next batches with ``model`` (a version of the same model: its alias
+        moved); a batch already scoring finishes, and is published, with the old one."""
+        if model.name != self.model.name:
+            msg = f"shadow {self.model.name}: cannot swap in another model, {model.name!r}"
+            raise ValueError(msg)
+        self.model = model
+
     async def drain(self) -> None:
         """Wait until every queued batch has been scored (or has failed)."""
         await self._queue.join()
 
-    async def _emit(self, batch: ShadowBatch, scores: npt.NDArray[np.float64]) -> None:
+    async def _emit(
+        self, batch: ShadowBatch, scores: npt.NDArray[np.float64], model: ShadowModel
+    ) -> None:
         primary = batch.primary_scores
         agree = (scores >= self.threshold) == (primary >= self.threshold)
         self.agreement.add(agree.tolist())
@@ -161,7 +172,7 @@ class ShadowRunner:
         if changed:
             self._m_changed.inc(changed)
         scored_at = iso_utc(self.clock())
-        name, version = self.model.name, self.model.version
+        name, version = model.name, model.version
         records = [
             OutputRecord(
                 self.topic,

@@ -265,6 +265,37 @@ class PrivacySpec(_Strict):
         return self.hash + self.drop
 
 
+class SloSpec(_Strict):
+    """The service levels the alerts hold this pipeline to.
+
+    ``streamscore monitoring rules --spec S`` renders them into the Prometheus rules
+    (monitoring/prometheus/rules/streamscore.yml). The defaults sit well clear of what the
+    demo's own traffic measures (p99 ~50-150 ms on 2 shared cores, 1% bad events sent on
+    purpose), so an alert means something changed.
+    """
+
+    end_to_end_p99_seconds: float = Field(
+        default=0.5,
+        gt=0,
+        le=3600,
+        description="Most the p99 of event-to-prediction latency may be (over 5 minutes).",
+    )
+    dead_letter_ratio: float = Field(
+        default=0.05,
+        gt=0,
+        le=1,
+        description="Most of the input events that may be dead-lettered (over 5 minutes);"
+        " invalid labels are not input events and do not count.",
+    )
+    label_coverage_ratio: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="Least share of predictions whose label window closed that must have"
+        " got their label (over 30 minutes); only for a spec with 'labels'.",
+    )
+
+
 class TrainModel(_Strict):
     name: Name
     estimator: Literal[
@@ -304,6 +335,9 @@ class PipelineSpec(_Strict):
     training: TrainingSpec | None = None
     privacy: PrivacySpec | None = Field(
         default=None, description="Event fields hashed or dropped in every output."
+    )
+    slo: SloSpec = Field(
+        default=SloSpec(), description="Alert thresholds: latency, dead letters, labels."
     )
     generator: str | None = Field(
         default=None,

@@ -121,9 +121,8 @@ def _attach_scoring(
         retry_for_seconds=settings.feature_store_retry_seconds,
         privacy=privacy,
     )
-    shadow_models: list[ShadowModel] = [
-        start_serving(registry, spec, shadow, metrics).scorer for shadow in spec.shadows
-    ]
+    shadow_servings = [start_serving(registry, spec, shadow, metrics) for shadow in spec.shadows]
+    shadow_models: list[ShadowModel] = [serving.scorer for serving in shadow_servings]
     if spec.online is not None:
         shadow_models.append(OnlineSnapshotModel(spec, redis))
     # Shadows publish on a connection of their own (see OwnProducer): never ahead of the
@@ -148,11 +147,13 @@ def _attach_scoring(
         for model in shadow_models
     ]
     for shadow in shadows:
-        metrics.model_info.labels(spec.name, "shadow", shadow.model.name, "").set(1)
+        version = str(shadow.model.version)
+        metrics.model_info.labels(spec.name, "shadow", shadow.model.name, version).set(1)
     attach_shadows(app, shadows, shadow_producer)
     service = ScoringService(pipeline, publisher, metrics, store=store, shadows=shadows)
     attach_scoring_agent(app, spec, service, Progress(spec, metrics))
     _watch_primary_alias(app, spec, registry, primary, pipeline, metrics)
+    _watch_shadows(app, spec, registry, shadow_servings, shadows, metrics)
     log.info(
         "pipeline %s: %s -> %s (model %s v%s, %d shadows, batch <= %d events / %.1f ms)",
         spec.name, spec.input.topic, spec.output.topic, scorer.name, scorer.version,
@@ -180,6 +181,41 @@ def _watch_primary_alias(
         new = await asyncio.to_thread(follower.check)
         if new is not None:
             pipeline.swap_scorer(new)
+
+
+def _watch_shadows(
+    app: faust.App,
+    spec: PipelineSpec,
+    registry: ModelRegistry,
+    servings: list[Serving],
+    shadows: list[ShadowRunner],
+    metrics: Metrics,
+) -> None:
+    """Shadows follow their aliases as the primary does (``servings`` and the first
+    ``shadows`` are the spec's shadows, in order); the online model's exported version
+    follows the snapshots it reloads."""
+    followers = [
+        (runner, AliasFollower(registry, spec, serving, metrics, ref=ref, role="shadow"))
+        for ref, serving, runner in zip(spec.shadows, servings, shadows, strict=False)
+        if serving.alias is not None
+    ]
+    online = shadows[len(spec.shadows) :]
+    exported = {runner.model.name: str(runner.model.version) for runner in online}
+    if not followers and not online:
+        return
+
+    @app.timer(interval=ALIAS_CHECK_SECONDS)  # type: ignore[untyped-decorator]
+    async def follow_shadows() -> None:
+        for runner, follower in followers:
+            new = await asyncio.to_thread(follower.check)
+            if new is not None:
+                runner.swap_model(new)
+        for runner in online:
+            name, version = runner.model.name, str(runner.model.version)
+            if version != exported[name]:
+                metrics.model_info.remove(spec.name, "shadow", name, exported[name])
+                metrics.model_info.labels(spec.name, "shadow", name, version).set(1)
+                exported[name] = version
 
 
 #: Python's default (5 ms) makes the event loop wait behind a busy shadow thread for that

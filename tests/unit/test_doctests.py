@@ -16,6 +16,7 @@ import pytest
         "streams.limits",
         "streams.privacy",
         "streams.replay",
+        "streams.monitoring.rules",
         "features.store",
         "streams.connections",
         "streams.apache_kafka.install",

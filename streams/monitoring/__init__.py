@@ -1,0 +1,1 @@
+"""What the monitoring stack reads from a spec: the alerting rules' service levels."""

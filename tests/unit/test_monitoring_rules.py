@@ -1,0 +1,96 @@
+"""The alert thresholds come from the spec's ``slo:`` section, rendered into the rules file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from streams.cli import app
+from streams.errors import SpecError
+from streams.monitoring.rules import THRESHOLDS, render_rules
+from streams.spec import SloSpec, load_spec, load_spec_text
+from tests.unit.test_dashboards_static import RULES
+
+ROOT = Path(__file__).resolve().parents[2]
+DEMO_SPEC = "streams/specs/card_fraud.yaml"
+
+
+def _threshold_exprs(text: str) -> dict[str, str]:
+    rules = yaml.safe_load(text)["groups"][0]["rules"]
+    return {rule["record"]: rule["expr"] for rule in rules if rule.get("record") in THRESHOLDS}
+
+
+def test_the_committed_rules_are_the_rendering_of_the_demo_spec(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(ROOT)
+    rendered = render_rules([load_spec(DEMO_SPEC)], [DEMO_SPEC])
+    assert RULES.read_text() == rendered, (
+        "monitoring/prometheus/rules/streamscore.yml is stale: run"
+        f" `streamscore monitoring rules --spec {DEMO_SPEC} > {RULES.relative_to(ROOT)}`"
+    )
+
+
+def test_the_cli_prints_the_same_rules(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)
+    result = CliRunner().invoke(app, ["monitoring", "rules", "--spec", DEMO_SPEC])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == RULES.read_text()
+
+
+def test_defaults_clear_the_demo_traffic() -> None:
+    """The demo measures a p99 of ~50-150 ms and sends 1% bad events on purpose."""
+    slo = SloSpec()
+    assert slo.end_to_end_p99_seconds >= 3 * 0.150
+    assert slo.dead_letter_ratio >= 3 * 0.01
+    assert 0 < slo.label_coverage_ratio < 0.9
+
+
+def test_each_pipeline_gets_its_own_thresholds_and_the_rest_the_defaults() -> None:
+    demo = load_spec(ROOT / DEMO_SPEC)
+    strict = demo.model_copy(
+        update={
+            "name": "strict",
+            "slo": SloSpec(end_to_end_p99_seconds=0.1, dead_letter_ratio=0.002),
+        }
+    )
+    exprs = _threshold_exprs(render_rules([demo, strict]))
+    latency = exprs["pipeline:streamscore_end_to_end_latency_seconds:slo_p99"]
+    assert '0.1 * group by (pipeline) (streamscore_events_total{pipeline="strict"})' in latency
+    assert latency.rstrip().endswith("or 0.5 * group by (pipeline) (streamscore_events_total)")
+    assert (
+        '0.002 * group by (pipeline) (streamscore_events_total{pipeline="strict"})'
+        in (exprs["pipeline:streamscore_dead_letters:slo_ratio"])
+    )
+
+
+def test_the_same_pipeline_twice_is_refused() -> None:
+    demo = load_spec(ROOT / DEMO_SPEC)
+    with pytest.raises(ValueError, match="pipeline names repeat"):
+        render_rules([demo, demo])
+
+
+def test_the_dead_letter_alert_does_not_count_invalid_labels() -> None:
+    rules = yaml.safe_load(RULES.read_text())["groups"][0]["rules"]
+    record = "pipeline:streamscore_dead_letters:ratio_rate5m"
+    (ratio,) = [rule for rule in rules if rule.get("record") == record]
+    assert 'stage!="label"' in ratio["expr"]
+
+
+@pytest.mark.parametrize(
+    ("slo", "where"),
+    [
+        ({"end_to_end_p99_seconds": 0}, "slo.end_to_end_p99_seconds"),
+        ({"dead_letter_ratio": 1.5}, "slo.dead_letter_ratio"),
+        ({"label_coverage_ratio": -0.1}, "slo.label_coverage_ratio"),
+        ({"p99": 0.2}, "slo.p99"),
+    ],
+)
+def test_an_invalid_slo_names_the_field(slo: dict[str, float], where: str) -> None:
+    raw = yaml.safe_load((ROOT / DEMO_SPEC).read_text())
+    raw["slo"] = slo
+    with pytest.raises(SpecError, match=where.replace(".", r"\.")):
+        load_spec_text(yaml.safe_dump(raw), base_dir=ROOT / "streams" / "specs")
