@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
 import logging
 import sys
@@ -27,7 +28,7 @@ from streams.app import (
     create_worker,
     track_assignment,
 )
-from streams.errors import WorkerRoleError
+from streams.errors import CannotListen, Unreachable, WorkerRoleError
 from streams.health import Health, Verdict
 from streams.labels import LabelJoiner
 from streams.learner import LearnerService, OnlineSnapshotModel
@@ -39,6 +40,7 @@ from streams.pipeline import ScoringPipeline
 from streams.prediction_store import PredictionStore
 from streams.privacy import Privacy
 from streams.publish import KafkaPublisher, OwnProducer, app_producer
+from streams.reach import BROKER_NAME, KAFKA, check_kafka, check_redis
 from streams.service import ScoringService
 from streams.settings import Settings
 from streams.shadow import ShadowModel, ShadowRunner
@@ -200,12 +202,14 @@ def run_worker(spec: PipelineSpec, settings: Settings) -> None:
             "/ready": lambda: _answer(health.readiness()),
             "/live": lambda: _answer(health.liveness()),
         }
-        serve(metrics, settings.metrics_host, settings.metrics_port, probes)
+        _serve_metrics(metrics, settings, probes)
+    # Both servers answer before anything is built on them: a wrong address ends the start
+    # in one line within the connect timeout, not in a traceback minutes later.
+    check_redis(settings)
+    asyncio.run(check_kafka(settings))
     worker = build_worker(spec, settings, metrics, lifecycle)
     # The spec's topics with the spec's partitions, before Faust subscribes to any of them.
-    asyncio.run(
-        declare_topics(spec, settings.kafka_bootstrap_servers, settings.topic_replication_factor)
-    )
+    asyncio.run(_declare_topics(spec, settings))
     freeze_startup_heap()
     try:
         worker.execute_from_commandline()  # raises SystemExit: 0, or 1 if Faust crashed
@@ -213,6 +217,33 @@ def run_worker(spec: PipelineSpec, settings: Settings) -> None:
         lifecycle.exiting()  # no thread stuck in a client call may hold the exit up
         status = lifecycle.exit_code or exit_.code
         raise SystemExit(status) from None
+
+
+def _serve_metrics(metrics: Metrics, settings: Settings, probes: dict[str, Any]) -> None:
+    host, port = settings.metrics_host, settings.metrics_port
+    try:
+        serve(metrics, host, port, probes)
+    except OSError as exc:
+        taken = exc.errno == errno.EADDRINUSE
+        why = "is in use (another worker on this host?)" if taken else f"fails: {exc.strerror}"
+        msg = (
+            f"metrics endpoint {host}:{port} {why}: set STREAMSCORE_METRICS_PORT to a free port"
+            " (0 serves no /metrics)" + ("" if taken else " or STREAMSCORE_METRICS_HOST")
+        )
+        raise CannotListen(msg) from exc
+
+
+async def _declare_topics(spec: PipelineSpec, settings: Settings) -> None:
+    timeout = settings.kafka_connect_timeout_seconds
+    try:
+        async with asyncio.timeout(timeout):
+            await declare_topics(
+                spec, settings.kafka_bootstrap_servers, settings.topic_replication_factor
+            )
+    except TimeoutError as exc:
+        servers = settings.kafka_bootstrap_servers
+        detail = f"creating the spec's topics took over {timeout:g} s"
+        raise Unreachable(BROKER_NAME, servers, KAFKA, detail) from exc
 
 
 def _answer(verdict: Verdict) -> tuple[bool, dict[str, Any]]:
