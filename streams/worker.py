@@ -63,10 +63,7 @@ def build_worker(
     separate processes: the learner then never competes with scoring for the GIL.
     """
     role = settings.worker_role
-    if role == "learning" and spec.labels is None:
-        msg = f"pipeline {spec.name!r} declares no labels: a learning worker has nothing to do"
-        raise WorkerRoleError(msg)
-    privacy = Privacy.for_pipeline(spec, settings.privacy_hash_key)  # before any connection
+    privacy = check_before_connecting(spec, settings)
     app = create_app(spec, settings, lifecycle)
     health = lifecycle.health
     publisher = KafkaPublisher(app_producer(app))
@@ -91,6 +88,15 @@ def build_worker(
             track_assignment(app, spec.labels.topic, partitions, health)
     attach_health_checks(app, health, settings.redis_url)
     return create_worker(app, settings)
+
+
+def check_before_connecting(spec: PipelineSpec, settings: Settings) -> Privacy:
+    """What the spec and settings alone refuse (a role without work, privacy without a
+    key): said before any server is asked, whether it answers or not."""
+    if settings.worker_role == "learning" and spec.labels is None:
+        msg = f"pipeline {spec.name!r} declares no labels: a learning worker has nothing to do"
+        raise WorkerRoleError(msg)
+    return Privacy.for_pipeline(spec, settings.privacy_hash_key)
 
 
 def _attach_scoring(
@@ -197,6 +203,7 @@ def run_worker(spec: PipelineSpec, settings: Settings) -> None:
     metrics = Metrics()
     health = Health(settings.batch_timeout_seconds)
     lifecycle = create_lifecycle(spec, settings, health)
+    check_before_connecting(spec, settings)
     if settings.metrics_port:
         probes = {
             "/ready": lambda: _answer(health.readiness()),

@@ -64,12 +64,18 @@ def test_learning_worker_needs_a_spec_with_labels(tmp_path: Path) -> None:
 
 def test_compare_reports_a_stored_evaluation_it_cannot_read(monkeypatch) -> None:
     import streams.compare
+    import streams.reach
     from models.evaluation import EvaluationStateError
 
     def report(*_: object) -> None:
         raise EvaluationStateError("not an evaluation of format 1 (a pickle, never loaded)")
 
+    async def answers(_: object) -> None:
+        return None
+
     monkeypatch.setattr(streams.compare, "report", report)
+    monkeypatch.setattr(streams.reach, "check_kafka", answers)  # no servers in unit tests
+    monkeypatch.setattr(streams.reach, "check_redis", lambda _: None)
     result = runner.invoke(app, ["compare", "--spec", str(SPEC)])
     assert result.exit_code == 1
     assert "stored rolling evaluation: not an evaluation of format 1" in result.output
