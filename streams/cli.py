@@ -235,6 +235,7 @@ def produce(
     --labels-delay; a progress line every few seconds."""
     from streams.producer import EventProducer, labels_refusal
     from streams.reach import check_kafka
+    from streams.topics import declare_topics_in_time
 
     settings = load_settings()
     pipeline = _spec(spec)
@@ -246,6 +247,7 @@ def produce(
 
     async def main() -> None:
         await check_kafka(settings)
+        await declare_topics_in_time(pipeline, settings)  # as a worker does: spec partitions
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -303,15 +305,24 @@ def demo(
 def compare(spec: SpecOption) -> None:
     """Compare each shadow with the primary, and every model on labelled events."""
     from streams.compare import report
-    from streams.reach import check_kafka, check_redis
+    from streams.reach import check_redis, missing_topics
 
     settings = load_settings()
     pipeline = _spec(spec)
     console = Console()
     try:
         # compare reads what a running worker wrote: Kafka's topics and Redis must answer.
-        asyncio.run(check_kafka(settings))
+        topics = [pipeline.output.topic, pipeline.shadow_topic]
+        missing = asyncio.run(missing_topics(settings, topics))
         check_redis(settings)
+        if missing:
+            _say_error(
+                f"compare: no topic {' or '.join(missing)} on {settings.kafka_bootstrap_servers}:"
+                f" no worker has run this spec there yet. Start `streamscore worker --spec"
+                f" {spec}` (it creates the topics) and send traffic (`streamscore produce"
+                f" --spec {spec} --labels-delay 3`), or check STREAMSCORE_KAFKA_BOOTSTRAP_SERVERS"
+            )
+            raise typer.Exit(1)
         tables = report(pipeline, settings.kafka_bootstrap_servers, settings.redis_url)
     except StreamscoreError as exc:  # e.g. the stored evaluation is not one
         raise _fail(exc) from exc

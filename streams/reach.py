@@ -44,6 +44,26 @@ async def check_kafka(settings: Settings) -> None:
             await admin.close()
 
 
+async def missing_topics(settings: Settings, topics: list[str]) -> list[str]:
+    """Which of ``topics`` the broker does not have (a reader would wait on them)."""
+    servers = settings.kafka_bootstrap_servers
+    timeout = settings.kafka_connect_timeout_seconds
+    admin = AIOKafkaAdminClient(bootstrap_servers=servers, request_timeout_ms=int(timeout * 1000))
+    try:
+        async with asyncio.timeout(timeout):
+            with _quiet(logging.getLogger("aiokafka")):
+                await admin.start()
+                existing = set(await admin.list_topics())
+    except TimeoutError as exc:
+        raise Unreachable(BROKER_NAME, servers, KAFKA, f"no answer in {timeout:g} s") from exc
+    except (KafkaError, OSError) as exc:
+        raise Unreachable(BROKER_NAME, servers, KAFKA, _why(exc)) from exc
+    finally:
+        with contextlib.suppress(Exception):
+            await admin.close()
+    return [topic for topic in topics if topic not in existing]
+
+
 def check_redis(settings: Settings) -> None:
     """Raise ``Unreachable`` unless Redis at ``redis_url`` answers a PING in time."""
     timeout = settings.kafka_connect_timeout_seconds

@@ -28,7 +28,7 @@ from streams.app import (
     create_worker,
     track_assignment,
 )
-from streams.errors import CannotListen, Unreachable, WorkerRoleError
+from streams.errors import CannotListen, WorkerRoleError
 from streams.health import Health, Verdict
 from streams.labels import LabelJoiner
 from streams.learner import LearnerService, OnlineSnapshotModel
@@ -40,12 +40,12 @@ from streams.pipeline import ScoringPipeline
 from streams.prediction_store import PredictionStore
 from streams.privacy import Privacy
 from streams.publish import KafkaPublisher, OwnProducer, app_producer
-from streams.reach import BROKER_NAME, KAFKA, check_kafka, check_redis
+from streams.reach import check_kafka, check_redis
 from streams.service import ScoringService
 from streams.settings import Settings
 from streams.shadow import ShadowModel, ShadowRunner
 from streams.spec import PipelineSpec
-from streams.topics import declare_topics
+from streams.topics import declare_topics_in_time
 from streams.transport import StreamscoreApp
 
 log = logging.getLogger(__name__)
@@ -216,7 +216,7 @@ def run_worker(spec: PipelineSpec, settings: Settings) -> None:
     asyncio.run(check_kafka(settings))
     worker = build_worker(spec, settings, metrics, lifecycle)
     # The spec's topics with the spec's partitions, before Faust subscribes to any of them.
-    asyncio.run(_declare_topics(spec, settings))
+    asyncio.run(declare_topics_in_time(spec, settings))
     freeze_startup_heap()
     try:
         worker.execute_from_commandline()  # raises SystemExit: 0, or 1 if Faust crashed
@@ -238,19 +238,6 @@ def _serve_metrics(metrics: Metrics, settings: Settings, probes: dict[str, Any])
             " (0 serves no /metrics)" + ("" if taken else " or STREAMSCORE_METRICS_HOST")
         )
         raise CannotListen(msg) from exc
-
-
-async def _declare_topics(spec: PipelineSpec, settings: Settings) -> None:
-    timeout = settings.kafka_connect_timeout_seconds
-    try:
-        async with asyncio.timeout(timeout):
-            await declare_topics(
-                spec, settings.kafka_bootstrap_servers, settings.topic_replication_factor
-            )
-    except TimeoutError as exc:
-        servers = settings.kafka_bootstrap_servers
-        detail = f"creating the spec's topics took over {timeout:g} s"
-        raise Unreachable(BROKER_NAME, servers, KAFKA, detail) from exc
 
 
 def _answer(verdict: Verdict) -> tuple[bool, dict[str, Any]]:

@@ -70,11 +70,11 @@ def test_compare_reports_a_stored_evaluation_it_cannot_read(monkeypatch) -> None
     def report(*_: object) -> None:
         raise EvaluationStateError("not an evaluation of format 1 (a pickle, never loaded)")
 
-    async def answers(_: object) -> None:
-        return None
+    async def answers(*_: object) -> list[str]:
+        return []
 
     monkeypatch.setattr(streams.compare, "report", report)
-    monkeypatch.setattr(streams.reach, "check_kafka", answers)  # no servers in unit tests
+    monkeypatch.setattr(streams.reach, "missing_topics", answers)  # no servers in unit tests
     monkeypatch.setattr(streams.reach, "check_redis", lambda _: None)
     result = runner.invoke(app, ["compare", "--spec", str(SPEC)])
     assert result.exit_code == 1
