@@ -178,10 +178,12 @@ def features_apply(spec: SpecOption) -> None:
     """Write offline data if the spec's generator can and it is missing, register the Feast
     repo (feast apply) and materialize it into Redis."""
     from streams.bootstrap import prepare_features
+    from streams.reach import check_redis
 
     settings = load_settings()
     pipeline = _spec(spec)
     try:
+        check_redis(settings)  # materialize writes there: ask before minutes of work
         prepare_features(pipeline, settings)
     except StreamscoreError as exc:
         raise _fail(exc) from exc

@@ -111,6 +111,15 @@ def test_a_worker_with_unreachable_redis_stops_in_one_line(refused_port: int) ->
     assert "STREAMSCORE_REDIS_URL" in line
 
 
+def test_features_apply_with_unreachable_redis_stops_in_one_line(refused_port: int) -> None:
+    url = f"redis://127.0.0.1:{refused_port}/0"
+    code, _, stderr, _ = run(
+        "features", "apply", "--spec", str(SPEC), env={"STREAMSCORE_REDIS_URL": url}
+    )
+    assert code == 1
+    assert f"cannot reach the Redis at {url}" in one_line_error(stderr)
+
+
 def test_a_redis_that_never_answers_is_given_up_after_the_connect_timeout(
     silent_port: int,
 ) -> None:
