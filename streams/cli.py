@@ -329,7 +329,10 @@ def compare(spec: SpecOption) -> None:
     except StreamscoreError as exc:  # e.g. the stored evaluation is not one
         raise _fail(exc) from exc
     for table in tables:
-        console.print(table)
+        # As wide as the table needs, past the terminal's width if need be: model names
+        # and figures are never cut to fit 80 columns.
+        needed = Console(width=10_000).measure(table).maximum
+        Console(width=max(console.width, needed)).print(table)
     if all(table.row_count == 0 for table in tables):
         err.print(
             f"nothing to compare yet: no shadow predictions on {pipeline.shadow_topic} and no"
