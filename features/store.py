@@ -144,6 +144,20 @@ def _parse(repo: Path) -> RepoContents:
         return parse_repo(repo)
 
 
+def parse_definitions(repo: Path) -> RepoContents:
+    """The repo's Feast definitions as ``feast apply`` would read them, without a registry
+    or an online store (``streamscore validate``, spec error messages)."""
+    repo = Path(repo).resolve()
+    if not repo.is_dir():
+        msg = f"{STAGE}: feature repo {repo} is not a folder (features.repo in the spec)"
+        raise FeatureStoreError(msg)
+    try:
+        return _parse(repo)
+    except Exception as exc:  # the repo's own Python code runs here
+        msg = f"{STAGE}: cannot read the Feast definitions of {repo}: {exc!r}"
+        raise FeatureStoreError(msg) from exc
+
+
 @contextlib.contextmanager
 def _importable(repo: Path) -> Iterator[None]:
     """Put ``repo`` first on sys.path and import its modules afresh; restore both after.

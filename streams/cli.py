@@ -3,24 +3,42 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import signal
 import sys
 import time
+from importlib import metadata
 from pathlib import Path
-from typing import Annotated, get_args
+from typing import Annotated, Any, get_args
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from models.cli import models_app
-from streams.errors import StreamscoreError
-from streams.settings import Settings, WorkerRole
+from streams.errors import SpecError, StreamscoreError
+from streams.settings import Settings, SettingsError, WorkerRole, unknown_variables
 from streams.settings import load_settings as _load_settings
 from streams.spec import PipelineSpec, load_spec
 
-app = typer.Typer(
-    help="Real-time ML scoring on Kafka, Feast and ONNX Runtime.", no_args_is_help=True
-)
+
+class _Cli(typer.Typer):
+    """The app, failing in one line: what ``explain`` knows becomes one stderr line and an
+    exit status; anything else (a bug) keeps its traceback."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().__call__(*args, **kwargs)
+        except Exception as exc:
+            explained = explain(exc)
+            if explained is None:
+                raise
+            message, status = explained
+            _say_error(message)
+            sys.exit(status)
+
+
+app = _Cli(help="Real-time ML scoring on Kafka, Feast and ONNX Runtime.", no_args_is_help=True)
 features_app = typer.Typer(help="The Feast feature repo of a pipeline.", no_args_is_help=True)
 app.add_typer(features_app, name="features")
 dlq_app = typer.Typer(help="The dead-letter topic of a pipeline.", no_args_is_help=True)
@@ -31,25 +49,100 @@ err = Console(stderr=True)
 SpecOption = Annotated[Path, typer.Option("--spec", "-s", help="Pipeline spec (YAML).")]
 
 
+def explain(exc: BaseException) -> tuple[str, int] | None:
+    """The one place that turns an error into one line and an exit status: 2 for a spec or
+    a setting to fix, 1 for anything else the project expects (a server that does not
+    answer, a port in use, a model that cannot serve). None for a bug."""
+    from aiokafka.errors import KafkaError
+    from redis import RedisError
+
+    if isinstance(exc, (SpecError, SettingsError)):
+        return one_line(str(exc)), 2
+    if isinstance(exc, StreamscoreError):
+        return one_line(str(exc)), 1
+    if isinstance(exc, KafkaError):  # past the start-up check: the broker went away
+        return one_line(f"Kafka: {exc!r} (STREAMSCORE_KAFKA_BOOTSTRAP_SERVERS)"), 1
+    if isinstance(exc, RedisError):
+        return one_line(f"Redis: {exc!r} (STREAMSCORE_REDIS_URL)"), 1
+    if isinstance(exc, UnicodeDecodeError):
+        return one_line(f"a file is not UTF-8 text: {exc}"), 2
+    if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
+        return one_line(f"a port is in use: {exc}"), 1
+    return None
+
+
+def one_line(message: str) -> str:
+    return "; ".join(line.strip() for line in message.splitlines() if line.strip())
+
+
+def _say_error(message: str) -> None:
+    # Never wrapped, whatever the width: one error is one line, for people and for logs.
+    err.print(f"[red]error:[/red] {escape(one_line(message))}", soft_wrap=True, highlight=False)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"streamscore {_distribution_version()}")
+        raise typer.Exit
+
+
+def _distribution_version() -> str:
+    try:
+        return metadata.version("streamscore")
+    except metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed: pip install -e .)"
+
+
+@app.callback()
+def _start(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Show the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Real-time ML scoring on Kafka, Feast and ONNX Runtime."""
+    for warning in unknown_variables():
+        err.print(f"[yellow]warning:[/yellow] {escape(warning)}", soft_wrap=True, highlight=False)
+
+
 def _spec(path: Path) -> PipelineSpec:
     try:
         return load_spec(path)
-    except StreamscoreError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+    except SpecError as exc:
+        if exc.refs_without_default and exc.feature_repo is not None:
+            unknown = _refs_not_in_repo(exc.refs_without_default, exc.feature_repo)
+            if unknown:
+                _say_error(f"{path}: features.refs: {'; '.join(unknown)}")
+                raise typer.Exit(2) from exc
+        _say_error(str(exc))
         raise typer.Exit(2) from exc
+
+
+def _refs_not_in_repo(refs: tuple[str, ...], repo: Path) -> list[str]:
+    """Which of ``refs`` the Feast repo does not define (none if it cannot be read)."""
+    from features.definitions import RepoFeatures  # imports Feast: only on this error
+
+    try:
+        return RepoFeatures.read(repo).unknown(refs)
+    except StreamscoreError:
+        return []
 
 
 def load_settings() -> Settings:
     try:
         return _load_settings()
     except StreamscoreError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        _say_error(str(exc))
         raise typer.Exit(2) from exc
 
 
 def _fail(exc: Exception) -> typer.Exit:
-    err.print(f"[red]error:[/red] {exc}")
-    return typer.Exit(1)
+    explained = explain(exc)
+    message, status = explained if explained is not None else (str(exc), 1)
+    _say_error(message)
+    return typer.Exit(status)
 
 
 @app.command()
@@ -70,7 +163,7 @@ def worker(
     settings = load_settings()
     if role is not None:
         if role not in get_args(WorkerRole):
-            err.print(f"[red]error:[/red] --role must be one of {', '.join(get_args(WorkerRole))}")
+            _say_error(f"--role must be one of {', '.join(get_args(WorkerRole))}")
             raise typer.Exit(2)
         settings = settings.model_copy(update={"worker_role": role})
     pipeline = _spec(spec)
@@ -85,10 +178,12 @@ def features_apply(spec: SpecOption) -> None:
     """Write offline data if the spec's generator can and it is missing, register the Feast
     repo (feast apply) and materialize it into Redis."""
     from streams.bootstrap import prepare_features
+    from streams.reach import check_redis
 
     settings = load_settings()
     pipeline = _spec(spec)
     try:
+        check_redis(settings)  # materialize writes there: ask before minutes of work
         prepare_features(pipeline, settings)
     except StreamscoreError as exc:
         raise _fail(exc) from exc
@@ -158,29 +253,72 @@ def produce(
     ] = None,
     count: Annotated[int | None, typer.Option(help="Stop after this many events.")] = None,
     bad_rate: Annotated[float, typer.Option(help="Share of deliberately invalid events.")] = 0.0,
+    labels_delay: Annotated[
+        float | None,
+        typer.Option(
+            metavar="SECONDS",
+            help="Send each valid event's label (the generator's ground truth) to the spec's"
+            " labels topic this long after it, as a label source would (default: no labels).",
+            show_default=False,
+        ),
+    ] = None,
+    labels_share: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Share of valid events whose label is sent.")
+    ] = 1.0,
     seed: int = 0,
 ) -> None:
-    """Publish synthetic events for the spec to its input topic."""
+    """Publish synthetic events for the spec to its input topic, and their labels with
+    --labels-delay; a progress line every few seconds."""
     from streams.connections import KafkaConnection
-    from streams.producer import EventProducer
+    from streams.producer import EventProducer, labels_refusal
+    from streams.reach import check_kafka
+    from streams.topics import declare_topics_in_time
 
     settings = load_settings()
     pipeline = _spec(spec)
+    if labels_delay is not None:
+        refusal = labels_refusal(pipeline, labels_delay)
+        if refusal is not None:
+            _say_error(f"--labels-delay: {refusal}")
+            raise typer.Exit(2)
 
     async def main() -> None:
+        await check_kafka(settings)
+        await declare_topics_in_time(pipeline, settings)  # as a worker does: spec partitions
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         kafka = KafkaConnection.from_settings(settings)
-        producer = EventProducer(pipeline, kafka, rate=rate, bad_rate=bad_rate, seed=seed)
-        stats = await producer.run(stop, duration=duration, count=count)
-        err.print(f"sent {stats.sent} events ({stats.bad} deliberately invalid)")
+        producer = EventProducer(
+            pipeline, kafka, rate=rate, bad_rate=bad_rate, seed=seed,
+            label_delay=labels_delay, label_share=labels_share,
+        )  # fmt: skip
+        progress = asyncio.create_task(_report_progress(producer, stop), name="progress")
+        try:
+            stats = await producer.run(stop, duration=duration, count=count)
+        finally:
+            progress.cancel()
+        err.print(producer.progress_line(), highlight=False, soft_wrap=True)
+        err.print(
+            f"sent {stats.sent} events ({stats.bad} deliberately invalid), {stats.labels} labels",
+            highlight=False,
+        )
 
     try:
         asyncio.run(main())
     except StreamscoreError as exc:
         raise _fail(exc) from exc
+
+
+#: How often ``produce`` prints its progress line.
+PROGRESS_SECONDS = 5.0
+
+
+async def _report_progress(producer: Any, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        await asyncio.sleep(PROGRESS_SECONDS)
+        err.print(producer.progress_line(), highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -209,17 +347,42 @@ def compare(spec: SpecOption) -> None:
     """Compare each shadow with the primary, and every model on labelled events."""
     from streams.compare import report
     from streams.connections import KafkaConnection, RedisConnection
+    from streams.reach import check_redis, missing_topics
 
     settings = load_settings()
     pipeline = _spec(spec)
     console = Console()
     kafka, redis = KafkaConnection.from_settings(settings), RedisConnection.from_settings(settings)
     try:
+        # compare reads what a running worker wrote: Kafka's topics and Redis must answer.
+        topics = [pipeline.output.topic, pipeline.shadow_topic]
+        missing = asyncio.run(missing_topics(settings, topics))
+        check_redis(settings)
+        if missing:
+            _say_error(
+                f"compare: no topic {' or '.join(missing)} on {settings.kafka_bootstrap_servers}:"
+                f" no worker has run this spec there yet. Start `streamscore worker --spec"
+                f" {spec}` (it creates the topics) and send traffic (`streamscore produce"
+                f" --spec {spec} --labels-delay 3`), or check STREAMSCORE_KAFKA_BOOTSTRAP_SERVERS"
+            )
+            raise typer.Exit(1)
         tables = report(pipeline, kafka, redis)
     except StreamscoreError as exc:  # a broker or Redis refused; the stored evaluation is not one
         raise _fail(exc) from exc
     for table in tables:
-        console.print(table)
+        # As wide as the table needs, past the terminal's width if need be: model names
+        # and figures are never cut to fit 80 columns.
+        needed = Console(width=10_000).measure(table).maximum
+        Console(width=max(console.width, needed)).print(table)
+    if all(table.row_count == 0 for table in tables):
+        err.print(
+            f"nothing to compare yet: no shadow predictions on {pipeline.shadow_topic} and no"
+            " labelled evaluation in Redis. compare reads what a worker wrote: run"
+            f" `streamscore worker --spec {spec}` and send traffic with labels"
+            f" (`streamscore produce --spec {spec} --labels-delay 3`)",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 @dlq_app.command("replay")
@@ -251,12 +414,15 @@ def dlq_replay(
     the spec, as it is now, accepts, once per event id."""
     from rich.table import Table
 
+    from streams.reach import check_kafka, check_redis
     from streams.replay import OUTCOMES, REPLAYED, parse_since
     from streams.replay_run import build_selector, replay
 
     settings = load_settings()
     pipeline = _spec(spec)
     try:
+        asyncio.run(check_kafka(settings))
+        check_redis(settings)  # the replay log: which ids were already resent
         start = None if since is None else parse_since(since, time.time())
         selector = build_selector(
             pipeline, settings, reasons=reason or (), since=start, force=force
@@ -281,6 +447,22 @@ def dlq_replay(
     for why, count in sorted(report.still_invalid.items()):
         table.add_row(f"  still invalid: {why}", str(count))
     Console().print(table)
+
+
+@app.command()
+def validate(spec: SpecOption) -> None:
+    """Check the spec, its Feast repo (refs, service), its models (exist, load, fit the
+    spec's inputs) and the settings, with no broker or Redis; non-zero exit on a failure."""
+    from streams.validate import validate as run_checks
+
+    checks = run_checks(spec)
+    for check in checks:
+        print(one_line(check.line()))
+    failed = sum(not check.ok for check in checks)
+    print(
+        f"{failed} of {len(checks)} checks failed" if failed else f"all {len(checks)} checks passed"
+    )
+    raise typer.Exit(1 if failed else 0)
 
 
 @app.command()

@@ -49,7 +49,12 @@ CHECK_TIMEOUT_SECONDS = 5.0
 
 
 class ConnectionFailed(StreamscoreError):
-    """A Kafka or Redis client could not connect; the message says where, how, and why."""
+    """A Kafka or Redis client could not connect; the message says where, how, and why
+    (``cause``: the why alone)."""
+
+    def __init__(self, message: str, cause: str = "") -> None:
+        super().__init__(message)
+        self.cause = cause or message
 
 
 @dataclass(frozen=True)
@@ -165,7 +170,7 @@ class KafkaConnection:
         except KafkaConnectionError as exc:
             cause = await self._why_not(self.bootstrap_servers.split(",")[0].strip())
             msg = f"{STAGE}: cannot connect to Kafka at {self.describe()}: {cause}"
-            raise ConnectionFailed(msg) from exc
+            raise ConnectionFailed(msg, cause) from exc
 
     async def _why_not(self, server: str) -> str:
         host, _, port = server.rpartition(":") if ":" in server else (server, "", "9092")

@@ -4,13 +4,22 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class StreamscoreError(Exception):
     """Root of every error raised on purpose by streamscore."""
 
 
 class SpecError(StreamscoreError):
-    """The pipeline spec is invalid; the message names the offending field."""
+    """The pipeline spec is invalid; the message names the offending field.
+
+    ``refs_without_default`` lists feature refs with no entry in ``features.defaults`` (most
+    often a misspelled ref) and ``feature_repo`` the spec's Feast repo, so that the CLI can
+    say which of them the repo does not define."""
+
+    refs_without_default: tuple[str, ...] = ()
+    feature_repo: Path | None = None
 
 
 class WorkerRoleError(StreamscoreError):
@@ -45,3 +54,23 @@ class PrivacyError(StreamscoreError):
 
 class ReplayError(StreamscoreError):
     """A dead-letter replay cannot run (no such topic, a bad option); nothing was sent."""
+
+
+class Unreachable(StreamscoreError):
+    """A server a command needs did not answer within the connect timeout. Names the server,
+    its address and the setting that points at it, so the message says what to change."""
+
+    def __init__(self, what: str, address: str, setting: str, detail: str) -> None:
+        super().__init__(
+            f"cannot reach the {what} at {address} ({detail}): is it running? Check"
+            f" {setting} (and STREAMSCORE_KAFKA_CONNECT_TIMEOUT_SECONDS for a slow network)"
+        )
+        self.what = what
+        self.address = address
+        self.setting = setting
+        self.detail = detail
+
+
+class CannotListen(StreamscoreError):
+    """A port the process must listen on is taken (e.g. a second worker on one host) or its
+    address is not this host's; the message names the setting."""

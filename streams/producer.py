@@ -43,10 +43,16 @@ class EventProducer:
         seed: int = 0,
         generator: EventGenerator | None = None,
         label_delay: float | None = None,
+        label_share: float = 1.0,
     ) -> None:
         if rate <= 0:
             msg = f"producer rate must be positive, got {rate}"
             raise ValueError(msg)
+        if not 0.0 <= label_share <= 1.0:
+            msg = f"producer label share must be within 0..1, got {label_share}"
+            raise ValueError(msg)
+        self.label_share = label_share
+        self._started: float | None = None
         self.spec = spec
         self.rate = rate
         self.bad_rate = bad_rate
@@ -66,7 +72,7 @@ class EventProducer:
         """Produce until ``stop`` is set, ``duration`` seconds pass or ``count`` are sent."""
         await self._kafka.start(self._producer)
         try:
-            started = time.monotonic()
+            started = self._started = time.monotonic()
             while not stop.is_set():
                 elapsed = time.monotonic() - started
                 if duration is not None and elapsed >= duration:
@@ -102,7 +108,8 @@ class EventProducer:
                 self.stats.bad += 1
             else:
                 value = orjson.dumps(event)
-                if label is not None and self.label_delay is not None:
+                labelled = self.label_share >= 1.0 or self._rng.random() < self.label_share
+                if label is not None and self.label_delay is not None and labelled:
                     due_at = time.monotonic() + self.label_delay
                     self._pending_labels.append((due_at, str(event[id_field]), int(label)))
             deliveries.append(await self._producer.send(topic, value, key=key))
@@ -128,3 +135,30 @@ class EventProducer:
             )
             self.stats.labels += 1
         await asyncio.gather(*deliveries)
+
+    def progress_line(self) -> str:
+        """Events and labels sent so far, and the event rate achieved."""
+        elapsed = 0.0 if self._started is None else time.monotonic() - self._started
+        rate = self.stats.sent / elapsed if elapsed > 0 else 0.0
+        pending = len(self._pending_labels)
+        return (
+            f"produce: {self.stats.sent:,} events ({self.stats.bad:,} invalid),"
+            f" {self.stats.labels:,} labels sent ({pending:,} waiting their delay),"
+            f" {rate:,.0f} events/s over {elapsed:,.0f} s"
+        )
+
+
+def labels_refusal(spec: PipelineSpec, delay: float, seed: int = 0) -> str | None:
+    """Why the producer cannot send labels for ``spec`` (None if it can): labels come from
+    the generator's ground truth, so the spec needs a labels topic and a generator that
+    knows the truth (``next_labelled``)."""
+    if delay < 0:
+        return f"a delay is 0 or more seconds, got {delay:g}"
+    if spec.labels is None:
+        return f"pipeline {spec.name!r} declares no 'labels' topic to send them to"
+    if not hasattr(make_generator(spec, seed), "next_labelled"):
+        return (
+            f"the spec's generator ({spec.generator or 'drawn from the schema'}) knows no"
+            " ground truth: give it a next_labelled(now) -> (event, label) method"
+        )
+    return None

@@ -6,6 +6,9 @@ else in the project reads ``os.environ``.
 
 from __future__ import annotations
 
+import difflib
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal, Self
 from urllib.parse import urlsplit
@@ -265,6 +268,23 @@ class Settings(BaseSettings):
         " consumed again after a restart).",
     )
 
+    # -- connecting and paths: how long a command waits for a server, where files live --
+    kafka_connect_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0.0,
+        le=300.0,
+        description="Longest a command or a starting worker waits for the Kafka broker (and"
+        " Redis) to answer before it stops with one line naming the address: a wrong"
+        " address, or one that accepts connections and never answers.",
+    )
+
+    @field_validator("model_dir", "data_dir", "cache_dir")
+    @classmethod
+    def _absolute(cls, path: Path) -> Path:
+        # Resolved once, at start-up, against the working directory: every message and
+        # child process then shows and uses the same absolute folder.
+        return path.expanduser().resolve()
+
     @model_validator(mode="after")
     def _batch_timeout_covers_the_retries(self) -> Settings:
         if self.batch_timeout_seconds <= self.feature_store_retry_seconds:
@@ -390,23 +410,38 @@ def load_settings() -> Settings:
 
 
 def describe_errors(exc: ValidationError) -> str:
-    """One line per error, naming the variable; never a secret's value (a check across
-    fields gets every input, so only its message is shown)."""
+    """One line naming each variable and what is wrong; never a secret's value (a check
+    across fields gets every input, so only its message is shown)."""
     prefix = Settings.model_config.get("env_prefix", "")
-    lines = ["invalid settings:"]
+    parts = []
     for error in exc.errors():
-        message = error["msg"].removeprefix("Value error, ")
+        message = str(error["msg"]).removeprefix("Value error, ")
         if not error["loc"]:  # a rule across fields: its message names the variables
-            lines.append(f"  {message}")
+            parts.append(message)
             continue
         variable = f"{prefix}{'_'.join(str(p) for p in error['loc'])}".upper()
         secret = any(_is_secret(str(part)) for part in error["loc"])
         shown = "(secret, not shown)" if secret else repr(error.get("input"))
-        lines.append(f"  {variable}={shown}: {message}")
-    return "\n".join(lines)
+        parts.append(f"{variable}={shown}: {message}")
+    return "invalid settings: " + "; ".join(parts)
 
 
 def _is_secret(name: str) -> bool:
     """Whether a setting holds a secret, whose value no message may quote."""
     field = Settings.model_fields.get(name)
     return field is not None and "SecretStr" in str(field.annotation)
+
+
+def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
+    """One warning per ``STREAMSCORE_*`` variable that is no setting (a misspelling is
+    otherwise silently ignored), naming the closest known one."""
+    prefix = str(Settings.model_config.get("env_prefix", ""))
+    known = [f"{prefix}{name.upper()}" for name in Settings.model_fields]
+    warnings = []
+    for variable in sorted(environ if environ is not None else os.environ):
+        if not variable.upper().startswith(prefix) or variable.upper() in known:
+            continue
+        close = difflib.get_close_matches(variable.upper(), known, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]}?" if close else "see the settings table in README"
+        warnings.append(f"{variable} is not a streamscore setting and is ignored ({hint})")
+    return warnings

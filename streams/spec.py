@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from models.online import OnlineModelSpec
 from streams.errors import SpecError
@@ -153,11 +153,22 @@ class InputColumn(_Strict):
         return self
 
 
+def _version_text(version: Any) -> Any:
+    """``version: 7`` (a YAML int) means version 7, as ``version: "7"`` does."""
+    if isinstance(version, int) and not isinstance(version, bool):
+        if version < 1:
+            msg = f"version numbers start at 1, got {version}"
+            raise ValueError(msg)
+        return str(version)
+    return version
+
+
 class ModelRef(_Strict):
     name: Name
     version: str = Field(
         default="champion", description="A version number or an alias (e.g. 'champion')."
     )
+    _version_number = field_validator("version", mode="before")(_version_text)
     threshold: float | None = Field(
         default=None,
         ge=0.0,
@@ -219,6 +230,7 @@ class ShadowRef(_Strict):
 
     name: Name
     version: str = "champion"
+    _version_number = field_validator("version", mode="before")(_version_text)
 
 
 class LabelsSpec(_Strict):
@@ -459,9 +471,15 @@ def load_spec(path: str | Path) -> PipelineSpec:
     """Read and validate a spec file; raises SpecError naming the file and the field."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         msg = f"cannot read pipeline spec {path}: {exc.strerror}"
+        raise SpecError(msg) from exc
+    except UnicodeDecodeError as exc:
+        msg = (
+            f"pipeline spec {path} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at"
+            f" offset {exc.start}): save it as UTF-8"
+        )
         raise SpecError(msg) from exc
     return load_spec_text(text, base_dir=path.resolve().parent, source=str(path))
 
@@ -478,8 +496,25 @@ def load_spec_text(text: str, base_dir: Path, source: str = "<spec>") -> Pipelin
     try:
         spec = PipelineSpec.model_validate(raw)
     except ValidationError as exc:
-        raise SpecError(_describe(source, exc)) from exc
+        error = SpecError(_describe(source, exc))
+        error.refs_without_default, error.feature_repo = _refs_without_default(raw, base_dir)
+        raise error from exc
     return _resolve_paths(spec, base_dir)
+
+
+def _refs_without_default(
+    raw: dict[str, Any], base_dir: Path
+) -> tuple[tuple[str, ...], Path | None]:
+    """The refs of an invalid spec that have no default (often a misspelled ref, which the
+    CLI then looks up in the Feast repo), and the repo folder."""
+    features = raw.get("features")
+    if not isinstance(features, dict):
+        return (), None
+    refs, defaults, repo = features.get("refs"), features.get("defaults"), features.get("repo")
+    if not isinstance(refs, list) or not isinstance(defaults, dict):
+        return (), None
+    missing = tuple(str(r) for r in refs if r not in defaults)
+    return missing, base_dir / str(repo) if isinstance(repo, str) else None
 
 
 def _resolve_paths(spec: PipelineSpec, base_dir: Path) -> PipelineSpec:
@@ -492,9 +527,9 @@ def _resolve_paths(spec: PipelineSpec, base_dir: Path) -> PipelineSpec:
 
 
 def _describe(source: str, exc: ValidationError) -> str:
-    lines = [f"{source}: invalid pipeline spec"]
+    problems = []
     for error in exc.errors():
         where = ".".join(str(part) for part in error["loc"]) or "(top level)"
         message = error["msg"].removeprefix("Value error, ")
-        lines.append(f"  {where}: {message}")
-    return "\n".join(lines)
+        problems.append(f"{where}: {message}")
+    return f"{source}: invalid pipeline spec: {'; '.join(problems)}"

@@ -8,6 +8,7 @@ and a broker with it on never creates ours with its own default partition count.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 
@@ -15,6 +16,8 @@ from aiokafka.admin import NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from streams.connections import KafkaConnection
+from streams.errors import Unreachable
+from streams.settings import Settings
 from streams.spec import PipelineSpec
 
 log = logging.getLogger(__name__)
@@ -95,3 +98,20 @@ async def declare_topics(
             spec.name, name, partitions, wanted[name],
         )  # fmt: skip
     return differing
+
+
+async def declare_topics_in_time(spec: PipelineSpec, settings: Settings) -> dict[str, int]:
+    """``declare_topics`` within ``kafka_connect_timeout_seconds`` (``Unreachable`` past it):
+    a worker at start, and ``streamscore produce`` (a broker that creates no topics would
+    otherwise keep the producer waiting for metadata, then fail)."""
+    from streams.reach import BROKER_NAME, KAFKA
+
+    timeout = settings.kafka_connect_timeout_seconds
+    servers = settings.kafka_bootstrap_servers
+    kafka = KafkaConnection.from_settings(settings)
+    try:
+        async with asyncio.timeout(timeout):
+            return await declare_topics(spec, kafka, settings.topic_replication_factor)
+    except TimeoutError as exc:
+        detail = f"creating the spec's topics took over {timeout:g} s"
+        raise Unreachable(BROKER_NAME, servers, KAFKA, detail) from exc

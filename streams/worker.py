@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
 import logging
 import sys
@@ -27,7 +28,7 @@ from streams.app import (
     track_assignment,
 )
 from streams.connections import KafkaConnection, RedisConnection
-from streams.errors import WorkerRoleError
+from streams.errors import CannotListen, WorkerRoleError
 from streams.health import Health, Verdict
 from streams.labels import LabelJoiner
 from streams.learner import LearnerService, OnlineSnapshotModel
@@ -39,11 +40,12 @@ from streams.pipeline import ScoringPipeline
 from streams.prediction_store import PredictionStore
 from streams.privacy import Privacy
 from streams.publish import KafkaPublisher, OwnProducer, app_producer
+from streams.reach import check_kafka, check_redis
 from streams.service import ScoringService
 from streams.settings import Settings
 from streams.shadow import ShadowModel, ShadowRunner
 from streams.spec import PipelineSpec
-from streams.topics import declare_topics
+from streams.topics import declare_topics_in_time
 from streams.transport import StreamscoreApp
 
 log = logging.getLogger(__name__)
@@ -61,10 +63,7 @@ def build_worker(
     separate processes: the learner then never competes with scoring for the GIL.
     """
     role = settings.worker_role
-    if role == "learning" and spec.labels is None:
-        msg = f"pipeline {spec.name!r} declares no labels: a learning worker has nothing to do"
-        raise WorkerRoleError(msg)
-    privacy = Privacy.for_pipeline(spec, settings.privacy_hash_key)  # before any connection
+    privacy = check_before_connecting(spec, settings)
     app = create_app(spec, settings, lifecycle)
     health = lifecycle.health
     publisher = KafkaPublisher(app_producer(app))
@@ -89,6 +88,15 @@ def build_worker(
             track_assignment(app, spec.labels.topic, partitions, health)
     attach_health_checks(app, health, RedisConnection.from_settings(settings))
     return create_worker(app, settings)
+
+
+def check_before_connecting(spec: PipelineSpec, settings: Settings) -> Privacy:
+    """What the spec and settings alone refuse (a role without work, privacy without a
+    key): said before any server is asked, whether it answers or not."""
+    if settings.worker_role == "learning" and spec.labels is None:
+        msg = f"pipeline {spec.name!r} declares no labels: a learning worker has nothing to do"
+        raise WorkerRoleError(msg)
+    return Privacy.for_pipeline(spec, settings.privacy_hash_key)
 
 
 def _attach_scoring(
@@ -232,18 +240,20 @@ def run_worker(spec: PipelineSpec, settings: Settings) -> None:
     metrics = Metrics()
     health = Health(settings.batch_timeout_seconds)
     lifecycle = create_lifecycle(spec, settings, health)
+    check_before_connecting(spec, settings)
     if settings.metrics_port:
         probes = {
             "/ready": lambda: _answer(health.readiness()),
             "/live": lambda: _answer(health.liveness()),
         }
-        serve(metrics, settings.metrics_host, settings.metrics_port, probes)
+        _serve_metrics(metrics, settings, probes)
+    # Both servers answer before anything is built on them: a wrong address ends the start
+    # in one line within the connect timeout, not in a traceback minutes later.
+    check_redis(settings)
+    asyncio.run(check_kafka(settings))
     worker = build_worker(spec, settings, metrics, lifecycle)
     # The spec's topics with the spec's partitions, before Faust subscribes to any of them.
-    # Both servers answer with these credentials (else one line says why) before Faust starts.
-    RedisConnection.from_settings(settings).check()
-    kafka = KafkaConnection.from_settings(settings)
-    asyncio.run(declare_topics(spec, kafka, settings.topic_replication_factor))
+    asyncio.run(declare_topics_in_time(spec, settings))
     freeze_startup_heap()
     try:
         worker.execute_from_commandline()  # raises SystemExit: 0, or 1 if Faust crashed
@@ -251,6 +261,20 @@ def run_worker(spec: PipelineSpec, settings: Settings) -> None:
         lifecycle.exiting()  # no thread stuck in a client call may hold the exit up
         status = lifecycle.exit_code or exit_.code
         raise SystemExit(status) from None
+
+
+def _serve_metrics(metrics: Metrics, settings: Settings, probes: dict[str, Any]) -> None:
+    host, port = settings.metrics_host, settings.metrics_port
+    try:
+        serve(metrics, host, port, probes)
+    except OSError as exc:
+        taken = exc.errno == errno.EADDRINUSE
+        why = "is in use (another worker on this host?)" if taken else f"fails: {exc.strerror}"
+        msg = (
+            f"metrics endpoint {host}:{port} {why}: set STREAMSCORE_METRICS_PORT to a free port"
+            " (0 serves no /metrics)" + ("" if taken else " or STREAMSCORE_METRICS_HOST")
+        )
+        raise CannotListen(msg) from exc
 
 
 def _answer(verdict: Verdict) -> tuple[bool, dict[str, Any]]:

@@ -153,7 +153,7 @@ class ApacheKafka(EmbeddedServer):
         lines = (f"{k}={v}".replace("\n", "\\n") for k, v in self.properties().items())
         config.write_text("".join(f"{line}\n" for line in lines))
         (self.workdir / "log4j2.properties").write_text(LOG4J2_PROPERTIES)
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        cluster_id = _cluster_id()
         command = self._java(
             "kafka.tools.StorageTool", "format", "--standalone",
             "-t", cluster_id, "-c", str(config), *self.format_arguments,
@@ -186,6 +186,15 @@ def _another_port(taken: set[int]) -> int:
         port = free_port()
     taken.add(port)
     return port
+
+
+def _cluster_id() -> str:
+    """A KRaft cluster id (16 random bytes, URL-safe base64), never starting with '-': the
+    format tool would read such an id as an option."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def _answers_metadata(bootstrap: str) -> bool:

@@ -64,12 +64,42 @@ def test_learning_worker_needs_a_spec_with_labels(tmp_path: Path) -> None:
 
 def test_compare_reports_a_stored_evaluation_it_cannot_read(monkeypatch) -> None:
     import streams.compare
+    import streams.reach
     from models.evaluation import EvaluationStateError
 
     def report(*_: object) -> None:
         raise EvaluationStateError("not an evaluation of format 1 (a pickle, never loaded)")
 
+    async def answers(*_: object) -> list[str]:
+        return []
+
     monkeypatch.setattr(streams.compare, "report", report)
+    monkeypatch.setattr(streams.reach, "missing_topics", answers)  # no servers in unit tests
+    monkeypatch.setattr(streams.reach, "check_redis", lambda _: None)
     result = runner.invoke(app, ["compare", "--spec", str(SPEC)])
     assert result.exit_code == 1
     assert "stored rolling evaluation: not an evaluation of format 1" in result.output
+
+
+def test_compare_prints_full_model_names_whatever_the_width(monkeypatch) -> None:
+    from rich.table import Table
+
+    import streams.compare
+    import streams.reach
+
+    long_name = "fraud_gradient_boosting_with_a_very_long_descriptive_name_v2"
+    table = Table(title="shadows vs primary")
+    for column in ("shadow", "versions", "compared", "agreement", "changed", "|diff| p50"):
+        table.add_column(column)
+    table.add_row(long_name, "1,2,3", "5,923", "99.09%", "54", "0.0033")
+
+    async def answers(*_: object) -> list[str]:
+        return []
+
+    monkeypatch.setattr(streams.compare, "report", lambda *_: [table])
+    monkeypatch.setattr(streams.reach, "missing_topics", answers)
+    monkeypatch.setattr(streams.reach, "check_redis", lambda _: None)
+    result = runner.invoke(app, ["compare", "--spec", str(SPEC)], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    assert long_name in result.output
+    assert "99.09%" in result.output

@@ -35,8 +35,9 @@ def test_the_startup_heap_is_frozen_before_the_worker_runs(
         return {}
 
     monkeypatch.setattr(worker_module, "build_worker", build)
-    monkeypatch.setattr(worker_module, "declare_topics", no_broker)
-    monkeypatch.setattr(worker_module.RedisConnection, "check", lambda self: None)
+    monkeypatch.setattr(worker_module, "declare_topics_in_time", no_broker)
+    monkeypatch.setattr(worker_module, "check_kafka", no_broker)
+    monkeypatch.setattr(worker_module, "check_redis", lambda _: None)
     interval = sys.getswitchinterval()
     gc.unfreeze()
     try:

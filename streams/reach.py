@@ -1,0 +1,116 @@
+"""Whether the servers a command needs answer, asked once before it starts, within
+``Settings.kafka_connect_timeout_seconds``: a wrong address, or one that accepts and never
+answers, then ends the command with one line naming the address and the setting, instead of
+a traceback after the clients' own timeouts (40 s and more)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterator
+from urllib.parse import urlsplit
+
+import redis
+from aiokafka.errors import KafkaError
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from streams.connections import ConnectionFailed, KafkaConnection, RedisConnection
+from streams.errors import Unreachable
+from streams.settings import Settings
+
+KAFKA = "STREAMSCORE_KAFKA_BOOTSTRAP_SERVERS"
+REDIS = "STREAMSCORE_REDIS_URL"
+BROKER_NAME, REDIS_NAME = "Kafka broker", "Redis"
+
+
+async def check_kafka(settings: Settings) -> None:
+    """Raise ``Unreachable`` unless a broker of ``kafka_bootstrap_servers`` answers a
+    metadata request in time."""
+    servers = settings.kafka_bootstrap_servers
+    timeout = settings.kafka_connect_timeout_seconds
+    kafka = KafkaConnection.from_settings(settings)
+    admin = kafka.admin(request_timeout_ms=int(timeout * 1000))
+    try:
+        async with asyncio.timeout(timeout):
+            with _quiet(logging.getLogger("aiokafka")):  # the one line below says it all
+                await kafka.start(admin)
+    except TimeoutError as exc:
+        raise Unreachable(BROKER_NAME, servers, KAFKA, f"no answer in {timeout:g} s") from exc
+    except ConnectionFailed as exc:
+        raise Unreachable(BROKER_NAME, servers, KAFKA, exc.cause) from exc
+    except (KafkaError, OSError) as exc:
+        raise Unreachable(BROKER_NAME, servers, KAFKA, _why(exc)) from exc
+    finally:
+        with contextlib.suppress(Exception):
+            await admin.close()
+
+
+async def missing_topics(settings: Settings, topics: list[str]) -> list[str]:
+    """Which of ``topics`` the broker does not have (a reader would wait on them)."""
+    servers = settings.kafka_bootstrap_servers
+    timeout = settings.kafka_connect_timeout_seconds
+    kafka = KafkaConnection.from_settings(settings)
+    admin = kafka.admin(request_timeout_ms=int(timeout * 1000))
+    try:
+        async with asyncio.timeout(timeout):
+            with _quiet(logging.getLogger("aiokafka")):
+                await kafka.start(admin)
+                existing = set(await admin.list_topics())
+    except TimeoutError as exc:
+        raise Unreachable(BROKER_NAME, servers, KAFKA, f"no answer in {timeout:g} s") from exc
+    except ConnectionFailed as exc:
+        raise Unreachable(BROKER_NAME, servers, KAFKA, exc.cause) from exc
+    except (KafkaError, OSError) as exc:
+        raise Unreachable(BROKER_NAME, servers, KAFKA, _why(exc)) from exc
+    finally:
+        with contextlib.suppress(Exception):
+            await admin.close()
+    return [topic for topic in topics if topic not in existing]
+
+
+def check_redis(settings: Settings) -> None:
+    """Raise ``Unreachable`` unless Redis at ``redis_url`` answers a PING in time."""
+    timeout = settings.kafka_connect_timeout_seconds
+    shown = redacted(settings.redis_url)
+    try:
+        client = RedisConnection.from_settings(settings).client(
+            socket_connect_timeout=timeout,
+            socket_timeout=timeout,
+            retry=Retry(NoBackoff(), retries=0),
+        )
+    except ValueError as exc:  # not a redis:// URL
+        raise Unreachable(REDIS_NAME, shown, REDIS, _why(exc)) from exc
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        raise Unreachable(REDIS_NAME, shown, REDIS, _why(exc)) from exc
+    finally:
+        client.close()
+
+
+def redacted(url: str) -> str:
+    """``url`` without its password, for messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return url.replace(f":{parts.password}@", ":***@", 1)
+
+
+def _why(exc: BaseException) -> str:
+    text, kind = " ".join(str(exc).split()), type(exc).__name__
+    if not text or text == kind:
+        return kind
+    return text if text.startswith(kind) else f"{kind}: {text}"
+
+
+@contextlib.contextmanager
+def _quiet(logger: logging.Logger) -> Iterator[None]:
+    """No log records from ``logger`` (its retries' warnings) while the check runs."""
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
