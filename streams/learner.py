@@ -4,8 +4,12 @@ Joined labels travel on an internal topic with ONE partition, so however many wo
 Kafka gives it to exactly one of them: one logical online model. For each batch the learner
 
 1. skips labels it has already learned (duplicates, or a replay after a restart),
-2. scores the new ones with its current state (progressive validation) and updates the
-   rolling evaluation of every model (primary, shadows, itself),
+2. updates the rolling evaluation of every model (primary, shadows, the online shadow) with
+   the score that model *published* for the event (stored with the prediction: the
+   "served" figure, the one to compare models on); a model that published no score for an
+   event (a shed shadow batch) is not evaluated on it. It also scores the new labels with
+   its own current state (progressive validation, the "as learned" figure: what the online
+   model would have served with no staleness at all, kept apart and named as such),
 3. learns them in order with ``learn_one``,
 4. checkpoints the model, its evaluation and the ids it learned in ONE atomic Redis script.
 
@@ -48,8 +52,9 @@ local ttl = tonumber(ARGV[1])
 redis.call('SET', ARGV[2], ARGV[3])
 redis.call('SET', ARGV[4], ARGV[5])
 redis.call('SET', ARGV[6], ARGV[7])
-local n_learned = tonumber(ARGV[8])
-local i = 9
+redis.call('SET', ARGV[8], ARGV[9])
+local n_learned = tonumber(ARGV[10])
+local i = 11
 for _ = 1, n_learned do
   redis.call('SET', ARGV[i], '1', 'EX', ttl)
   i = i + 1
@@ -84,18 +89,23 @@ class LearnerService:
         self.clock = clock
         self.retry_for_seconds = retry_for_seconds  # a Redis outage shorter than this: waited
         self.learner: OnlineLearner | None = None
-        self.evaluation = RollingEvaluation()
+        self.evaluation = RollingEvaluation()  # served scores, every model
+        self.as_learned = RollingEvaluation()  # the online model's own, before learning
         self._checkpoint = client.register_script(CHECKPOINT)
         name = spec.name
         self._m_learned = metrics.online_learned.labels(name, self.online.name)
         self._m_duplicates = metrics.labels.labels(name, "duplicate")
         self._m_metric = metrics.online_metric
-        self._m_coverage = metrics.label_coverage.labels(name)
+        self._m_as_learned = metrics.online_as_learned_metric
+        # Created on its first value: absent, not 0, before any prediction's window closed.
+        self._m_coverage = metrics.label_coverage
 
     async def load(self) -> None:
         """Resume from the last checkpoint, or start a new model."""
-        snapshot, evaluation = await self._redis(
-            "snapshot read", lambda: self.client.mget(self.keys.snapshot, self.keys.evaluation)
+        keys = self.keys
+        snapshot, evaluation, as_learned = await self._redis(
+            "snapshot read",
+            lambda: self.client.mget(keys.snapshot, keys.evaluation, keys.as_learned_evaluation),
         )
         columns = self.spec.input_columns()
         if snapshot is not None:
@@ -104,17 +114,18 @@ class LearnerService:
             except SnapshotError as exc:  # the spec or River changed: its state no longer fits
                 log.warning("pipeline %s: starting a new online model: %s", self.spec.name, exc)
             else:
-                if evaluation is not None:
-                    try:
-                        self.evaluation = RollingEvaluation.from_bytes(evaluation)
-                    except EvaluationStateError as exc:
-                        log.warning(
-                            "pipeline %s: starting a new rolling evaluation: %s",
-                            self.spec.name,
-                            exc,
-                        )
+                self.evaluation = self._restored(evaluation, "rolling evaluation")
+                self.as_learned = self._restored(as_learned, "as-learned evaluation")
                 return
         self.learner = OnlineLearner(self.online, columns)
+
+    def _restored(self, data: bytes | None, what: str) -> RollingEvaluation:
+        if data is not None:
+            try:
+                return RollingEvaluation.from_bytes(data)
+            except EvaluationStateError as exc:
+                log.warning("pipeline %s: starting a new %s: %s", self.spec.name, what, exc)
+        return RollingEvaluation()
 
     async def handle(self, values: Sequence[bytes]) -> int:
         """Learn a batch of joined labels; returns how many were new."""
@@ -156,10 +167,10 @@ class LearnerService:
             labels = [r["label"] for r in fresh]
             own = learner.predict_many(matrix)  # before learning: progressive validation
             for record, own_score, label in zip(fresh, own.tolist(), labels, strict=True):
-                for model, score in record["scores"].items():
-                    if model != self.online.name:  # its shadow score may be stale: use ours
-                        self.evaluation.update(model, score, label, self.threshold)
-                self.evaluation.update(self.online.name, own_score, label, self.threshold)
+                # Row by row in learning order: each model on the score it published.
+                for model, score in sorted(record["scores"].items()):
+                    self.evaluation.update(model, score, label, self.threshold)
+                self.as_learned.update(self.online.name, own_score, label, self.threshold)
             learner.learn(matrix, labels)
         ttl = max(1, int(self.window * 4))
         size = bucket_seconds(self.window)
@@ -173,6 +184,7 @@ class LearnerService:
             self.keys.snapshot, learner.to_bytes(),
             self.keys.version, learner.version,
             self.keys.evaluation, self.evaluation.to_bytes(),
+            self.keys.as_learned_evaluation, self.as_learned.to_bytes(),
             len(fresh),
         ]  # fmt: skip
         args += [self.keys.learned(r["event_id"]) for r in fresh]
@@ -187,6 +199,10 @@ class LearnerService:
             for metric, value in values.items():
                 if metric != "count":
                     self._m_metric.labels(self.spec.name, model, metric).set(value)
+        for model, values in self.as_learned.snapshot().items():
+            for metric, value in values.items():
+                if metric != "count":
+                    self._m_as_learned.labels(self.spec.name, model, metric).set(value)
 
     async def _update_coverage(self) -> None:
         """Share of predictions made in the last closed stretch (older than the window)
@@ -200,7 +216,8 @@ class LearnerService:
         joined = await self._redis("coverage read", lambda: self.client.mget(joined_keys))
         total = sum(int(v) for v in predicted if v is not None)
         if total:
-            self._m_coverage.set(sum(int(v) for v in joined if v is not None) / total)
+            covered = sum(int(v) for v in joined if v is not None)
+            self._m_coverage.labels(self.spec.name).set(covered / total)
 
 
 class OnlineSnapshotModel:
@@ -221,6 +238,11 @@ class OnlineSnapshotModel:
     @property
     def version(self) -> int:
         return self._learner.version
+
+    @property
+    def learned(self) -> int:
+        """Labels the serving snapshot has learned (its shadow records carry it)."""
+        return self._learner.learned
 
     def score(self, matrix: Matrix) -> npt.NDArray[np.float64]:
         now = time.monotonic()

@@ -185,7 +185,15 @@ class Metrics:
         )  # fmt: skip
         self.online_metric = Gauge(
             "streamscore_online_metric",
-            "Rolling metric on labelled events (accuracy, log_loss, roc_auc), by model.",
+            "Rolling metric on labelled events (accuracy, log_loss, roc_auc), by model, from"
+            " the scores each model published for them (served): the figure to compare on.",
+            ["pipeline", "model", "metric"], registry=r,
+        )  # fmt: skip
+        self.online_as_learned_metric = Gauge(
+            "streamscore_online_as_learned_metric",
+            "The online model's rolling metric scored by the learner itself just before"
+            " learning each label (progressive validation, no serving staleness): not what"
+            " it served; never compare models on it.",
             ["pipeline", "model", "metric"], registry=r,
         )  # fmt: skip
         self.online_learned = Counter(

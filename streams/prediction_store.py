@@ -47,7 +47,8 @@ class Keys:
         self.prefix = f"streamscore:{pipeline}"
         self.snapshot = f"{self.prefix}:online:snapshot"
         self.version = f"{self.prefix}:online:version"
-        self.evaluation = f"{self.prefix}:online:evaluation"
+        self.evaluation = f"{self.prefix}:online:evaluation"  # every model, served scores
+        self.as_learned_evaluation = f"{self.prefix}:online:evaluation:as_learned"
 
     def prediction(self, event_id: str) -> str:
         return f"{self.prefix}:prediction:{event_id}"

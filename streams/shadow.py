@@ -162,6 +162,9 @@ class ShadowRunner:
             self._m_changed.inc(changed)
         scored_at = iso_utc(self.clock())
         name, version = self.model.name, self.model.version
+        # Only the online shadow has one; read after scoring, as the version (a reload
+        # happens inside ``score``, in this shadow's thread, never between the two).
+        learned: int | None = getattr(self.model, "learned", None)
         records = [
             OutputRecord(
                 self.topic,
@@ -176,6 +179,7 @@ class ShadowRunner:
                     primary_score=primary_score,
                     event_time=event_time,
                     scored_at=scored_at,
+                    learned_labels=learned,
                 ),
             )
             for event_id, entity_key, event_time, score, primary_score in zip(
