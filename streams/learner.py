@@ -17,14 +17,21 @@ Because 3 and 4 are atomic from Redis' point of view and the input is acked only
 a crash replays labels the checkpoint does not contain and skips those it does: learning is
 idempotent per event id and survives restarts.
 
-Scoring workers reload the snapshot when its version changes, checking at most every
-``RELOAD_SECONDS``: the online shadow is at most one learner batch plus that interval stale.
+The checkpoint script also publishes the new version on the pipeline's checkpoints channel
+(Redis pub/sub): a scoring worker's online shadow hears it in a thread of its own and
+reloads the snapshot before it scores its next batch, in the shadow's thread (never on the
+scoring path). A missed message (a reconnect) is caught by a slow poll of the version key
+every ``RELOAD_SECONDS``. Labels are taken in small adaptive batches (no waiting for a batch
+to fill: whatever has arrived), so the online shadow serves a state that has learned the
+labels that arrived before the batch it scores, minus those still on their way through the
+label join and the learner (measured in README, "Shadows and labels").
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -45,7 +52,10 @@ from streams.spec import PipelineSpec
 
 log = logging.getLogger(__name__)
 
+#: The online shadow's fallback poll of the version key (checkpoints are pushed too).
 RELOAD_SECONDS = 1.0
+#: How long the announcement thread blocks in one read (and so how fast it stops).
+LISTEN_SECONDS = 0.5
 
 CHECKPOINT = """
 local ttl = tonumber(ARGV[1])
@@ -53,8 +63,8 @@ redis.call('SET', ARGV[2], ARGV[3])
 redis.call('SET', ARGV[4], ARGV[5])
 redis.call('SET', ARGV[6], ARGV[7])
 redis.call('SET', ARGV[8], ARGV[9])
-local n_learned = tonumber(ARGV[10])
-local i = 11
+local n_learned = tonumber(ARGV[11])
+local i = 12
 for _ = 1, n_learned do
   redis.call('SET', ARGV[i], '1', 'EX', ttl)
   i = i + 1
@@ -64,6 +74,7 @@ while i < #ARGV do
   redis.call('EXPIRE', ARGV[i], ttl)
   i = i + 2
 end
+redis.call('PUBLISH', ARGV[10], ARGV[5])
 return n_learned
 """
 
@@ -185,6 +196,7 @@ class LearnerService:
             self.keys.version, learner.version,
             self.keys.evaluation, self.evaluation.to_bytes(),
             self.keys.as_learned_evaluation, self.as_learned.to_bytes(),
+            self.keys.checkpoints,
             len(fresh),
         ]  # fmt: skip
         args += [self.keys.learned(r["event_id"]) for r in fresh]
@@ -220,6 +232,48 @@ class LearnerService:
             self._m_coverage.labels(self.spec.name).set(covered / total)
 
 
+class CheckpointAnnouncements:
+    """The latest checkpoint version the learner announced on the pipeline's channel, heard
+    by a daemon thread (redis-py's blocking pub/sub client). The message is a number and
+    is only ever parsed as one."""
+
+    def __init__(self, redis_url: str, channel: str) -> None:
+        self.latest = 0
+        self._url = redis_url
+        self._channel = channel
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._listen, name="online-checkpoints", daemon=True)
+        self._thread.start()
+
+    def _listen(self) -> None:
+        while not self._stop.is_set():
+            client = redis.Redis.from_url(self._url)
+            pubsub = client.pubsub(ignore_subscribe_messages=True)
+            try:
+                pubsub.subscribe(self._channel)
+                while not self._stop.is_set():
+                    message = pubsub.get_message(timeout=LISTEN_SECONDS)
+                    if message is not None:
+                        self._heard(message.get("data"))
+            except redis.RedisError as exc:  # the version-key poll covers the gap
+                log.warning("online shadow: checkpoint channel %s: %s", self._channel, exc)
+                self._stop.wait(RELOAD_SECONDS)
+            finally:
+                pubsub.close()
+                client.close()
+
+    def _heard(self, data: object) -> None:
+        try:
+            version = int(data)  # type: ignore[call-overload]
+        except (TypeError, ValueError):
+            log.warning("online shadow: ignored a message that is not a version: %.40r", data)
+            return
+        self.latest = max(self.latest, version)
+
+    def close(self) -> None:
+        self._stop.set()
+
+
 class OnlineSnapshotModel:
     """The online model as a shadow: the learner's latest snapshot, reloaded on change.
 
@@ -234,6 +288,7 @@ class OnlineSnapshotModel:
         self._client = redis.Redis.from_url(redis_url)
         self._learner = OnlineLearner(spec.online, spec.input_columns())
         self._checked_at = 0.0
+        self._announced = CheckpointAnnouncements(redis_url, self._keys.checkpoints)
 
     @property
     def version(self) -> int:
@@ -246,10 +301,14 @@ class OnlineSnapshotModel:
 
     def score(self, matrix: Matrix) -> npt.NDArray[np.float64]:
         now = time.monotonic()
-        if now - self._checked_at >= RELOAD_SECONDS:
+        announced = self._announced.latest > self._learner.version
+        if announced or now - self._checked_at >= RELOAD_SECONDS:
             self._checked_at = now
             self._reload()
         return self._learner.predict_many(matrix)
+
+    def close(self) -> None:
+        self._announced.close()
 
     def _reload(self) -> None:
         version: bytes | None = self._client.get(self._keys.version)  # type: ignore[assignment]

@@ -49,6 +49,8 @@ class Keys:
         self.version = f"{self.prefix}:online:version"
         self.evaluation = f"{self.prefix}:online:evaluation"  # every model, served scores
         self.as_learned_evaluation = f"{self.prefix}:online:evaluation:as_learned"
+        #: Pub/sub channel: the learner publishes each checkpoint's version on it.
+        self.checkpoints = f"{self.prefix}:online:checkpoints"
 
     def prediction(self, event_id: str) -> str:
         return f"{self.prefix}:prediction:{event_id}"

@@ -197,3 +197,6 @@ class ShadowRunner:
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+        close = getattr(self.model, "close", None)  # the online shadow's listener thread
+        if close is not None:
+            close()
