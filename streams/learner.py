@@ -30,6 +30,7 @@ label join and the learner (measured in README, "Shadows and labels").
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import threading
 import time
@@ -45,7 +46,7 @@ from models.evaluation import EvaluationStateError, RollingEvaluation
 from models.inputs import Matrix
 from models.online import OnlineLearner, SnapshotError
 from streams.labels import decode_joined
-from streams.metrics import Metrics
+from streams.metrics import Metrics, observe_many
 from streams.prediction_store import Keys, bucket_seconds
 from streams.retrying import REDIS_TRANSIENT, within_budget
 from streams.spec import PipelineSpec
@@ -54,6 +55,8 @@ log = logging.getLogger(__name__)
 
 #: The online shadow's fallback poll of the version key (checkpoints are pushed too).
 RELOAD_SECONDS = 1.0
+#: Checkpoints whose label counts an online shadow remembers (it serves the newest).
+KEPT_CHECKPOINTS = 64
 #: How long the announcement thread blocks in one read (and so how fast it stops).
 LISTEN_SECONDS = 0.5
 
@@ -64,7 +67,7 @@ redis.call('SET', ARGV[4], ARGV[5])
 redis.call('SET', ARGV[6], ARGV[7])
 redis.call('SET', ARGV[8], ARGV[9])
 local n_learned = tonumber(ARGV[11])
-local i = 12
+local i = 15
 for _ = 1, n_learned do
   redis.call('SET', ARGV[i], '1', 'EX', ttl)
   i = i + 1
@@ -74,7 +77,8 @@ while i < #ARGV do
   redis.call('EXPIRE', ARGV[i], ttl)
   i = i + 2
 end
-redis.call('PUBLISH', ARGV[10], ARGV[5])
+local consumed = redis.call('INCRBY', ARGV[12], ARGV[13])
+redis.call('PUBLISH', ARGV[10], 'checkpoint ' .. ARGV[5] .. ' ' .. consumed .. ' ' .. ARGV[14])
 return n_learned
 """
 
@@ -157,7 +161,7 @@ class LearnerService:
             self._m_duplicates.inc(duplicates)
         # River is pure Python: learning and serializing the checkpoint would stall the event
         # loop (and with it the scoring agent), so they run in a thread.
-        args = await asyncio.to_thread(self._learn, fresh)
+        args = await asyncio.to_thread(self._learn, fresh, len(records))
         # Atomic and idempotent (the same state again), so safe to retry.
         await self._redis("checkpoint", lambda: self._checkpoint(args=args))
         self._publish_metrics(len(fresh))
@@ -169,7 +173,7 @@ class LearnerService:
             call, seconds=self.retry_for_seconds, what=f"learn: {what}", transient=REDIS_TRANSIENT
         )
 
-    def _learn(self, fresh: list[dict[str, Any]]) -> list[Any]:
+    def _learn(self, fresh: list[dict[str, Any]], taken: int) -> list[Any]:
         """Evaluate then learn ``fresh`` in order; return the checkpoint script's arguments."""
         learner = self.learner
         assert learner is not None
@@ -198,6 +202,8 @@ class LearnerService:
             self.keys.as_learned_evaluation, self.as_learned.to_bytes(),
             self.keys.checkpoints,
             len(fresh),
+            self.keys.labels_consumed, taken,  # every joined label taken in, duplicates too
+            repr(self.clock()),  # the checkpoint's time: the snapshot's age is from it
         ]  # fmt: skip
         args += [self.keys.learned(r["event_id"]) for r in fresh]
         for bucket, count in joined.items():
@@ -233,28 +239,37 @@ class LearnerService:
 
 
 class CheckpointAnnouncements:
-    """The latest checkpoint version the learner announced on the pipeline's channel, heard
-    by a daemon thread (redis-py's blocking pub/sub client). The message is a number and
-    is only ever parsed as one."""
+    """What the pipeline's checkpoints channel says, heard by a daemon thread (redis-py's
+    blocking pub/sub client): ``checkpoint <version> <labels consumed> <time>`` from the
+    learner, ``forwarded <labels>`` from the label join. Messages are only ever parsed as
+    numbers; anything else is ignored."""
 
     def __init__(self, redis_url: str, channel: str) -> None:
-        self.latest = 0
+        self.latest = 0  # the newest version announced
+        self.forwarded = 0  # labels the join has forwarded to the learner, in all
+        self._checkpoints: collections.OrderedDict[int, tuple[int, float]] = (
+            collections.OrderedDict()
+        )  # version -> (labels consumed, written at), the last few
         self._url = redis_url
         self._channel = channel
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._listen, name="online-checkpoints", daemon=True)
         self._thread.start()
 
+    def checkpoint(self, version: int) -> tuple[int, float] | None:
+        """(labels consumed, written at) of ``version`` if it was heard."""
+        return self._checkpoints.get(version)
+
     def _listen(self) -> None:
         while not self._stop.is_set():
             client = redis.Redis.from_url(self._url)
-            pubsub = client.pubsub(ignore_subscribe_messages=True)
+            pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
             try:
                 pubsub.subscribe(self._channel)
                 while not self._stop.is_set():
                     message = pubsub.get_message(timeout=LISTEN_SECONDS)
                     if message is not None:
-                        self._heard(message.get("data"))
+                        self.heard(message.get("data"))
             except redis.RedisError as exc:  # the version-key poll covers the gap
                 log.warning("online shadow: checkpoint channel %s: %s", self._channel, exc)
                 self._stop.wait(RELOAD_SECONDS)
@@ -262,13 +277,22 @@ class CheckpointAnnouncements:
                 pubsub.close()
                 client.close()
 
-    def _heard(self, data: object) -> None:
+    def heard(self, data: object) -> None:
+        words = data.split() if isinstance(data, bytes) else []
         try:
-            version = int(data)  # type: ignore[call-overload]
-        except (TypeError, ValueError):
-            log.warning("online shadow: ignored a message that is not a version: %.40r", data)
-            return
-        self.latest = max(self.latest, version)
+            if len(words) == 4 and words[0] == b"checkpoint":
+                version, consumed, at = int(words[1]), int(words[2]), float(words[3])
+                self._checkpoints[version] = (consumed, at)
+                while len(self._checkpoints) > KEPT_CHECKPOINTS:
+                    self._checkpoints.popitem(last=False)
+                self.latest = max(self.latest, version)
+                return
+            if len(words) == 2 and words[0] == b"forwarded":
+                self.forwarded = max(self.forwarded, int(words[1]))
+                return
+        except ValueError:
+            pass
+        log.warning("online shadow: ignored a message on %s: %.60r", self._channel, data)
 
     def close(self) -> None:
         self._stop.set()
@@ -280,9 +304,13 @@ class OnlineSnapshotModel:
     Called from its shadow's thread, so it uses a synchronous Redis client.
     """
 
-    def __init__(self, spec: PipelineSpec, redis_url: str) -> None:
+    def __init__(self, spec: PipelineSpec, redis_url: str, metrics: Metrics | None = None) -> None:
         assert spec.online is not None
         self.name = spec.online.name
+        self._m_behind = self._m_age = None
+        if metrics is not None:
+            self._m_behind = metrics.online_labels_behind.labels(spec.name, self.name)
+            self._m_age = metrics.online_snapshot_age_seconds.labels(spec.name, self.name)
         self._spec = spec
         self._keys = Keys(spec.name)
         self._client = redis.Redis.from_url(redis_url)
@@ -305,7 +333,20 @@ class OnlineSnapshotModel:
         if announced or now - self._checked_at >= RELOAD_SECONDS:
             self._checked_at = now
             self._reload()
-        return self._learner.predict_many(matrix)
+        scores = self._learner.predict_many(matrix)
+        self._observe_staleness(len(scores))
+        return scores
+
+    def _observe_staleness(self, n: int) -> None:
+        """Per prediction: labels forwarded to the learner that the serving snapshot lacks,
+        and its age. Unknown (not observed) for a snapshot whose announcement was missed."""
+        heard = self._announced.checkpoint(self._learner.version)
+        if heard is None or self._m_behind is None or self._m_age is None or not n:
+            return
+        consumed, written_at = heard
+        behind = max(0, self._announced.forwarded - consumed)
+        observe_many(self._m_behind, np.full(n, float(behind)))
+        observe_many(self._m_age, np.full(n, max(0.0, time.time() - written_at)))
 
     def close(self) -> None:
         self._announced.close()

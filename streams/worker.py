@@ -124,7 +124,7 @@ def _attach_scoring(
         start_serving(registry, spec, shadow, metrics).scorer for shadow in spec.shadows
     ]
     if spec.online is not None:
-        shadow_models.append(OnlineSnapshotModel(spec, settings.redis_url))
+        shadow_models.append(OnlineSnapshotModel(spec, settings.redis_url, metrics))
     # Shadows publish on a connection of their own (see OwnProducer): never ahead of the
     # primary's next publish in aiokafka's one-request-at-a-time queue.
     shadow_producer = OwnProducer(
