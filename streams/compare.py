@@ -2,7 +2,10 @@
 does on labelled events.
 
 Reads the predictions and shadow topics (as any downstream consumer can) and joins them by
-event id; reads the learner's rolling evaluation from its checkpoint in Redis.
+event id; reads the learner's rolling evaluations from its checkpoint in Redis: every
+model's on the scores it published (``served``, the figure to compare and promote on), and
+the online model's own progressive figure (``as learned``: what it would have scored with no
+serving staleness; never what it served).
 """
 
 from __future__ import annotations
@@ -76,12 +79,18 @@ def compare_shadows(
     return out
 
 
-def labelled_evaluation(spec: PipelineSpec, redis: RedisConnection) -> dict[str, dict[str, float]]:
-    """The learner's rolling evaluation per model (empty without an online model/labels).
-    Raises ``EvaluationStateError`` when the stored bytes are not an evaluation."""
+def labelled_evaluation(
+    spec: PipelineSpec, redis: RedisConnection, basis: str = "served"
+) -> dict[str, dict[str, float]]:
+    """The learner's rolling evaluation per model (empty without an online model/labels):
+    ``served`` (every model, on the scores it published) or ``as_learned`` (the online
+    model's progressive validation). Raises ``EvaluationStateError`` when the stored bytes
+    are not an evaluation."""
+    keys = Keys(spec.name)
+    key = keys.evaluation if basis == "served" else keys.as_learned_evaluation
     client = redis.client()
     try:
-        data: bytes | None = client.get(Keys(spec.name).evaluation)  # type: ignore[assignment]
+        data: bytes | None = client.get(key)  # type: ignore[assignment]
     finally:
         client.close()
     if data is None:
@@ -104,7 +113,7 @@ def report(spec: PipelineSpec, kafka: KafkaConnection, redis: RedisConnection) -
         "|diff| p99",
         "latency p50 (primary)",
     ):
-        shadows.add_column(column, justify="right")
+        _add_column(shadows, column, [c.model for c in comparisons.values()])
     for c in comparisons.values():
         diffs = np.asarray(c.score_diffs)
         shadows.add_row(
@@ -117,16 +126,32 @@ def report(spec: PipelineSpec, kafka: KafkaConnection, redis: RedisConnection) -
             f"{np.percentile(diffs, 99):.4f}",
             f"{np.median(c.latency) * 1000:.1f} ms ({np.median(c.primary_latency) * 1000:.1f} ms)",
         )
-    evaluation = labelled_evaluation(spec, redis)
-    labelled = Table(title="rolling evaluation on labelled events (last window per model)")
-    for column in ("model", "labelled", "accuracy", "log loss", "ROC AUC"):
-        labelled.add_column(column, justify="right")
-    for model, values in evaluation.items():
+    rows = [(m, "served", v) for m, v in labelled_evaluation(spec, redis).items()]
+    as_learned = labelled_evaluation(spec, redis, "as_learned")
+    rows += [(m, "as learned", v) for m, v in as_learned.items()]
+    labelled = Table(
+        title="rolling evaluation on labelled events (last window per model; compare on"
+        " 'served': the scores each model published)"
+    )
+    for column in ("model", "basis", "labelled", "accuracy", "log loss", "ROC AUC"):
+        _add_column(labelled, column, [model for model, _, _ in rows])
+    for model, basis, values in rows:
         labelled.add_row(
             model,
+            basis,
             f"{values.get('count', 0):,.0f}",
             f"{values.get('accuracy', float('nan')):.4f}",
             f"{values.get('log_loss', float('nan')):.4f}",
             f"{values.get('roc_auc', float('nan')):.4f}",
         )
     return [shadows, labelled]
+
+
+def _add_column(table: Table, column: str, names: list[str]) -> None:
+    """The first column holds model names: never cut (in 80 columns or a pipe, rich would
+    shorten them to a shared prefix and an ellipsis); the other columns wrap instead."""
+    if not table.columns:
+        width = max([len(column), *map(len, names)])
+        table.add_column(column, justify="left", no_wrap=True, min_width=width)
+    else:
+        table.add_column(column, justify="right", overflow="fold")

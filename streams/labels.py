@@ -182,6 +182,13 @@ class LabelJoiner:
             out.forward.append(
                 OutputRecord(self.spec.joined_labels_topic, label.event_id.encode(), value)
             )
+        if out.forward:  # before they are sent: a shadow never sees fewer than in flight
+            await within_budget(
+                lambda: self.store.count_forwarded(len(out.forward)),
+                seconds=self.retry_for_seconds,
+                what=f"{STAGE}: forwarded-labels count",
+                transient=REDIS_TRANSIENT,
+            )
         for outcome, count in counts.items():
             if count:
                 self._m_labels.labels(self.spec.name, outcome).inc(count)

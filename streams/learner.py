@@ -4,8 +4,12 @@ Joined labels travel on an internal topic with ONE partition, so however many wo
 Kafka gives it to exactly one of them: one logical online model. For each batch the learner
 
 1. skips labels it has already learned (duplicates, or a replay after a restart),
-2. scores the new ones with its current state (progressive validation) and updates the
-   rolling evaluation of every model (primary, shadows, itself),
+2. updates the rolling evaluation of every model (primary, shadows, the online shadow) with
+   the score that model *published* for the event (stored with the prediction: the
+   "served" figure, the one to compare models on); a model that published no score for an
+   event (a shed shadow batch) is not evaluated on it. It also scores the new labels with
+   its own current state (progressive validation, the "as learned" figure: what the online
+   model would have served with no staleness at all, kept apart and named as such),
 3. learns them in order with ``learn_one``,
 4. checkpoints the model, its evaluation and the ids it learned in ONE atomic Redis script.
 
@@ -13,20 +17,29 @@ Because 3 and 4 are atomic from Redis' point of view and the input is acked only
 a crash replays labels the checkpoint does not contain and skips those it does: learning is
 idempotent per event id and survives restarts.
 
-Scoring workers reload the snapshot when its version changes, checking at most every
-``RELOAD_SECONDS``: the online shadow is at most one learner batch plus that interval stale.
+The checkpoint script also publishes the new version on the pipeline's checkpoints channel
+(Redis pub/sub): a scoring worker's online shadow hears it in a thread of its own and
+reloads the snapshot before it scores its next batch, in the shadow's thread (never on the
+scoring path). A missed message (a reconnect) is caught by a slow poll of the version key
+every ``RELOAD_SECONDS``. Labels are taken in small adaptive batches (no waiting for a batch
+to fill: whatever has arrived), so the online shadow serves a state that has learned the
+labels that arrived before the batch it scores, minus those still on their way through the
+label join and the learner (measured in README, "Shadows and labels").
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import redis
 import redis.asyncio as aioredis
 
 from models.evaluation import EvaluationStateError, RollingEvaluation
@@ -34,22 +47,28 @@ from models.inputs import Matrix
 from models.online import OnlineLearner, SnapshotError
 from streams.connections import RedisConnection
 from streams.labels import decode_joined
-from streams.metrics import Metrics
+from streams.metrics import Metrics, observe_many
 from streams.prediction_store import Keys, bucket_seconds
 from streams.retrying import REDIS_TRANSIENT, within_budget
 from streams.spec import PipelineSpec
 
 log = logging.getLogger(__name__)
 
+#: The online shadow's fallback poll of the version key (checkpoints are pushed too).
 RELOAD_SECONDS = 1.0
+#: Checkpoints whose label counts an online shadow remembers (it serves the newest).
+KEPT_CHECKPOINTS = 64
+#: How long the announcement thread blocks in one read (and so how fast it stops).
+LISTEN_SECONDS = 0.5
 
 CHECKPOINT = """
 local ttl = tonumber(ARGV[1])
 redis.call('SET', ARGV[2], ARGV[3])
 redis.call('SET', ARGV[4], ARGV[5])
 redis.call('SET', ARGV[6], ARGV[7])
-local n_learned = tonumber(ARGV[8])
-local i = 9
+redis.call('SET', ARGV[8], ARGV[9])
+local n_learned = tonumber(ARGV[11])
+local i = 15
 for _ = 1, n_learned do
   redis.call('SET', ARGV[i], '1', 'EX', ttl)
   i = i + 1
@@ -59,6 +78,8 @@ while i < #ARGV do
   redis.call('EXPIRE', ARGV[i], ttl)
   i = i + 2
 end
+local consumed = redis.call('INCRBY', ARGV[12], ARGV[13])
+redis.call('PUBLISH', ARGV[10], 'checkpoint ' .. ARGV[5] .. ' ' .. consumed .. ' ' .. ARGV[14])
 return n_learned
 """
 
@@ -84,18 +105,23 @@ class LearnerService:
         self.clock = clock
         self.retry_for_seconds = retry_for_seconds  # a Redis outage shorter than this: waited
         self.learner: OnlineLearner | None = None
-        self.evaluation = RollingEvaluation()
+        self.evaluation = RollingEvaluation()  # served scores, every model
+        self.as_learned = RollingEvaluation()  # the online model's own, before learning
         self._checkpoint = client.register_script(CHECKPOINT)
         name = spec.name
         self._m_learned = metrics.online_learned.labels(name, self.online.name)
         self._m_duplicates = metrics.labels.labels(name, "duplicate")
         self._m_metric = metrics.online_metric
-        self._m_coverage = metrics.label_coverage.labels(name)
+        self._m_as_learned = metrics.online_as_learned_metric
+        # Created on its first value: absent, not 0, before any prediction's window closed.
+        self._m_coverage = metrics.label_coverage
 
     async def load(self) -> None:
         """Resume from the last checkpoint, or start a new model."""
-        snapshot, evaluation = await self._redis(
-            "snapshot read", lambda: self.client.mget(self.keys.snapshot, self.keys.evaluation)
+        keys = self.keys
+        snapshot, evaluation, as_learned = await self._redis(
+            "snapshot read",
+            lambda: self.client.mget(keys.snapshot, keys.evaluation, keys.as_learned_evaluation),
         )
         columns = self.spec.input_columns()
         if snapshot is not None:
@@ -104,17 +130,18 @@ class LearnerService:
             except SnapshotError as exc:  # the spec or River changed: its state no longer fits
                 log.warning("pipeline %s: starting a new online model: %s", self.spec.name, exc)
             else:
-                if evaluation is not None:
-                    try:
-                        self.evaluation = RollingEvaluation.from_bytes(evaluation)
-                    except EvaluationStateError as exc:
-                        log.warning(
-                            "pipeline %s: starting a new rolling evaluation: %s",
-                            self.spec.name,
-                            exc,
-                        )
+                self.evaluation = self._restored(evaluation, "rolling evaluation")
+                self.as_learned = self._restored(as_learned, "as-learned evaluation")
                 return
         self.learner = OnlineLearner(self.online, columns)
+
+    def _restored(self, data: bytes | None, what: str) -> RollingEvaluation:
+        if data is not None:
+            try:
+                return RollingEvaluation.from_bytes(data)
+            except EvaluationStateError as exc:
+                log.warning("pipeline %s: starting a new %s: %s", self.spec.name, what, exc)
+        return RollingEvaluation()
 
     async def handle(self, values: Sequence[bytes]) -> int:
         """Learn a batch of joined labels; returns how many were new."""
@@ -135,7 +162,7 @@ class LearnerService:
             self._m_duplicates.inc(duplicates)
         # River is pure Python: learning and serializing the checkpoint would stall the event
         # loop (and with it the scoring agent), so they run in a thread.
-        args = await asyncio.to_thread(self._learn, fresh)
+        args = await asyncio.to_thread(self._learn, fresh, len(records))
         # Atomic and idempotent (the same state again), so safe to retry.
         await self._redis("checkpoint", lambda: self._checkpoint(args=args))
         self._publish_metrics(len(fresh))
@@ -147,7 +174,7 @@ class LearnerService:
             call, seconds=self.retry_for_seconds, what=f"learn: {what}", transient=REDIS_TRANSIENT
         )
 
-    def _learn(self, fresh: list[dict[str, Any]]) -> list[Any]:
+    def _learn(self, fresh: list[dict[str, Any]], taken: int) -> list[Any]:
         """Evaluate then learn ``fresh`` in order; return the checkpoint script's arguments."""
         learner = self.learner
         assert learner is not None
@@ -156,10 +183,10 @@ class LearnerService:
             labels = [r["label"] for r in fresh]
             own = learner.predict_many(matrix)  # before learning: progressive validation
             for record, own_score, label in zip(fresh, own.tolist(), labels, strict=True):
-                for model, score in record["scores"].items():
-                    if model != self.online.name:  # its shadow score may be stale: use ours
-                        self.evaluation.update(model, score, label, self.threshold)
-                self.evaluation.update(self.online.name, own_score, label, self.threshold)
+                # Row by row in learning order: each model on the score it published.
+                for model, score in sorted(record["scores"].items()):
+                    self.evaluation.update(model, score, label, self.threshold)
+                self.as_learned.update(self.online.name, own_score, label, self.threshold)
             learner.learn(matrix, labels)
         ttl = max(1, int(self.window * 4))
         size = bucket_seconds(self.window)
@@ -173,7 +200,11 @@ class LearnerService:
             self.keys.snapshot, learner.to_bytes(),
             self.keys.version, learner.version,
             self.keys.evaluation, self.evaluation.to_bytes(),
+            self.keys.as_learned_evaluation, self.as_learned.to_bytes(),
+            self.keys.checkpoints,
             len(fresh),
+            self.keys.labels_consumed, taken,  # every joined label taken in, duplicates too
+            repr(self.clock()),  # the checkpoint's time: the snapshot's age is from it
         ]  # fmt: skip
         args += [self.keys.learned(r["event_id"]) for r in fresh]
         for bucket, count in joined.items():
@@ -187,6 +218,10 @@ class LearnerService:
             for metric, value in values.items():
                 if metric != "count":
                     self._m_metric.labels(self.spec.name, model, metric).set(value)
+        for model, values in self.as_learned.snapshot().items():
+            for metric, value in values.items():
+                if metric != "count":
+                    self._m_as_learned.labels(self.spec.name, model, metric).set(value)
 
     async def _update_coverage(self) -> None:
         """Share of predictions made in the last closed stretch (older than the window)
@@ -200,7 +235,68 @@ class LearnerService:
         joined = await self._redis("coverage read", lambda: self.client.mget(joined_keys))
         total = sum(int(v) for v in predicted if v is not None)
         if total:
-            self._m_coverage.set(sum(int(v) for v in joined if v is not None) / total)
+            covered = sum(int(v) for v in joined if v is not None)
+            self._m_coverage.labels(self.spec.name).set(covered / total)
+
+
+class CheckpointAnnouncements:
+    """What the pipeline's checkpoints channel says, heard by a daemon thread (redis-py's
+    blocking pub/sub client): ``checkpoint <version> <labels consumed> <time>`` from the
+    learner, ``forwarded <labels>`` from the label join. Messages are only ever parsed as
+    numbers; anything else is ignored."""
+
+    def __init__(self, redis: RedisConnection, channel: str) -> None:
+        self.latest = 0  # the newest version announced
+        self.forwarded = 0  # labels the join has forwarded to the learner, in all
+        self._checkpoints: collections.OrderedDict[int, tuple[int, float]] = (
+            collections.OrderedDict()
+        )  # version -> (labels consumed, written at), the last few
+        self._redis = redis
+        self._channel = channel
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._listen, name="online-checkpoints", daemon=True)
+        self._thread.start()
+
+    def checkpoint(self, version: int) -> tuple[int, float] | None:
+        """(labels consumed, written at) of ``version`` if it was heard."""
+        return self._checkpoints.get(version)
+
+    def _listen(self) -> None:
+        while not self._stop.is_set():
+            client = self._redis.client()
+            pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+            try:
+                pubsub.subscribe(self._channel)
+                while not self._stop.is_set():
+                    message = pubsub.get_message(timeout=LISTEN_SECONDS)
+                    if message is not None:
+                        self.heard(message.get("data"))
+            except redis.RedisError as exc:  # the version-key poll covers the gap
+                log.warning("online shadow: checkpoint channel %s: %s", self._channel, exc)
+                self._stop.wait(RELOAD_SECONDS)
+            finally:
+                pubsub.close()
+                client.close()
+
+    def heard(self, data: object) -> None:
+        words = data.split() if isinstance(data, bytes) else []
+        try:
+            if len(words) == 4 and words[0] == b"checkpoint":
+                version, consumed, at = int(words[1]), int(words[2]), float(words[3])
+                self._checkpoints[version] = (consumed, at)
+                while len(self._checkpoints) > KEPT_CHECKPOINTS:
+                    self._checkpoints.popitem(last=False)
+                self.latest = max(self.latest, version)
+                return
+            if len(words) == 2 and words[0] == b"forwarded":
+                self.forwarded = max(self.forwarded, int(words[1]))
+                return
+        except ValueError:
+            pass
+        log.warning("online shadow: ignored a message on %s: %.60r", self._channel, data)
+
+    def close(self) -> None:
+        self._stop.set()
 
 
 class OnlineSnapshotModel:
@@ -209,25 +305,54 @@ class OnlineSnapshotModel:
     Called from its shadow's thread, so it uses a synchronous Redis client.
     """
 
-    def __init__(self, spec: PipelineSpec, redis: RedisConnection) -> None:
+    def __init__(
+        self, spec: PipelineSpec, redis: RedisConnection, metrics: Metrics | None = None
+    ) -> None:
         assert spec.online is not None
         self.name = spec.online.name
+        self._m_behind = self._m_age = None
+        if metrics is not None:
+            self._m_behind = metrics.online_labels_behind.labels(spec.name, self.name)
+            self._m_age = metrics.online_snapshot_age_seconds.labels(spec.name, self.name)
         self._spec = spec
         self._keys = Keys(spec.name)
         self._client = redis.client()
         self._learner = OnlineLearner(spec.online, spec.input_columns())
         self._checked_at = 0.0
+        self._announced = CheckpointAnnouncements(redis, self._keys.checkpoints)
 
     @property
     def version(self) -> int:
         return self._learner.version
 
+    @property
+    def learned(self) -> int:
+        """Labels the serving snapshot has learned (its shadow records carry it)."""
+        return self._learner.learned
+
     def score(self, matrix: Matrix) -> npt.NDArray[np.float64]:
         now = time.monotonic()
-        if now - self._checked_at >= RELOAD_SECONDS:
+        announced = self._announced.latest > self._learner.version
+        if announced or now - self._checked_at >= RELOAD_SECONDS:
             self._checked_at = now
             self._reload()
-        return self._learner.predict_many(matrix)
+        scores = self._learner.predict_many(matrix)
+        self._observe_staleness(len(scores))
+        return scores
+
+    def _observe_staleness(self, n: int) -> None:
+        """Per prediction: labels forwarded to the learner that the serving snapshot lacks,
+        and its age. Unknown (not observed) for a snapshot whose announcement was missed."""
+        heard = self._announced.checkpoint(self._learner.version)
+        if heard is None or self._m_behind is None or self._m_age is None or not n:
+            return
+        consumed, written_at = heard
+        behind = max(0, self._announced.forwarded - consumed)
+        observe_many(self._m_behind, np.full(n, float(behind)))
+        observe_many(self._m_age, np.full(n, max(0.0, time.time() - written_at)))
+
+    def close(self) -> None:
+        self._announced.close()
 
     def _reload(self) -> None:
         version: bytes | None = self._client.get(self._keys.version)  # type: ignore[assignment]

@@ -46,6 +46,7 @@ LATENCY_BUCKETS = (
 )  # fmt: skip
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 SCORE_DIFF_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0)
+STALE_LABEL_BUCKETS = (0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000, 20000)
 DELAY_BUCKETS = (0.1, 0.5, 1, 5, 15, 30, 60, 300, 900, 3600, 4 * 3600, 24 * 3600)
 
 #: Stage names, stable across logs, metric labels and dead-letter records.
@@ -185,8 +186,28 @@ class Metrics:
         )  # fmt: skip
         self.online_metric = Gauge(
             "streamscore_online_metric",
-            "Rolling metric on labelled events (accuracy, log_loss, roc_auc), by model.",
+            "Rolling metric on labelled events (accuracy, log_loss, roc_auc), by model, from"
+            " the scores each model published for them (served): the figure to compare on.",
             ["pipeline", "model", "metric"], registry=r,
+        )  # fmt: skip
+        self.online_as_learned_metric = Gauge(
+            "streamscore_online_as_learned_metric",
+            "The online model's rolling metric scored by the learner itself just before"
+            " learning each label (progressive validation, no serving staleness): not what"
+            " it served; never compare models on it.",
+            ["pipeline", "model", "metric"], registry=r,
+        )  # fmt: skip
+        self.online_labels_behind = Histogram(
+            "streamscore_online_labels_behind",
+            "Per online-shadow prediction: labels the label join had forwarded to the learner"
+            " that the snapshot it was scored with had not yet taken in.",
+            ["pipeline", "model"], buckets=STALE_LABEL_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.online_snapshot_age_seconds = Histogram(
+            "streamscore_online_snapshot_age_seconds",
+            "Per online-shadow prediction: time since the learner wrote the snapshot it was"
+            " scored with (the learner's clock against the scoring worker's).",
+            ["pipeline", "model"], buckets=LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
         self.online_learned = Counter(
             "streamscore_online_learned_total", "Labelled events the online model learned.",

@@ -34,6 +34,13 @@ for i = 4, #ARGV, 2 do
 end
 return (#ARGV - 3) / 2
 """
+# KEYS: the forwarded-labels counter; ARGV: the increment, the checkpoints channel. The
+# online shadows hear the new total ("forwarded <n>") and so how far behind they serve.
+COUNT_FORWARDED = """
+local total = redis.call('INCRBY', KEYS[1], ARGV[1])
+redis.call('PUBLISH', ARGV[2], 'forwarded ' .. total)
+return total
+"""
 #: How much longer than the label window a record is kept, to tell late from orphan labels.
 GRACE_FACTOR = 2.0
 _HEADER = struct.Struct("<I")
@@ -47,7 +54,13 @@ class Keys:
         self.prefix = f"streamscore:{pipeline}"
         self.snapshot = f"{self.prefix}:online:snapshot"
         self.version = f"{self.prefix}:online:version"
-        self.evaluation = f"{self.prefix}:online:evaluation"
+        self.evaluation = f"{self.prefix}:online:evaluation"  # every model, served scores
+        self.as_learned_evaluation = f"{self.prefix}:online:evaluation:as_learned"
+        #: Pub/sub channel: the learner publishes each checkpoint's version on it.
+        self.checkpoints = f"{self.prefix}:online:checkpoints"
+        #: Joined labels forwarded to the learner, and those it has taken in (counters).
+        self.labels_forwarded = f"{self.prefix}:online:labels_forwarded"
+        self.labels_consumed = f"{self.prefix}:online:labels_consumed"
 
     def prediction(self, event_id: str) -> str:
         return f"{self.prefix}:prediction:{event_id}"
@@ -112,6 +125,7 @@ class PredictionStore:
         self.keys = Keys(pipeline)
         self.ttl_seconds = max(1, int(window_seconds * GRACE_FACTOR))
         self._set_many = client.register_script(SET_MANY_WITH_TTL)
+        self._count_forwarded = client.register_script(COUNT_FORWARDED)
         # Predictions per time bucket: the learner divides joined labels by these.
         self._bucket_seconds = bucket_seconds(window_seconds)
 
@@ -139,6 +153,12 @@ class PredictionStore:
             args.append(self.keys.shadow(model, event_id))
             args.append(repr(float(score)))
         await self._set_many(args=args)
+
+    async def count_forwarded(self, n: int) -> int:
+        """Count ``n`` more labels forwarded to the learner (and announce the total)."""
+        keys = [self.keys.labels_forwarded]
+        total = await self._count_forwarded(keys=keys, args=[n, self.keys.checkpoints])
+        return int(total)
 
     async def get(
         self, event_ids: Sequence[str], shadow_models: Sequence[str]

@@ -112,13 +112,18 @@ def encode_shadow_prediction(
     primary_score: float,
     event_time: str,
     scored_at: str,
+    learned_labels: int | None = None,
 ) -> bytes:
-    """One shadow's prediction for one event; ``entity_key`` as in ``encode_prediction``."""
+    """One shadow's prediction for one event; ``entity_key`` as in ``encode_prediction``.
+    ``learned_labels``: for the online shadow, how many labels the snapshot it scored with
+    had learned (with ``model_version``, the snapshot's version)."""
     record: dict[str, Any] = {"event_id": event_id}
     if entity_key is not None:
         record["entity_key"] = entity_key
     record["model"] = model
     record["model_version"] = version
+    if learned_labels is not None:
+        record["learned_labels"] = learned_labels
     record["role"] = "shadow"
     record["score"] = score
     record["decision"] = decision

@@ -173,6 +173,9 @@ class ShadowRunner:
             self._m_changed.inc(changed)
         scored_at = iso_utc(self.clock())
         name, version = model.name, model.version
+        # Only the online shadow has one; read after scoring, as the version (a reload
+        # happens inside ``score``, in this shadow's thread, never between the two).
+        learned: int | None = getattr(model, "learned", None)
         records = [
             OutputRecord(
                 self.topic,
@@ -187,6 +190,7 @@ class ShadowRunner:
                     primary_score=primary_score,
                     event_time=event_time,
                     scored_at=scored_at,
+                    learned_labels=learned,
                 ),
             )
             for event_id, entity_key, event_time, score, primary_score in zip(
@@ -204,3 +208,6 @@ class ShadowRunner:
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+        close = getattr(self.model, "close", None)  # the online shadow's listener thread
+        if close is not None:
+            close()

@@ -132,7 +132,7 @@ def _attach_scoring(
     shadow_servings = [start_serving(registry, spec, shadow, metrics) for shadow in spec.shadows]
     shadow_models: list[ShadowModel] = [serving.scorer for serving in shadow_servings]
     if spec.online is not None:
-        shadow_models.append(OnlineSnapshotModel(spec, redis))
+        shadow_models.append(OnlineSnapshotModel(spec, redis, metrics))
     # Shadows publish on a connection of their own (see OwnProducer): never ahead of the
     # primary's next publish in aiokafka's one-request-at-a-time queue.
     shadow_producer = OwnProducer(

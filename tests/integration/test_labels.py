@@ -110,8 +110,9 @@ def joined_records(spec, n: int, seed: int) -> tuple[list[bytes], np.ndarray, li
     width = len(spec.input_columns())
     vectors = rng.normal(size=(n, width)).astype(np.float32)
     labels = (vectors[:, 0] + 0.5 * vectors[:, 1] > 0).astype(int).tolist()
+    served = {"fraud_gbt": 0.5, spec.online.name: 0.25}  # what each model published
     records = [
-        encode_joined(Label(f"ev{seed}-{i}", y, T0), T0, False, v.tobytes(), {"fraud_gbt": 0.5})
+        encode_joined(Label(f"ev{seed}-{i}", y, T0), T0, False, v.tobytes(), served)
         for i, (v, y) in enumerate(zip(vectors, labels, strict=True))
     ]
     return records, vectors, labels
@@ -152,11 +153,17 @@ async def test_learner_equals_river_trained_directly_and_never_learns_twice(
         "streamscore_labels_total", {"pipeline": spec.name, "outcome": "duplicate"}
     )
     assert duplicates == 10
+    online = {"pipeline": spec.name, "model": spec.online.name}
     auc = metrics.registry.get_sample_value(
-        "streamscore_online_metric",
-        {"pipeline": spec.name, "model": spec.online.name, "metric": "roc_auc"},
+        "streamscore_online_as_learned_metric", {**online, "metric": "roc_auc"}
     )
     assert auc is not None and auc > 0.8  # it learned the signal, progressively validated
+    # The compared figure is the one from the scores it published (0.25: always "0").
+    served = metrics.registry.get_sample_value(
+        "streamscore_online_metric", {**online, "metric": "accuracy"}
+    )
+    window = labels[-1000:]
+    assert served == pytest.approx(window.count(0) / len(window))
 
 
 async def test_join_coverage_counts_labels_of_predictions_whose_window_closed(
@@ -172,6 +179,14 @@ async def test_join_coverage_counts_labels_of_predictions_whose_window_closed(
         for i in ids[:7]
     ]
     metrics = Metrics()
+    early = LearnerService(spec, redis_client, metrics, clock=Clock(T0 + 1))
+    await early.handle(records[:1])  # no prediction is older than the window yet
+    assert (
+        metrics.registry.get_sample_value(
+            "streamscore_label_join_coverage_ratio", {"pipeline": spec.name}
+        )
+        is None
+    )  # absent, not 0
     learner = LearnerService(spec, redis_client, metrics, clock=Clock(T0 + WINDOW + 5))
     await learner.handle(records)
     coverage = metrics.registry.get_sample_value(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -103,3 +104,22 @@ def test_compare_prints_full_model_names_whatever_the_width(monkeypatch) -> None
     assert result.exit_code == 0, result.output
     assert long_name in result.output
     assert "99.09%" in result.output
+
+
+def test_compare_tables_never_cut_model_names_in_80_columns() -> None:
+    """Two shadows sharing a long prefix once printed as the same ``phish_…``."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from streams.compare import _add_column
+
+    names = ["phishing_online_river_model_a", "phishing_online_river_model_b"]
+    table = Table()
+    for column in ("shadow", "versions", "compared", "agreement", "changed", "|diff| p50"):
+        _add_column(table, column, names)
+    for name in names:
+        table.add_row(name, "1,2,3", "1,250", "88.00%", "150", "0.1234")
+    console = Console(width=80, record=True, file=io.StringIO())
+    console.print(table)
+    text = console.export_text()
+    assert all(name in text for name in names)

@@ -93,6 +93,11 @@ class Store:
             for e in event_ids
         ]
 
+    async def count_forwarded(self, n: int) -> int:
+        """The forwarded-labels counter the online shadows measure staleness against."""
+        self.forwarded = getattr(self, "forwarded", 0) + n
+        return self.forwarded
+
 
 async def test_bad_labels_are_dead_lettered_and_the_rest_joined() -> None:
     store, metrics = Store(), Metrics()
@@ -116,6 +121,7 @@ async def test_bad_labels_are_dead_lettered_and_the_rest_joined() -> None:
     assert dead[5]["original_value_truncated"] and len(outcome.dead_letters[5].value) < 4096
     assert base64.b64decode(dead[7]["original_key_b64"]) == b"K" * 1024
     assert outcome.counts == {"joined": 8, "late": 0, "orphan": 0, "invalid": 8}
+    assert store.forwarded == 8  # counted once per batch, for the online staleness
 
 
 async def test_the_joiner_takes_its_limits() -> None:

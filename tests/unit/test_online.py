@@ -445,3 +445,21 @@ def test_pipeline_shape_matches_spec() -> None:
 
 def test_docstring_examples_run() -> None:
     assert doctest.testmod(models.online).failed == 0
+
+
+def test_checkpoint_announcements_are_parsed_as_numbers_only(caplog) -> None:
+    """What the online shadow hears on the checkpoints channel: a version with its label
+    count and time, or the label join's forwarded total; anything else is ignored."""
+    from streams.learner import CheckpointAnnouncements
+
+    heard = CheckpointAnnouncements.__new__(CheckpointAnnouncements)  # no listener thread
+    heard.latest, heard.forwarded, heard._channel = 0, 0, "c"
+    heard._checkpoints = __import__("collections").OrderedDict()
+    heard.heard(b"checkpoint 7 120 1700000000.5")
+    heard.heard(b"forwarded 130")
+    heard.heard(b"forwarded 125")  # an older total arriving late never goes back
+    for bad in (b"checkpoint 8 x 1", b"__import__('os')", b"forwarded", None, "forwarded 1"):
+        heard.heard(bad)
+    assert (heard.latest, heard.forwarded) == (7, 130)
+    assert heard.checkpoint(7) == (120, 1700000000.5) and heard.checkpoint(8) is None
+    assert caplog.text.count("ignored a message") == 5

@@ -340,6 +340,11 @@ class Store:
             for e in event_ids
         ]
 
+    async def count_forwarded(self, n: int) -> int:
+        """The forwarded-labels counter the online shadows measure staleness against."""
+        self.forwarded = getattr(self, "forwarded", 0) + n
+        return self.forwarded
+
 
 def label(event_id: str) -> bytes:
     return orjson.dumps({"event_id": event_id, "label": 1, "label_time": "2023-11-14T22:13:30Z"})

@@ -152,3 +152,16 @@ def test_iso_utc_round_trips_through_the_parser() -> None:
 def test_iso_utc_is_strftime_of_datetime(epoch_seconds: float) -> None:
     expected = datetime.fromtimestamp(epoch_seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     assert iso_utc(epoch_seconds) == expected
+
+
+def test_the_online_shadows_records_say_how_many_labels_its_snapshot_learned() -> None:
+    from streams.records import encode_shadow_prediction
+
+    common = dict(
+        event_id="e1", entity_key=None, model="m", version=3, score=0.2, decision=False,
+        primary_score=0.1, event_time="t", scored_at="t",
+    )  # fmt: skip
+    assert (
+        orjson.loads(encode_shadow_prediction(**common, learned_labels=42))["learned_labels"] == 42
+    )
+    assert "learned_labels" not in orjson.loads(encode_shadow_prediction(**common))
