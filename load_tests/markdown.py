@@ -181,6 +181,11 @@ def _budget_lines(comparison: dict[str, Any]) -> list[str]:
     real = _scoring_cpu(comparison.get(real_name))
     if passthrough is None or real is None:
         return []
+    if not passthrough or not real:
+        return [
+            "CPU budget: not measured (a step too short for the workers' CPU to be sampled).",
+            "",
+        ]
     return [
         "CPU budget: a worker's Python runs on one core at a time (the GIL), so at x µs of"
         " CPU per event one worker cannot pass 1,000,000 / x events/s. At their sustained"

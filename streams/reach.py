@@ -39,6 +39,8 @@ async def check_kafka(settings: Settings) -> None:
     except TimeoutError as exc:
         raise Unreachable(BROKER_NAME, servers, KAFKA, f"no answer in {timeout:g} s") from exc
     except ConnectionFailed as exc:
+        if _refused_credentials(exc.cause):
+            raise  # it answered, and said no: the message names the credentials used
         raise Unreachable(BROKER_NAME, servers, KAFKA, exc.cause) from exc
     except (KafkaError, OSError) as exc:
         raise Unreachable(BROKER_NAME, servers, KAFKA, _why(exc)) from exc
@@ -61,6 +63,8 @@ async def missing_topics(settings: Settings, topics: list[str]) -> list[str]:
     except TimeoutError as exc:
         raise Unreachable(BROKER_NAME, servers, KAFKA, f"no answer in {timeout:g} s") from exc
     except ConnectionFailed as exc:
+        if _refused_credentials(exc.cause):
+            raise  # it answered, and said no: the message names the credentials used
         raise Unreachable(BROKER_NAME, servers, KAFKA, exc.cause) from exc
     except (KafkaError, OSError) as exc:
         raise Unreachable(BROKER_NAME, servers, KAFKA, _why(exc)) from exc
@@ -84,10 +88,19 @@ def check_redis(settings: Settings) -> None:
         raise Unreachable(REDIS_NAME, shown, REDIS, _why(exc)) from exc
     try:
         client.ping()
+    except redis.AuthenticationError as exc:  # it answered, and said no
+        redis_connection = RedisConnection.from_settings(settings)
+        msg = f"connect: cannot connect to Redis at {redis_connection.describe()}: {_why(exc)}"
+        raise ConnectionFailed(msg) from exc
     except redis.RedisError as exc:
         raise Unreachable(REDIS_NAME, shown, REDIS, _why(exc)) from exc
     finally:
         client.close()
+
+
+def _refused_credentials(cause: str) -> bool:
+    """Whether a broker answered and refused who we are (SASL) or how we talk (TLS)."""
+    return any(word in cause for word in ("Authentication", "SASL", "SSL", "certificate"))
 
 
 def redacted(url: str) -> str:

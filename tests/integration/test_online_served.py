@@ -25,6 +25,7 @@ from aiokafka import AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
 from streams.compare import labelled_evaluation
+from streams.connections import RedisConnection
 from streams.embedded import free_port
 from streams.prediction_store import Keys
 from streams.processes import WorkerProcess
@@ -228,7 +229,7 @@ def test_the_online_model_serves_fresh_and_is_reported_on_what_it_served(
     joined = [i for i in range(n) if client.exists(keys.learned(f"page-{i}"))]
     window = orjson.loads(client.get(keys.evaluation))["models"][online]
     client.close()
-    evaluation = labelled_evaluation(spec, settings.redis_url)[online]
+    evaluation = labelled_evaluation(spec, RedisConnection.from_settings(settings))[online]
     unscored = len(joined) - evaluation["count"]
     print(f"{n - len(joined)} orphan labels, {unscored:.0f} joined before the served score")
     assert len(joined) >= n - 50 and 0 <= unscored <= 0.1 * n
