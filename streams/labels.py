@@ -138,6 +138,7 @@ class LabelJoiner:
             [spec.online.name] if spec.online else []
         )
         self._m_labels = metrics.labels
+        self._m_retries = metrics.redis_retries.labels(spec.name, STAGE)
         self._m_dead = metrics.dead_letters
         self._m_delay = metrics.label_delay_seconds.labels(spec.name)
 
@@ -162,6 +163,7 @@ class LabelJoiner:
             seconds=self.retry_for_seconds,
             what=f"{STAGE}: prediction-store read",
             transient=REDIS_TRANSIENT,
+            on_retry=self._m_retries.inc,
         )
         now = self.clock()
         counts = {"joined": 0, "late": 0, "orphan": 0, "invalid": len(out.dead_letters)}

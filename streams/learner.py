@@ -110,6 +110,7 @@ class LearnerService:
         self._checkpoint = client.register_script(CHECKPOINT)
         name = spec.name
         self._m_learned = metrics.online_learned.labels(name, self.online.name)
+        self._m_retries = metrics.redis_retries.labels(name, "learn")
         self._m_duplicates = metrics.labels.labels(name, "duplicate")
         self._m_metric = metrics.online_metric
         self._m_as_learned = metrics.online_as_learned_metric
@@ -171,8 +172,9 @@ class LearnerService:
 
     async def _redis(self, what: str, call: Callable[[], Awaitable[Any]]) -> Any:
         return await within_budget(
-            call, seconds=self.retry_for_seconds, what=f"learn: {what}", transient=REDIS_TRANSIENT
-        )
+            call, seconds=self.retry_for_seconds, what=f"learn: {what}",
+            transient=REDIS_TRANSIENT, on_retry=self._m_retries.inc,
+        )  # fmt: skip
 
     def _learn(self, fresh: list[dict[str, Any]], taken: int) -> list[Any]:
         """Evaluate then learn ``fresh`` in order; return the checkpoint script's arguments."""

@@ -169,6 +169,13 @@ class Metrics:
             ["pipeline", "model"], registry=r,
         )  # fmt: skip
 
+        self.redis_retries = Counter(
+            "streamscore_redis_retries_total",
+            "Redis calls retried after a transient failure (Redis restarting or unreachable),"
+            " by stage: enrich (feature read), label (prediction-store read), learn (learner).",
+            ["pipeline", "stage"], registry=r,
+        )  # fmt: skip
+
         # --- labels and online learning ---------------------------------------------------
         self.labels = Counter(
             "streamscore_labels_total",

@@ -131,6 +131,7 @@ class ScoringPipeline:
         self._m_defaulted = [
             metrics.defaulted_features.labels(name, c) for c in self.feature_columns
         ]
+        self._m_retries = metrics.redis_retries.labels(name, "enrich")
         self._m_stage = {stage: metrics.stage_seconds.labels(name, stage) for stage in
                          ("decode", "enrich", "infer")}  # fmt: skip
         self._m_batch_size = metrics.batch_size.labels(name)
@@ -226,6 +227,7 @@ class ScoringPipeline:
             seconds=self.retry_for_seconds,
             what="enrich: feature read",
             transient=(FeatureStoreError,),
+            on_retry=self._m_retries.inc,
         )
 
     def _predictions(

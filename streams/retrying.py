@@ -19,6 +19,7 @@ from typing import TypeVar
 import redis.exceptions
 from tenacity import (
     AsyncRetrying,
+    RetryCallState,
     before_sleep_log,
     retry_if_exception_type,
     stop_after_delay,
@@ -48,10 +49,11 @@ async def within_budget(
     seconds: float,
     what: str,
     transient: tuple[type[BaseException], ...],
+    on_retry: Callable[[], object] | None = None,
 ) -> T:
     """``await call()``, retried with backoff on ``transient`` errors for at most ``seconds``
     in all; then the last error (or ``RetryBudgetSpent`` if an attempt was still waiting).
-    A budget of 0 means one attempt."""
+    A budget of 0 means one attempt. ``on_retry`` is called before each retry (a counter)."""
     if seconds <= 0:
         return await call()
     loop = asyncio.get_running_loop()
@@ -60,7 +62,7 @@ async def within_budget(
         retry=retry_if_exception_type(transient),
         wait=wait_exponential(multiplier=0.1, max=5.0),
         stop=stop_after_delay(seconds),
-        before_sleep=before_sleep_log(log, logging.WARNING),
+        before_sleep=_before_retry(on_retry),
         reraise=True,  # the last transient error, once the budget is spent between attempts
     )
     async for attempt in retrying:
@@ -76,3 +78,14 @@ async def within_budget(
                 raise RetryBudgetSpent(msg) from exc
     msg = "unreachable: tenacity reraises the last error"
     raise AssertionError(msg)
+
+
+def _before_retry(on_retry: Callable[[], object] | None) -> Callable[[RetryCallState], None]:
+    logged = before_sleep_log(log, logging.WARNING)
+
+    def before(state: RetryCallState) -> None:
+        logged(state)
+        if on_retry is not None:
+            on_retry()
+
+    return before

@@ -185,3 +185,27 @@ async def test_a_persistent_feature_store_failure_propagates(onnx_scorer) -> Non
         await pipeline.score_batch(
             [message(0, {"id": "e0", "user": "u1", "amount": 5, "kind": "a"})]
         )
+
+
+async def test_feature_read_retries_are_counted_by_stage(onnx_scorer) -> None:
+    from features.errors import FeatureStoreError
+
+    class FlakyFeatures(InMemoryFeatures):
+        failures = 2
+
+        async def read_async(self, keys):
+            if self.failures:
+                self.failures -= 1
+                raise FeatureStoreError("features.reader: redis is restarting")
+            return await super().read_async(keys)
+
+    metrics = Metrics()
+    pipeline = ScoringPipeline(SPEC, FlakyFeatures(), onnx_scorer, metrics, retry_for_seconds=5)
+    out = await pipeline.score_batch(
+        [message(0, {"id": "e0", "user": "u1", "amount": 5, "kind": "a"})]
+    )
+    assert len(out.predictions) == 1
+    retried = metrics.registry.get_sample_value(
+        "streamscore_redis_retries_total", {"pipeline": SPEC.name, "stage": "enrich"}
+    )
+    assert retried == 2

@@ -58,3 +58,19 @@ async def test_other_errors_are_not_retried_and_a_zero_budget_is_one_attempt() -
     with pytest.raises(ValueError, match="a bug"):
         await within_budget(broken, seconds=0, what="read", transient=(ValueError,))
     assert calls == 2
+
+
+async def test_each_retry_is_counted() -> None:
+    calls, retries = 0, []
+
+    async def flaky() -> str:
+        nonlocal calls
+        calls += 1
+        if calls < 4:
+            raise redis.exceptions.ConnectionError("refused")
+        return "ok"
+
+    result = await within_budget(
+        flaky, seconds=5, what="read", transient=REDIS_TRANSIENT, on_retry=lambda: retries.append(1)
+    )
+    assert result == "ok" and len(retries) == 3
