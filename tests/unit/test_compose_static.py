@@ -220,6 +220,8 @@ def test_producer_is_an_optional_demo() -> None:
     assert producer["profiles"] == ["demo"]
     assert producer["command"][:2] == ["produce", "--spec"]
     assert "--rate" in producer["command"]
+    # It sends labels too, or the learner learns nothing and the label alerts fire.
+    assert "--labels-delay" in producer["command"]
 
 
 def test_streamscore_services_score_the_same_spec() -> None:
