@@ -118,7 +118,7 @@ def report(spec: PipelineSpec, kafka: KafkaConnection, redis: RedisConnection) -
         diffs = np.asarray(c.score_diffs)
         shadows.add_row(
             c.model,
-            ",".join(map(str, sorted(c.versions, key=str))),
+            versions_text(c.versions),
             f"{c.compared:,}",
             f"{c.agree / c.compared:.2%}",
             f"{c.compared - c.agree:,}",
@@ -145,6 +145,21 @@ def report(spec: PipelineSpec, kafka: KafkaConnection, redis: RedisConnection) -
             f"{values.get('roc_auc', float('nan')):.4f}",
         )
     return [shadows, labelled]
+
+
+def versions_text(versions: set[Any]) -> str:
+    """The versions a shadow scored with, short: the online model has a new one per
+    checkpoint, so past a few they are shown as a range and a count.
+
+    >>> versions_text({2, 1}), versions_text(set(range(120)))
+    ('1,2', '0..119 (120 versions)')
+    """
+    ordered = sorted(
+        versions, key=lambda v: (not isinstance(v, int), v if isinstance(v, int) else str(v))
+    )
+    if len(ordered) <= 4:
+        return ",".join(map(str, ordered))
+    return f"{ordered[0]}..{ordered[-1]} ({len(ordered)} versions)"
 
 
 def _add_column(table: Table, column: str, names: list[str]) -> None:

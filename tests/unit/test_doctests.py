@@ -20,6 +20,7 @@ import pytest
         "features.store",
         "streams.connections",
         "streams.apache_kafka.install",
+        "streams.compare",
     ],
 )
 def test_docstring_examples(module: str) -> None:
