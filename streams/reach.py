@@ -8,15 +8,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterator
-from urllib.parse import urlsplit
+from collections.abc import AsyncIterator, Iterator
 
 import redis
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from streams.connections import ConnectionFailed, KafkaConnection, RedisConnection
+from streams.connections import ConnectionFailed, KafkaConnection, RedisConnection, redact
 from streams.errors import Unreachable
 from streams.settings import Settings
 
@@ -28,6 +28,21 @@ BROKER_NAME, REDIS_NAME = "Kafka broker", "Redis"
 async def check_kafka(settings: Settings) -> None:
     """Raise ``Unreachable`` unless a broker of ``kafka_bootstrap_servers`` answers a
     metadata request in time."""
+    async with _admin_in_time(settings):
+        pass
+
+
+async def missing_topics(settings: Settings, topics: list[str]) -> list[str]:
+    """Which of ``topics`` the broker does not have (a reader would wait on them)."""
+    async with _admin_in_time(settings) as admin:
+        existing = set(await admin.list_topics())
+    return [topic for topic in topics if topic not in existing]
+
+
+@contextlib.asynccontextmanager
+async def _admin_in_time(settings: Settings) -> AsyncIterator[AIOKafkaAdminClient]:
+    """A started admin client; the start and whatever the caller asks of it together within
+    ``kafka_connect_timeout_seconds``, else ``Unreachable`` naming the address."""
     servers = settings.kafka_bootstrap_servers
     timeout = settings.kafka_connect_timeout_seconds
     kafka = KafkaConnection.from_settings(settings)
@@ -36,6 +51,7 @@ async def check_kafka(settings: Settings) -> None:
         async with asyncio.timeout(timeout):
             with _quiet(logging.getLogger("aiokafka")):  # the one line below says it all
                 await kafka.start(admin)
+                yield admin
     except TimeoutError as exc:
         raise Unreachable(BROKER_NAME, servers, KAFKA, f"no answer in {timeout:g} s") from exc
     except ConnectionFailed as exc:
@@ -47,37 +63,12 @@ async def check_kafka(settings: Settings) -> None:
     finally:
         with contextlib.suppress(Exception):
             await admin.close()
-
-
-async def missing_topics(settings: Settings, topics: list[str]) -> list[str]:
-    """Which of ``topics`` the broker does not have (a reader would wait on them)."""
-    servers = settings.kafka_bootstrap_servers
-    timeout = settings.kafka_connect_timeout_seconds
-    kafka = KafkaConnection.from_settings(settings)
-    admin = kafka.admin(request_timeout_ms=int(timeout * 1000))
-    try:
-        async with asyncio.timeout(timeout):
-            with _quiet(logging.getLogger("aiokafka")):
-                await kafka.start(admin)
-                existing = set(await admin.list_topics())
-    except TimeoutError as exc:
-        raise Unreachable(BROKER_NAME, servers, KAFKA, f"no answer in {timeout:g} s") from exc
-    except ConnectionFailed as exc:
-        if _refused_credentials(exc.cause):
-            raise  # it answered, and said no: the message names the credentials used
-        raise Unreachable(BROKER_NAME, servers, KAFKA, exc.cause) from exc
-    except (KafkaError, OSError) as exc:
-        raise Unreachable(BROKER_NAME, servers, KAFKA, _why(exc)) from exc
-    finally:
-        with contextlib.suppress(Exception):
-            await admin.close()
-    return [topic for topic in topics if topic not in existing]
 
 
 def check_redis(settings: Settings) -> None:
     """Raise ``Unreachable`` unless Redis at ``redis_url`` answers a PING in time."""
     timeout = settings.kafka_connect_timeout_seconds
-    shown = redacted(settings.redis_url)
+    shown = redact(settings.redis_url)
     try:
         client = RedisConnection.from_settings(settings).client(
             socket_connect_timeout=timeout,
@@ -101,14 +92,6 @@ def check_redis(settings: Settings) -> None:
 def _refused_credentials(cause: str) -> bool:
     """Whether a broker answered and refused who we are (SASL) or how we talk (TLS)."""
     return any(word in cause for word in ("Authentication", "SASL", "SSL", "certificate"))
-
-
-def redacted(url: str) -> str:
-    """``url`` without its password, for messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    return url.replace(f":{parts.password}@", ":***@", 1)
 
 
 def _why(exc: BaseException) -> str:
