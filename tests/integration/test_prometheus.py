@@ -26,7 +26,7 @@ import time
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ from streams.embedded import die_with_parent, free_port
 from streams.metrics import Metrics
 from streams.processes import WorkerProcess
 from streams.producer import EventProducer
+from streams.settings import Settings
 from streams.spec import PipelineSpec
 from tests.integration.harness import PreparedPipeline, create_topics, produce
 from tests.unit.test_dashboards_static import (
@@ -114,21 +115,24 @@ async def _load(spec: PipelineSpec, bootstrap: str, stop: asyncio.Event) -> None
     await asyncio.gather(main.run(stop), slow.run(stop))
 
 
-@pytest.fixture(scope="module")
-def metrics_target(
-    card_fraud: PreparedPipeline, live_pipeline: tuple[Path, PipelineSpec]
+def _worker_under_load(
+    prepared: PreparedPipeline,
+    pipeline: tuple[Path, PipelineSpec],
+    load: Callable[[Settings, asyncio.Event], Awaitable[None]],
+    name: str,
 ) -> Iterator[str]:
-    """host:port of a real ``streamscore worker``'s /metrics, under load."""
-    spec_path, spec = live_pipeline
-    settings = card_fraud.settings.model_copy(update={"metrics_port": free_port()})
+    """A real ``streamscore worker`` for ``pipeline`` with ``load`` running in a thread of its
+    own once the worker owns partitions; yields the host:port of its /metrics."""
+    spec_path, spec = pipeline
+    settings = prepared.settings.model_copy(update={"metrics_port": free_port()})
     asyncio.run(create_topics(settings, spec))
-    worker = WorkerProcess(spec_path, settings, card_fraud.workdir / f"{spec.name}.log")
+    worker = WorkerProcess(spec_path, settings, prepared.workdir / f"{spec.name}.log")
     stop = threading.Event()
 
-    def load() -> None:
+    def run_load() -> None:
         async def main() -> None:
             done = asyncio.Event()
-            runner = asyncio.create_task(_load(spec, settings.kafka_bootstrap_servers, done))
+            runner = asyncio.create_task(load(settings, done))
             while not stop.is_set() and not runner.done():
                 await asyncio.sleep(0.2)
             done.set()
@@ -136,9 +140,9 @@ def metrics_target(
 
         asyncio.run(main())
 
-    thread = threading.Thread(target=load, name="load")
+    thread = threading.Thread(target=run_load, name=f"{name}-load")
     try:
-        _wait(lambda: bool(worker.assigned_partitions()), 90, "the worker to join its group")
+        _wait(lambda: bool(worker.assigned_partitions()), 90, f"the {name} worker to join")
         thread.start()
         yield f"127.0.0.1:{settings.metrics_port}"
     finally:
@@ -146,6 +150,19 @@ def metrics_target(
         if thread.is_alive():
             thread.join(timeout=30)
         worker.stop()
+
+
+@pytest.fixture(scope="module")
+def metrics_target(
+    card_fraud: PreparedPipeline, live_pipeline: tuple[Path, PipelineSpec]
+) -> Iterator[str]:
+    """host:port of a real ``streamscore worker``'s /metrics, under load."""
+    spec = live_pipeline[1]
+
+    async def load(settings: Settings, done: asyncio.Event) -> None:
+        await _load(spec, settings.kafka_bootstrap_servers, done)
+
+    yield from _worker_under_load(card_fraud, live_pipeline, load, "live")
 
 
 @pytest.fixture(scope="module")
@@ -161,35 +178,13 @@ def faulty_target(
     card_fraud: PreparedPipeline, faulty_pipeline: tuple[Path, PipelineSpec]
 ) -> Iterator[str]:
     """host:port of a second worker's /metrics, fed only bad events: the injected fault."""
-    spec_path, spec = faulty_pipeline
-    settings = card_fraud.settings.model_copy(update={"metrics_port": free_port()})
-    asyncio.run(create_topics(settings, spec))
-    worker = WorkerProcess(spec_path, settings, card_fraud.workdir / f"{spec.name}.log")
-    stop = threading.Event()
+    spec = faulty_pipeline[1]
 
-    def load() -> None:
-        async def main() -> None:
-            done = asyncio.Event()
-            kafka = KafkaConnection.from_settings(settings)
-            bad = EventProducer(spec, kafka, rate=20, bad_rate=1.0)
-            runner = asyncio.create_task(bad.run(done))
-            while not stop.is_set() and not runner.done():
-                await asyncio.sleep(0.2)
-            done.set()
-            await runner
+    async def load(settings: Settings, done: asyncio.Event) -> None:
+        bad = EventProducer(spec, KafkaConnection.from_settings(settings), rate=20, bad_rate=1.0)
+        await bad.run(done)
 
-        asyncio.run(main())
-
-    thread = threading.Thread(target=load, name="bad-load")
-    try:
-        _wait(lambda: bool(worker.assigned_partitions()), 90, "the faulty worker to join")
-        thread.start()
-        yield f"127.0.0.1:{settings.metrics_port}"
-    finally:
-        stop.set()
-        if thread.is_alive():
-            thread.join(timeout=30)
-        worker.stop()
+    yield from _worker_under_load(card_fraud, faulty_pipeline, load, "faulty")
 
 
 # --- the Prometheus server ----------------------------------------------------------------
