@@ -50,11 +50,13 @@ CHECK_TIMEOUT_SECONDS = 5.0
 
 class ConnectionFailed(StreamscoreError):
     """A Kafka or Redis client could not connect; the message says where, how, and why
-    (``cause``: the why alone)."""
+    (``cause``: the why alone). ``refused``: the server answered and refused who we are or
+    how we talk (SASL credentials, TLS), as opposed to not answering at all."""
 
-    def __init__(self, message: str, cause: str = "") -> None:
+    def __init__(self, message: str, cause: str = "", *, refused: bool = False) -> None:
         super().__init__(message)
         self.cause = cause or message
+        self.refused = refused
 
 
 @dataclass(frozen=True)
@@ -168,11 +170,13 @@ class KafkaConnection:
         try:
             await client.start()
         except KafkaConnectionError as exc:
-            cause = await self._why_not(self.bootstrap_servers.split(",")[0].strip())
+            cause, refused = await self._why_not(self.bootstrap_servers.split(",")[0].strip())
             msg = f"{STAGE}: cannot connect to Kafka at {self.describe()}: {cause}"
-            raise ConnectionFailed(msg, cause) from exc
+            raise ConnectionFailed(msg, cause, refused=refused) from exc
 
-    async def _why_not(self, server: str) -> str:
+    async def _why_not(self, server: str) -> tuple[str, bool]:
+        """Why the first broker cannot be used, and whether it answered and refused us (a
+        TLS handshake or SASL authentication failed) rather than not answering."""
         host, _, port = server.rpartition(":") if ":" in server else (server, "", "9092")
         try:
             conn = await create_conn(
@@ -182,9 +186,10 @@ class KafkaConnection:
                 **self.aiokafka_options(),
             )
         except Exception as exc:  # noqa: BLE001 - any cause is worth showing
-            return _cause(exc)
+            unanswered = isinstance(exc, OSError | TimeoutError | KafkaConnectionError)
+            return _cause(exc), isinstance(exc, ssl.SSLError) or not unanswered
         conn.close()
-        return "no broker answered metadata (the first one accepts connections)"
+        return "no broker answered metadata (the first one accepts connections)", False
 
 
 @dataclass(frozen=True)

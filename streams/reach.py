@@ -55,7 +55,7 @@ async def _admin_in_time(settings: Settings) -> AsyncIterator[AIOKafkaAdminClien
     except TimeoutError as exc:
         raise Unreachable(BROKER_NAME, servers, KAFKA, f"no answer in {timeout:g} s") from exc
     except ConnectionFailed as exc:
-        if _refused_credentials(exc.cause):
+        if exc.refused:
             raise  # it answered, and said no: the message names the credentials used
         raise Unreachable(BROKER_NAME, servers, KAFKA, exc.cause) from exc
     except (KafkaError, OSError) as exc:
@@ -87,11 +87,6 @@ def check_redis(settings: Settings) -> None:
         raise Unreachable(REDIS_NAME, shown, REDIS, _why(exc)) from exc
     finally:
         client.close()
-
-
-def _refused_credentials(cause: str) -> bool:
-    """Whether a broker answered and refused who we are (SASL) or how we talk (TLS)."""
-    return any(word in cause for word in ("Authentication", "SASL", "SSL", "certificate"))
 
 
 def _why(exc: BaseException) -> str:
