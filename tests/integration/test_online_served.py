@@ -180,6 +180,7 @@ def test_the_online_model_serves_fresh_and_is_reported_on_what_it_served(
         as_learned = worker.metric(
             "streamscore_online_as_learned_metric", **learned, metric="accuracy"
         )
+        shed = worker.metric("streamscore_shadow_shed_events_total", **learned) or 0
     finally:
         assert worker.stop() == 0, worker.log_tail()
 
@@ -189,6 +190,7 @@ def test_the_online_model_serves_fresh_and_is_reported_on_what_it_served(
         value = orjson.loads(record.value)
         if value["model"] == online and value["event_id"].startswith("page-"):
             served[int(value["event_id"].removeprefix("page-"))] = value
+    assert shed == 0, f"the online shadow shed {shed:.0f} events (its queue was full)"
     assert sorted(served) == list(range(n)), "the online shadow scored every event once"
     truth = [y for _, y in rows()]
     correct = [served[i]["decision"] == truth[i] for i in range(n)]
