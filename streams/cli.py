@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from features.fast_feast import skip_feast_type_checks
 from models.cli import models_app
 from streams.errors import SpecError, StreamscoreError
 from streams.settings import Settings, SettingsError, WorkerRole, unknown_variables
@@ -158,8 +159,6 @@ def worker(
 ) -> None:
     """Run a worker (Faust) for the spec until SIGINT/SIGTERM: it scores events, joins
     labels and trains the online model, or only the part its role names."""
-    from streams.worker import run_worker
-
     settings = load_settings()
     if role is not None:
         if role not in get_args(WorkerRole):
@@ -167,6 +166,10 @@ def worker(
             raise typer.Exit(2)
         settings = settings.model_copy(update={"worker_role": role})
     pipeline = _spec(spec)
+    # Only now the heavy imports (Feast: seconds), so a bad spec or setting fails at once.
+    skip_feast_type_checks()
+    from streams.worker import run_worker
+
     try:
         run_worker(pipeline, settings)
     except StreamscoreError as exc:
