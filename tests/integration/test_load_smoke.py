@@ -62,10 +62,12 @@ def test_tiny_load_run_reports_every_section_and_loses_nothing(
     # event is reported against the single worker's.
     assert sorted(scaling["partitions_by_worker_two_workers"]) == [2, 2]
     assert len(scaling["scoring_cpu_us_per_event_two_workers"]) == 2
-    assert scaling["scoring_cpu_two_workers_over_one"] == pytest.approx(
-        max(scaling["scoring_cpu_us_per_event_two_workers"])
-        / scaling["scoring_cpu_us_per_event_one_worker"],
-        abs=1e-3,  # reported rounded to three decimals
+    one = scaling["scoring_cpu_us_per_event_one_worker"]
+    two = max(scaling["scoring_cpu_us_per_event_two_workers"])
+    # On a loaded machine a tiny step can read no CPU time for a worker (CI once saw 0.0):
+    # the report then has no ratio, not a division by zero.
+    assert scaling["scoring_cpu_two_workers_over_one"] == (
+        round(two / one, 3) if one and two else None
     )
     assert report["run"]["settings"]["broker"]
     assert report["labels"]["sent"] > 0
