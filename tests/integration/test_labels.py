@@ -181,8 +181,7 @@ async def test_join_coverage_counts_labels_of_predictions_whose_window_closed(
     vectors = np.zeros((10, width), dtype=np.float32)
     await store.put_predictions(ids, T0, "fraud_gbt", 1, [0.1] * 10, vectors)
     records = [
-        joined_record(Label(i, 1, T0), T0, False, vectors[0], {"fraud_gbt": 0.1})
-        for i in ids[:7]
+        joined_record(Label(i, 1, T0), T0, False, vectors[0], {"fraud_gbt": 0.1}) for i in ids[:7]
     ]
     metrics = Metrics()
     early = LearnerService(spec, redis_client, metrics, clock=Clock(T0 + 1))
