@@ -277,12 +277,12 @@ class LearnerService:
 class CheckpointAnnouncements:
     """What the pipeline's checkpoints channel says, heard by a daemon thread (redis-py's
     blocking pub/sub client): ``checkpoint <version> <labels consumed> <time>`` from the
-    learner, ``forwarded <labels>`` from the label join. Messages are only ever parsed as
+    learner, ``forwarded <labels>`` from the labels consumer. Messages are only ever parsed as
     numbers; anything else is ignored."""
 
     def __init__(self, redis: RedisConnection, channel: str) -> None:
         self.latest = 0  # the newest version announced
-        self.forwarded = 0  # labels the join has forwarded to the learner, in all
+        self.forwarded = 0  # labels the labels consumer has handed to the learner, in all
         self._checkpoints: collections.OrderedDict[int, tuple[int, float]] = (
             collections.OrderedDict()
         )  # version -> (labels consumed, written at), the last few
@@ -376,7 +376,7 @@ class OnlineSnapshotModel:
         return scores
 
     def _observe_staleness(self, n: int) -> None:
-        """Per prediction: labels forwarded to the learner that the serving snapshot lacks,
+        """Per prediction: labels handed to the learner that the serving snapshot lacks,
         and its age. Unknown (not observed) for a snapshot whose announcement was missed."""
         heard = self._announced.checkpoint(self._learner.version)
         if heard is None or self._m_behind is None or self._m_age is None or not n:
