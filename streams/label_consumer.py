@@ -36,6 +36,7 @@ from aiokafka.structs import ConsumerRecord, TopicPartition
 from mode import Service
 
 from streams.connections import KafkaConnection
+from streams.health import Health
 from streams.labels import LabelJoiner
 from streams.learner import LearnerFenced, LearnerService
 from streams.lifecycle import Lifecycle
@@ -83,7 +84,11 @@ class LabelConsumer(Service):
         self._lifecycle = lifecycle
         self._joiner = joiner
         self._learner = learner
-        self._ownership = _Ownership(self, partitions_gauge, report_joined)
+        # With role 'learning' this group's assignment is the worker's (readiness, the
+        # partitions gauge); with 'all' the scoring agent's is.
+        self._ownership = _Ownership(
+            self, partitions_gauge, lifecycle.health if report_joined else None
+        )
         self._producer = OwnProducer(
             self._kafka, settings.kafka_producer_max_batch_bytes, client_id=self.group
         )
@@ -156,7 +161,7 @@ class LabelConsumer(Service):
             more = await consumer.getmany(timeout_ms=0, max_records=LABEL_BATCH_SIZE - len(records))
             records += [record for batch in more.values() for record in batch]
         self._last_batch = time.monotonic()
-        if len(fetched) > 1 or len(records) > sum(map(len, fetched.values())):
+        if len({record.partition for record in records}) > 1:
             records.sort(key=lambda record: record.timestamp)  # stable: offsets stay in order
         return records
 
@@ -203,10 +208,10 @@ class _Ownership(ConsumerRebalanceListener):  # type: ignore[misc]
     """What a rebalance means here: the owner finishes its batch before it lets go; a new
     owner forgets its state; readiness and the partitions gauge follow the assignment."""
 
-    def __init__(self, consumer: LabelConsumer, gauge: Any, report_joined: bool) -> None:
+    def __init__(self, consumer: LabelConsumer, gauge: Any, health: Health | None) -> None:
         self._consumer = consumer
         self._gauge = gauge
-        self._report_joined = report_joined
+        self._health = health
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         await self._consumer.batch_done()
@@ -217,9 +222,9 @@ class _Ownership(ConsumerRebalanceListener):  # type: ignore[misc]
         self._joined(True, len(assigned))
 
     def _joined(self, joined: bool, partitions: int) -> None:
-        if self._report_joined:
+        if self._health is not None:
             self._gauge.set(partitions)
-            self._consumer._lifecycle.health.consumer_joined(joined)  # noqa: SLF001
+            self._health.consumer_joined(joined)
 
 
 def _input_message(record: ConsumerRecord[Any, Any]) -> InputMessage:

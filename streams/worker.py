@@ -85,8 +85,6 @@ def build_worker(
             if spec.online is not None
             else None
         )
-        # Its own consumer and group: with role 'learning' its assignment is the worker's
-        # (readiness, the partitions gauge); with 'all' the scoring agent's is.
         consumer = LabelConsumer(
             spec, settings, lifecycle, joiner, learner, partitions,
             report_joined=role == "learning",
