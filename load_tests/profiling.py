@@ -64,8 +64,9 @@ TASKS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("scoring thread: score_batch", ("ScoringPipeline.score_batch",)),
     ("model runs in the executor (primary or shadow)", ("OnnxScorer.score",)),
     ("scoring agent (event loop side)", ("attach_scoring_agent", "ScoringService")),
-    ("label agent (join)", ("attach_label_agent", "LabelJoiner")),
-    ("learner agent", ("attach_learner_agent", "LearnerService")),
+    ("labels consumer: join", ("LabelJoiner",)),
+    ("labels consumer: learner", ("LearnerService",)),
+    ("labels consumer: fetch, dead letters, commit", ("LabelConsumer",)),
     ("shadow runners", ("ShadowRunner", "OnlineSnapshotModel")),
     ("baseline agent", ("attach_passthrough", "attach_naive")),
     (

@@ -1,8 +1,10 @@
-"""The Faust app and its agents (scoring, label join, learner). Agents are thin: take a
-micro-batch (``streams.batching``), hand it to a plain-Python service, publish, then ack.
-The scoring agent keeps up to ``batch.in_flight`` batches in flight (``streams.inflight``,
-default one) and acks them in order. Every agent body and batch runs under the worker's
-``Lifecycle``: a failed batch stops the worker, never leaves it half-alive."""
+"""The Faust app, its scoring agent and the services it runs (shadows, the labels consumer).
+Agents are thin: take a micro-batch (``streams.batching``), hand it to a plain-Python
+service, publish, then ack. The scoring agent keeps up to ``batch.in_flight`` batches in
+flight (``streams.inflight``, default one) and acks them in order. Labels do not go through
+Faust: ``streams.label_consumer`` reads them with a consumer of its own. Every agent body and
+batch runs under the worker's ``Lifecycle``: a failed batch stops the worker, never leaves
+it half-alive."""
 
 from __future__ import annotations
 
@@ -22,11 +24,10 @@ from streams.batching import micro_batches
 from streams.connections import KafkaConnection, RedisConnection
 from streams.health import CHECK_SECONDS, Health
 from streams.inflight import InFlight
-from streams.labels import LabelJoiner
-from streams.learner import LearnerService
+from streams.label_consumer import LabelConsumer
 from streams.lifecycle import Lifecycle
 from streams.metrics import Metrics
-from streams.publish import OwnProducer, Publisher
+from streams.publish import OwnProducer
 from streams.records import InputMessage
 from streams.service import ScoringService
 from streams.settings import Settings
@@ -34,20 +35,10 @@ from streams.shadow import ShadowRunner
 from streams.spec import PipelineSpec
 from streams.transport import StreamscoreApp
 
-# Labels make the online shadow fresh (a 0.5 s batch wait once made the served model ~2 s
-# stale, 8 points less accurate on River's Phishing stream). The label join takes whatever
-# has arrived, without waiting (its batch costs one store read, one count and a produce;
-# under load, what arrives while it works forms the next batch). The learner's batches
-# close LEARN_BATCH_WAIT_SECONDS after their first label: each one is a checkpoint (the
-# model and its evaluations serialized, ~1 ms CPU) and a snapshot reload in every scoring
-# worker's online shadow (~0.3 ms), so at most ~100 of each per second, whatever the label
-# rate, for at most 10 ms more staleness.
-LABEL_BATCH_SIZE = 2048
-LABEL_BATCH_WAIT_SECONDS = 0.0
-LEARN_BATCH_WAIT_SECONDS = 0.01
 LAG_REPORT_SECONDS = 2.0
-#: Stable stage names of the agents: agent names, health reasons and failure log lines.
-SCORE, LABELS, LEARN = "score", "labels", "learn"
+#: Stable stage name of the scoring agent: agent name, health reasons, failure log lines.
+#: (The labels consumer's is ``streams.label_consumer.LABELS``.)
+SCORE = "score"
 
 
 def kafka_urls(bootstrap_servers: str) -> list[str]:
@@ -316,48 +307,9 @@ def attach_shadows(app: faust.App, runners: Sequence[ShadowRunner], producer: Ow
         app.add_dependency(Shadows(runners, producer))
 
 
-def attach_label_agent(
-    app: StreamscoreApp, spec: PipelineSpec, joiner: LabelJoiner, publisher: Publisher
-) -> Any:
-    """Join the labels of the partitions this worker owns; forward to the learner's topic."""
-    assert spec.labels is not None
-    source = _raw_topic(app, spec.labels.topic, spec.labels.partitions)
-    joined = app.topic(spec.joined_labels_topic, partitions=1)
-    lifecycle = app.lifecycle
-    lifecycle.health.expect_agent(LABELS)
-
-    async def join_and_forward(events: Sequence[EventT[bytes]]) -> None:
-        outcome = await joiner.join([_input_message(event) for event in events])
-        await publisher.publish(outcome.records)
-
-    async def join(stream: faust.StreamT[bytes]) -> None:
-        async with lifecycle.agent(LABELS):
-            await joined.maybe_declare()
-            batches = micro_batches(stream, LABEL_BATCH_SIZE, LABEL_BATCH_WAIT_SECONDS)
-            async for events in batches:
-                await lifecycle.run_batch(LABELS, len(events), join_and_forward(events))
-                for event in events:
-                    await stream.ack(event)
-
-    return app.agent(source, name=f"{spec.name}.{LABELS}")(join)
-
-
-def attach_learner_agent(app: StreamscoreApp, spec: PipelineSpec, learner: LearnerService) -> Any:
-    """The joined-labels topic has one partition, so exactly one worker runs this."""
-    source = _raw_topic(app, spec.joined_labels_topic, 1)
-    lifecycle = app.lifecycle
-    lifecycle.health.expect_agent(LEARN)
-
-    async def learn(stream: faust.StreamT[bytes]) -> None:
-        async with lifecycle.agent(LEARN):
-            batches = micro_batches(stream, LABEL_BATCH_SIZE, LEARN_BATCH_WAIT_SECONDS)
-            async for events in batches:
-                values = [event.message.value or b"" for event in events]
-                await lifecycle.run_batch(LEARN, len(events), learner.handle(values))
-                for event in events:
-                    await stream.ack(event)
-
-    return app.agent(source, name=f"{spec.name}.{LEARN}")(learn)
+def attach_label_consumer(app: faust.App, consumer: LabelConsumer) -> None:
+    """Run the labels consumer with the app: started before its agents, stopped after."""
+    app.add_dependency(consumer)
 
 
 def _input_message(event: Any) -> InputMessage:

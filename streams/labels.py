@@ -1,11 +1,11 @@
 """The label join: delayed labels -> what was predicted for the same event.
 
-Every worker joins the labels of the partitions it owns: one prediction-store read per
-batch, then each label is one of
+The labels consumer (``streams.label_consumer``, one owner per pipeline) joins each batch
+it takes: one prediction-store read per batch, then each label is one of
 
-- ``joined``: forwarded, with the stored vector and every model's score, to the internal
-  joined-labels topic (one partition: exactly one learner consumes it);
-- ``late``: arrived after the label window; forwarded only under ``late_policy: learn``;
+- ``joined``: handed, with the stored vector and every model's score, to the learner
+  (``streams.learner``) in the same process;
+- ``late``: arrived after the label window; handed on only under ``late_policy: learn``;
 - ``orphan``: no stored prediction (never predicted, or expired past the grace period);
 - ``invalid``: not a label record (or one past ``streams.limits``: too large, an empty or
   oversize event id, a ``label_time`` outside 1970..9999 UTC): dead-lettered with stage
@@ -20,13 +20,14 @@ checkpoint), so a replayed labels topic never learns twice.
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import orjson
 
 from streams.errors import BadInput
@@ -86,31 +87,30 @@ def parse_label(
     return Label(str(event_id), int(value), label_time)
 
 
-def encode_joined(
-    label: Label, predicted_at: float, late: bool, vector: bytes, scores: dict[str, float]
-) -> bytes:
-    return orjson.dumps(
-        {
-            "event_id": label.event_id,
-            "label": label.label,
-            "label_time": label.label_time,
-            "predicted_at": predicted_at,
-            "late": late,
-            "vector_f32_b64": base64.b64encode(vector).decode("ascii"),
-            "scores": scores,
-        }
-    )
+def joined_record(
+    label: Label,
+    predicted_at: float,
+    late: bool,
+    vector: npt.NDArray[np.float32],
+    scores: dict[str, float],
+) -> dict[str, Any]:
+    """A label with what was predicted for its event, as the learner takes it."""
+    return {
+        "event_id": label.event_id,
+        "label": label.label,
+        "label_time": label.label_time,
+        "predicted_at": predicted_at,
+        "late": late,
+        "vector": vector,
+        "scores": scores,
+    }
 
 
 @dataclass
 class JoinOutcome:
-    forward: list[OutputRecord] = field(default_factory=list)
+    joined: list[dict[str, Any]] = field(default_factory=list)  # for the learner, in order
     dead_letters: list[OutputRecord] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def records(self) -> list[OutputRecord]:
-        return self.forward + self.dead_letters
 
 
 class LabelJoiner:
@@ -178,17 +178,16 @@ class LabelJoiner:
             counts["late" if late else "joined"] += 1
             if late and self.labels.late_policy == "drop":
                 continue
-            value = encode_joined(
-                label, prediction.predicted_at, late, prediction.vector.tobytes(), prediction.scores
+            out.joined.append(
+                joined_record(
+                    label, prediction.predicted_at, late, prediction.vector, prediction.scores
+                )
             )
-            out.forward.append(
-                OutputRecord(self.spec.joined_labels_topic, label.event_id.encode(), value)
-            )
-        if out.forward:  # before they are sent: a shadow never sees fewer than in flight
+        if out.joined:  # before they are learned: a shadow never sees fewer than in flight
             await within_budget(
-                lambda: self.store.count_forwarded(len(out.forward)),
+                lambda: self.store.count_forwarded(len(out.joined)),
                 seconds=self.retry_for_seconds,
-                what=f"{STAGE}: forwarded-labels count",
+                what=f"{STAGE}: taken-labels count",
                 transient=REDIS_TRANSIENT,
             )
         for outcome, count in counts.items():
@@ -206,9 +205,3 @@ class LabelJoiner:
         )  # fmt: skip
         key = dead_letter_key(message.key, keep_original=keep)
         return OutputRecord(self.spec.output.dead_letter_topic, key, value)
-
-
-def decode_joined(value: bytes) -> dict[str, Any]:
-    document: dict[str, Any] = orjson.loads(value)
-    document["vector"] = base64.b64decode(document.pop("vector_f32_b64"))
-    return document

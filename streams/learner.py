@@ -1,7 +1,9 @@
 """The one online learner of a pipeline, and the snapshot its shadow scores with.
 
-Joined labels travel on an internal topic with ONE partition, so however many workers run,
-Kafka gives it to exactly one of them: one logical online model. For each batch the learner
+However many learning workers run, exactly one of them learns: the labels consumer
+(``streams.label_consumer``) gives every partition of the labels topic to one member of its
+group, and hands the labels it joined straight to this service. One logical online model.
+For each batch the learner
 
 1. skips labels it has already learned (duplicates, or a replay after a restart),
 2. updates the rolling evaluation of every model (primary, shadows, the online shadow) with
@@ -13,9 +15,15 @@ Kafka gives it to exactly one of them: one logical online model. For each batch 
 3. learns them in order with ``learn_one``,
 4. checkpoints the model, its evaluation and the ids it learned in ONE atomic Redis script.
 
-Because 3 and 4 are atomic from Redis' point of view and the input is acked only after 4,
-a crash replays labels the checkpoint does not contain and skips those it does: learning is
-idempotent per event id and survives restarts.
+Because 3 and 4 are atomic from Redis' point of view and the input is committed only after
+4, a crash replays labels the checkpoint does not contain and skips those it does: learning
+is idempotent per event id and survives restarts.
+
+A learner that takes over (a new owner of the labels) first *claims* the model: it writes a
+token of its own to the owner key, then resumes from the checkpoint. The checkpoint script
+writes only while the owner key holds the writer's token, so a former owner that still
+finishes a batch (stalled past its session, then woken) cannot overwrite what the new owner
+resumed from: its checkpoint is refused (``LearnerFenced``) and its batch left to the owner.
 
 The checkpoint script also publishes the new version on the pipeline's checkpoints channel
 (Redis pub/sub): a scoring worker's online shadow hears it in a thread of its own and
@@ -34,6 +42,7 @@ import collections
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -46,7 +55,7 @@ from models.evaluation import EvaluationStateError, RollingEvaluation
 from models.inputs import Matrix
 from models.online import OnlineLearner, SnapshotError
 from streams.connections import RedisConnection
-from streams.labels import decode_joined
+from streams.errors import StreamscoreError
 from streams.metrics import Metrics, observe_many
 from streams.prediction_store import Keys, bucket_seconds
 from streams.retrying import REDIS_TRANSIENT, within_budget
@@ -62,13 +71,16 @@ KEPT_CHECKPOINTS = 64
 LISTEN_SECONDS = 0.5
 
 CHECKPOINT = """
+if redis.call('GET', ARGV[15]) ~= ARGV[16] then
+  return -1
+end
 local ttl = tonumber(ARGV[1])
 redis.call('SET', ARGV[2], ARGV[3])
 redis.call('SET', ARGV[4], ARGV[5])
 redis.call('SET', ARGV[6], ARGV[7])
 redis.call('SET', ARGV[8], ARGV[9])
 local n_learned = tonumber(ARGV[11])
-local i = 15
+local i = 17
 for _ = 1, n_learned do
   redis.call('SET', ARGV[i], '1', 'EX', ttl)
   i = i + 1
@@ -82,6 +94,10 @@ local consumed = redis.call('INCRBY', ARGV[12], ARGV[13])
 redis.call('PUBLISH', ARGV[10], 'checkpoint ' .. ARGV[5] .. ' ' .. consumed .. ' ' .. ARGV[14])
 return n_learned
 """
+
+
+class LearnerFenced(StreamscoreError):
+    """Another learner claimed the model since this one did: its checkpoint was refused."""
 
 
 class LearnerService:
@@ -105,6 +121,7 @@ class LearnerService:
         self.clock = clock
         self.retry_for_seconds = retry_for_seconds  # a Redis outage shorter than this: waited
         self.learner: OnlineLearner | None = None
+        self._owner_token = ""  # written to the owner key by ``claim``
         self.evaluation = RollingEvaluation()  # served scores, every model
         self.as_learned = RollingEvaluation()  # the online model's own, before learning
         self._checkpoint = client.register_script(CHECKPOINT)
@@ -117,9 +134,17 @@ class LearnerService:
         # Created on its first value: absent, not 0, before any prediction's window closed.
         self._m_coverage = metrics.label_coverage
 
+    def forget(self) -> None:
+        """Drop the state in memory: the next batch claims the model and resumes from the
+        checkpoint (another learner may have learned since this one last did)."""
+        self.learner = None
+
     async def load(self) -> None:
-        """Resume from the last checkpoint, or start a new model."""
+        """Claim the model, then resume from the last checkpoint, or start a new model."""
         keys = self.keys
+        token = uuid.uuid4().hex
+        await self._redis("owner claim", lambda: self.client.set(keys.learner_owner, token))
+        self._owner_token = token
         snapshot, evaluation, as_learned = await self._redis(
             "snapshot read",
             lambda: self.client.mget(keys.snapshot, keys.evaluation, keys.as_learned_evaluation),
@@ -144,11 +169,11 @@ class LearnerService:
                 log.warning("pipeline %s: starting a new %s: %s", self.spec.name, what, exc)
         return RollingEvaluation()
 
-    async def handle(self, values: Sequence[bytes]) -> int:
-        """Learn a batch of joined labels; returns how many were new."""
+    async def handle(self, records: Sequence[dict[str, Any]]) -> int:
+        """Learn a batch of joined labels (``streams.labels.joined_record``); returns how
+        many were new. Raises ``LearnerFenced`` if another learner claimed the model."""
         if self.learner is None:
             await self.load()
-        records = [decode_joined(value) for value in values]
         learned_keys = [self.keys.learned(r["event_id"]) for r in records]
         flags = await self._redis("learned-ids read", lambda: self.client.mget(learned_keys))
         fresh: list[dict[str, Any]] = []
@@ -165,7 +190,14 @@ class LearnerService:
         # loop (and with it the scoring agent), so they run in a thread.
         args = await asyncio.to_thread(self._learn, fresh, len(records))
         # Atomic and idempotent (the same state again), so safe to retry.
-        await self._redis("checkpoint", lambda: self._checkpoint(args=args))
+        written = await self._redis("checkpoint", lambda: self._checkpoint(args=args))
+        if written == -1:
+            self.learner = None  # what this batch did in memory is not the model's state
+            msg = (
+                f"learn: pipeline {self.spec.name}: another learning worker claimed the online"
+                " model; this one's checkpoint was refused"
+            )
+            raise LearnerFenced(msg)
         self._publish_metrics(len(fresh))
         await self._update_coverage()
         return len(fresh)
@@ -181,7 +213,7 @@ class LearnerService:
         learner = self.learner
         assert learner is not None
         if fresh:
-            matrix = np.stack([np.frombuffer(r["vector"], dtype=np.float32) for r in fresh])
+            matrix = np.stack([r["vector"] for r in fresh])
             labels = [r["label"] for r in fresh]
             own = learner.predict_many(matrix)  # before learning: progressive validation
             for record, own_score, label in zip(fresh, own.tolist(), labels, strict=True):
@@ -207,6 +239,7 @@ class LearnerService:
             len(fresh),
             self.keys.labels_consumed, taken,  # every joined label taken in, duplicates too
             repr(self.clock()),  # the checkpoint's time: the snapshot's age is from it
+            self.keys.learner_owner, self._owner_token,  # written only by the owner
         ]  # fmt: skip
         args += [self.keys.learned(r["event_id"]) for r in fresh]
         for bucket, count in joined.items():
@@ -244,12 +277,12 @@ class LearnerService:
 class CheckpointAnnouncements:
     """What the pipeline's checkpoints channel says, heard by a daemon thread (redis-py's
     blocking pub/sub client): ``checkpoint <version> <labels consumed> <time>`` from the
-    learner, ``forwarded <labels>`` from the label join. Messages are only ever parsed as
+    learner, ``forwarded <labels>`` from the labels consumer. Messages are only ever parsed as
     numbers; anything else is ignored."""
 
     def __init__(self, redis: RedisConnection, channel: str) -> None:
         self.latest = 0  # the newest version announced
-        self.forwarded = 0  # labels the join has forwarded to the learner, in all
+        self.forwarded = 0  # labels the labels consumer has handed to the learner, in all
         self._checkpoints: collections.OrderedDict[int, tuple[int, float]] = (
             collections.OrderedDict()
         )  # version -> (labels consumed, written at), the last few
@@ -343,7 +376,7 @@ class OnlineSnapshotModel:
         return scores
 
     def _observe_staleness(self, n: int) -> None:
-        """Per prediction: labels forwarded to the learner that the serving snapshot lacks,
+        """Per prediction: labels handed to the learner that the serving snapshot lacks,
         and its age. Unknown (not observed) for a snapshot whose announcement was missed."""
         heard = self._announced.checkpoint(self._learner.version)
         if heard is None or self._m_behind is None or self._m_age is None or not n:

@@ -206,8 +206,8 @@ class Metrics:
         )  # fmt: skip
         self.online_labels_behind = Histogram(
             "streamscore_online_labels_behind",
-            "Per online-shadow prediction: labels the label join had forwarded to the learner"
-            " that the snapshot it was scored with had not yet taken in.",
+            "Per online-shadow prediction: labels the labels consumer had joined and handed"
+            " to the learner that the snapshot it was scored with had not yet taken in.",
             ["pipeline", "model"], buckets=STALE_LABEL_BUCKETS, registry=r,
         )  # fmt: skip
         self.online_snapshot_age_seconds = Histogram(

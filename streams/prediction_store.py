@@ -34,8 +34,9 @@ for i = 4, #ARGV, 2 do
 end
 return (#ARGV - 3) / 2
 """
-# KEYS: the forwarded-labels counter; ARGV: the increment, the checkpoints channel. The
-# online shadows hear the new total ("forwarded <n>") and so how far behind they serve.
+# KEYS: the taken-labels counter (labels the labels consumer joined and hands to the learner);
+# ARGV: the increment, the checkpoints channel. The online shadows hear the new total
+# ("forwarded <n>") and so how far behind they serve.
 COUNT_FORWARDED = """
 local total = redis.call('INCRBY', KEYS[1], ARGV[1])
 redis.call('PUBLISH', ARGV[2], 'forwarded ' .. total)
@@ -58,9 +59,11 @@ class Keys:
         self.as_learned_evaluation = f"{self.prefix}:online:evaluation:as_learned"
         #: Pub/sub channel: the learner publishes each checkpoint's version on it.
         self.checkpoints = f"{self.prefix}:online:checkpoints"
-        #: Joined labels forwarded to the learner, and those it has taken in (counters).
+        #: Joined labels handed to the learner, and those it has checkpointed (counters).
         self.labels_forwarded = f"{self.prefix}:online:labels_forwarded"
         self.labels_consumed = f"{self.prefix}:online:labels_consumed"
+        #: The token of the learner that may checkpoint (the last to claim the model).
+        self.learner_owner = f"{self.prefix}:online:owner"
 
     def prediction(self, event_id: str) -> str:
         return f"{self.prefix}:prediction:{event_id}"
@@ -155,7 +158,7 @@ class PredictionStore:
         await self._set_many(args=args)
 
     async def count_forwarded(self, n: int) -> int:
-        """Count ``n`` more labels forwarded to the learner (and announce the total)."""
+        """Count ``n`` more labels handed to the learner (and announce the total)."""
         keys = [self.keys.labels_forwarded]
         total = await self._count_forwarded(keys=keys, args=[n, self.keys.checkpoints])
         return int(total)

@@ -429,11 +429,6 @@ class PipelineSpec(_Strict):
         return self.output.shadow_topic or f"{self.output.topic}-shadow"
 
     @property
-    def joined_labels_topic(self) -> str:
-        """Internal topic of joined labels; one partition, so one learner owns it."""
-        return f"streamscore-{self.name}-joined-labels"
-
-    @property
     def output_partitions(self) -> int:
         return self.output.partitions or self.input.partitions
 

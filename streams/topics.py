@@ -35,7 +35,6 @@ def spec_topics(spec: PipelineSpec) -> dict[str, int]:
         topics[spec.shadow_topic] = out
     if spec.labels is not None:
         topics[spec.labels.topic] = spec.labels.partitions
-        topics[spec.joined_labels_topic] = 1  # one partition: one learner
     return topics
 
 

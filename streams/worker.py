@@ -18,8 +18,7 @@ from models.registry import ModelRegistry
 from streams.app import (
     Progress,
     attach_health_checks,
-    attach_label_agent,
-    attach_learner_agent,
+    attach_label_consumer,
     attach_scoring_agent,
     attach_shadows,
     create_app,
@@ -30,6 +29,7 @@ from streams.app import (
 from streams.connections import KafkaConnection, RedisConnection
 from streams.errors import CannotListen, WorkerRoleError
 from streams.health import Health, Verdict
+from streams.label_consumer import LabelConsumer
 from streams.labels import LabelJoiner
 from streams.learner import LearnerService, OnlineSnapshotModel
 from streams.lifecycle import Lifecycle
@@ -80,12 +80,16 @@ def build_worker(
             spec, store, metrics, limits=InputLimits.from_settings(settings),
             retry_for_seconds=budget, privacy=privacy,
         )  # fmt: skip
-        attach_label_agent(app, spec, joiner, publisher)
-        if spec.online is not None:
-            learner = LearnerService(spec, client, metrics, retry_for_seconds=budget)
-            attach_learner_agent(app, spec, learner)
-        if role == "learning":
-            track_assignment(app, spec.labels.topic, partitions, health)
+        learner = (
+            LearnerService(spec, client, metrics, retry_for_seconds=budget)
+            if spec.online is not None
+            else None
+        )
+        consumer = LabelConsumer(
+            spec, settings, lifecycle, joiner, learner, partitions,
+            report_joined=role == "learning",
+        )  # fmt: skip
+        attach_label_consumer(app, consumer)
     attach_health_checks(app, health, RedisConnection.from_settings(settings))
     return create_worker(app, settings)
 

@@ -18,8 +18,8 @@ from models.evaluation import EvaluationStateError, RollingEvaluation
 from models.online import OnlineLearner, SnapshotError, build_river_model
 from streams.compare import labelled_evaluation
 from streams.connections import RedisConnection
-from streams.labels import Label, LabelJoiner, decode_joined, encode_joined
-from streams.learner import LearnerService, OnlineSnapshotModel
+from streams.labels import Label, LabelJoiner, joined_record
+from streams.learner import LearnerFenced, LearnerService, OnlineSnapshotModel
 from streams.metrics import Metrics
 from streams.prediction_store import Keys, PredictionStore
 from streams.records import InputMessage
@@ -86,33 +86,32 @@ async def test_labels_join_to_what_was_predicted(spec, redis_client) -> None:
         ]
     )
     assert outcome.counts == {"joined": 3, "late": 0, "orphan": 1, "invalid": 2}
-    joined = [decode_joined(r.value) for r in outcome.forward]
+    joined = outcome.joined
     assert [j["event_id"] for j in joined] == ["e3", "e1", "e1"]
-    assert np.frombuffer(joined[0]["vector"], dtype=np.float32).tolist() == vectors[3].tolist()
+    assert joined[0]["vector"].tolist() == vectors[3].tolist()
     assert joined[0]["scores"] == {"fraud_gbt": pytest.approx(0.3), "fraud_lr": 0.5}
-    assert all(r.topic == spec.joined_labels_topic for r in outcome.forward)
     reasons = sorted(orjson.loads(d.value)["reason"] for d in outcome.dead_letters)
     assert reasons == ["not_json", "wrong_type"]
 
     clock.now = T0 + WINDOW + 5  # past the window, still inside the store's grace period
     late = await joiner.join([label_message(6, label("e5", 1))])
-    assert late.counts["late"] == 1 and not late.forward  # late_policy: drop
+    assert late.counts["late"] == 1 and not late.joined  # late_policy: drop
     learn_late = LabelJoiner(
         spec.model_copy(update={"labels": spec.labels.model_copy(update={"late_policy": "learn"})}),
         store, Metrics(), clock=clock,
     )  # fmt: skip
-    forwarded = await learn_late.join([label_message(7, label("e5", 1))])
-    assert [decode_joined(r.value)["late"] for r in forwarded.forward] == [True]
+    taken = await learn_late.join([label_message(7, label("e5", 1))])
+    assert [record["late"] for record in taken.joined] == [True]
 
 
-def joined_records(spec, n: int, seed: int) -> tuple[list[bytes], np.ndarray, list[int]]:
+def joined_records(spec, n: int, seed: int) -> tuple[list[dict], np.ndarray, list[int]]:
     rng = np.random.default_rng(seed)
     width = len(spec.input_columns())
     vectors = rng.normal(size=(n, width)).astype(np.float32)
     labels = (vectors[:, 0] + 0.5 * vectors[:, 1] > 0).astype(int).tolist()
     served = {"fraud_gbt": 0.5, spec.online.name: 0.25}  # what each model published
     records = [
-        encode_joined(Label(f"ev{seed}-{i}", y, T0), T0, False, v.tobytes(), served)
+        joined_record(Label(f"ev{seed}-{i}", y, T0), T0, False, v, served)
         for i, (v, y) in enumerate(zip(vectors, labels, strict=True))
     ]
     return records, vectors, labels
@@ -149,6 +148,13 @@ async def test_learner_equals_river_trained_directly_and_never_learns_twice(
     after = OnlineLearner.from_bytes(await redis_client.get(learner.keys.snapshot))
     assert after.learned == 300
     np.testing.assert_allclose(after.predict_many(held_out), expected, rtol=1e-9, atol=1e-12)
+    # The first learner, still running somewhere (stalled, then woken), is fenced: its
+    # checkpoint would overwrite the state the restarted one resumed from.
+    more, _, _ = joined_records(spec, 5, seed=2)
+    with pytest.raises(LearnerFenced, match="another learning worker claimed"):
+        await learner.handle(more)
+    assert OnlineLearner.from_bytes(await redis_client.get(learner.keys.snapshot)).learned == 300
+    assert await restarted.handle(more) == 5
     duplicates = metrics.registry.get_sample_value(
         "streamscore_labels_total", {"pipeline": spec.name, "outcome": "duplicate"}
     )
@@ -175,8 +181,7 @@ async def test_join_coverage_counts_labels_of_predictions_whose_window_closed(
     vectors = np.zeros((10, width), dtype=np.float32)
     await store.put_predictions(ids, T0, "fraud_gbt", 1, [0.1] * 10, vectors)
     records = [
-        encode_joined(Label(i, 1, T0), T0, False, vectors[0].tobytes(), {"fraud_gbt": 0.1})
-        for i in ids[:7]
+        joined_record(Label(i, 1, T0), T0, False, vectors[0], {"fraud_gbt": 0.1}) for i in ids[:7]
     ]
     metrics = Metrics()
     early = LearnerService(spec, redis_client, metrics, clock=Clock(T0 + 1))

@@ -94,7 +94,7 @@ class Store:
         ]
 
     async def count_forwarded(self, n: int) -> int:
-        """The forwarded-labels counter the online shadows measure staleness against."""
+        """The taken-labels counter the online shadows measure staleness against."""
         self.forwarded = getattr(self, "forwarded", 0) + n
         return self.forwarded
 
@@ -113,7 +113,7 @@ async def test_bad_labels_are_dead_lettered_and_the_rest_joined() -> None:
     outcome = await joiner.join(messages)
 
     assert store.asked == [[f"ok-{i}" for i in range(len(poison) + 1)]]
-    assert [r.key for r in outcome.forward] == [f"ok-{i}".encode() for i in range(8)]
+    assert [r["event_id"] for r in outcome.joined] == [f"ok-{i}" for i in range(8)]
     dead = [orjson.loads(r.value) for r in outcome.dead_letters]
     assert [(d["stage"], d["reason"]) for d in dead] == (
         [("label", "out_of_range")] * 5 + [("label", "too_large")] * 3
@@ -134,5 +134,5 @@ async def test_the_joiner_takes_its_limits() -> None:
         InputMessage(b"k", label("seventeen-bytes-i"), "labels", 0, 1, NOW),
     ]
     outcome = await joiner.join(messages)
-    assert [r.key for r in outcome.forward] == [b"sixteen-bytes-id"]
+    assert [r["event_id"] for r in outcome.joined] == ["sixteen-bytes-id"]
     assert orjson.loads(outcome.dead_letters[0].value)["reason"] == "too_large"

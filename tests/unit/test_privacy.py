@@ -341,7 +341,7 @@ class Store:
         ]
 
     async def count_forwarded(self, n: int) -> int:
-        """The forwarded-labels counter the online shadows measure staleness against."""
+        """The taken-labels counter the online shadows measure staleness against."""
         self.forwarded = getattr(self, "forwarded", 0) + n
         return self.forwarded
 
@@ -367,12 +367,12 @@ async def test_labels_of_hashed_ids_join_and_their_dead_letters_withhold_the_id(
 
     assert outcome.counts == {"joined": 2, "late": 0, "orphan": 1, "invalid": 1}
     assert store.asked == [hashed(f"secret-id-{i}") for i in ("1", "0", "never")]
-    joined = [orjson.loads(r.value)["event_id"] for r in outcome.forward]
+    joined = [record["event_id"] for record in outcome.joined]
     assert joined == [hashed("secret-id-1"), hashed("secret-id-0")]
     (letter,) = [orjson.loads(r.value) for r in outcome.dead_letters]
     assert letter["error"] == "'event_id' is 610 bytes, above max_key_bytes 512"
     assert letter["original_value_b64"] is None and outcome.dead_letters[0].key is None
-    for record in outcome.records:
+    for record in outcome.dead_letters:
         assert leaks(record.key) == [] and leaks(record.value) == [], record
 
 
