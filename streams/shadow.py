@@ -108,9 +108,11 @@ class ShadowRunner:
         labels = (pipeline, model.name)
         self._m_shed = metrics.shadow_shed.labels(*labels)
         self._m_backlog = metrics.shadow_backlog.labels(*labels)
-        self._m_agreement = metrics.shadow_agreement.labels(*labels)
+        # Without decisions the agreement and changed-decision series do not exist (absent,
+        # not a misleading 0).
+        self._m_agreement = metrics.shadow_agreement.labels(*labels) if self.decides else None
         self._m_diff = metrics.shadow_score_diff.labels(*labels)
-        self._m_changed = metrics.shadow_changed.labels(*labels)
+        self._m_changed = metrics.shadow_changed.labels(*labels) if self.decides else None
         self._m_infer = metrics.inference_seconds.labels(pipeline, model.name, "shadow")
         self._m_errors = metrics.shadow_errors.labels(*labels)
         self._backlog = 0  # events queued, for the backlog gauge
@@ -169,7 +171,7 @@ class ShadowRunner:
         self, batch: ShadowBatch, scores: npt.NDArray[np.float64], model: ShadowModel
     ) -> None:
         primary = batch.primary_scores
-        if self.decides:
+        if self._m_agreement is not None and self._m_changed is not None:
             agree = (scores >= self.threshold) == (primary >= self.threshold)
             self.agreement.add(agree.tolist())
             self._m_agreement.set(self.agreement.ratio)
