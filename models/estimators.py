@@ -31,17 +31,11 @@ from sklearn.preprocessing import StandardScaler
 
 from models.errors import TrainingError
 from models.manifest import Task
-from streams.spec import TrainModel
+from streams.spec import ESTIMATOR_TASK, TrainModel
 
 Floats = npt.NDArray[np.float64]
 
-TASK_OF: dict[str, Task] = {
-    "logistic_regression": "classification",
-    "gradient_boosting": "classification",
-    "random_forest": "classification",
-    "linear_regression": "regression",
-    "gradient_boosting_regressor": "regression",
-}
+TASK_OF: dict[str, Task] = ESTIMATOR_TASK  # the spec checks it at load, training again
 # Pinned rather than "latest": a model trained with a newer skl2onnx must still load in the
 # (possibly older) onnxruntime of a running worker. Both sides accept these here.
 TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}

@@ -1,7 +1,7 @@
 """Rolling online evaluation: how each model scores the most recent labelled events.
 
 Every model (primary, shadows, the online learner) gets its own window of the last
-``window`` labelled events, with River's rolling metrics:
+``window`` labelled events. A classification pipeline's, with River's rolling metrics:
 
 - ``accuracy``: ``utils.Rolling(metrics.Accuracy, window_size=window)`` on
   ``score >= threshold`` (the decision rule of the predictions topic);
@@ -10,6 +10,13 @@ Every model (primary, shadows, the online learner) gets its own window of the la
 - ``roc_auc``: ``metrics.RollingROCAUC(window_size=window)``, exact over the window. While
   the window holds one class only, ROC AUC is undefined: ``snapshot`` reports NaN then
   (River itself answers 0.0, which would read as "always wrong").
+
+A regression pipeline's (``task="regression"``: scores are predicted values, labels finite
+numbers; no threshold, nothing classification-specific), computed from the window's
+(label, score) pairs each time, so exactly the window's figures:
+
+- ``mae``: mean absolute error, ``mean(|score - label|)``;
+- ``rmse``: root mean squared error, ``sqrt(mean((score - label)**2))``.
 
 ``snapshot`` also gives ``count`` (labelled events since start) and ``window_count``
 (events in the window). ``to_bytes`` / ``from_bytes`` checkpoint it with the learner as
@@ -26,6 +33,10 @@ nan
 >>> restored = RollingEvaluation.from_bytes(evaluation.to_bytes())
 >>> restored.snapshot() == evaluation.snapshot()
 True
+>>> regression = RollingEvaluation(window=2, task="regression")
+>>> regression.update_many("eta_gbr", [10.0, 12.0, 20.0], [11.0, 12.0, 17.0])
+>>> {metric: round(value, 3) for metric, value in regression.snapshot()["eta_gbr"].items()}
+{'count': 3.0, 'window_count': 2.0, 'mae': 1.5, 'rmse': 2.121}
 """
 
 from __future__ import annotations
@@ -35,19 +46,23 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
 import orjson
 from river import metrics, utils
 
 from models.errors import ModelError
-from models.online import as_label
+from models.manifest import Task
+from models.online import as_label, as_target
 from models.river_state import StateError, export_state, restore_state
 
-_FORMAT = 1
+_FORMAT = 1  # a stored evaluation without "task" is a classification one (written before)
 _WINDOW_KEYS = {"count", "labels", "decisions", "scores", "accuracy", "log_loss"}
+_REGRESSION_KEYS = {"count", "labels", "scores"}
 
 
 class EvaluationError(ModelError):
-    """An update the metrics cannot take (a score that is not a probability)."""
+    """An update the metrics cannot take (a classifier's score that is not a probability, a
+    regressor's that is not finite)."""
 
     def __init__(self, model: str, detail: str) -> None:
         super().__init__(f"evaluation of model {model!r}: {detail}")
@@ -153,32 +168,90 @@ class _ModelWindow:
         return state
 
 
+class _RegressionWindow:
+    """One regression model's last ``window`` (label, score) pairs; MAE and RMSE are
+    computed from them when asked (exact over the window, no running sums to drift)."""
+
+    def __init__(self, window: int) -> None:
+        self.labels: collections.deque[float] = collections.deque(maxlen=window)
+        self.scores: collections.deque[float] = collections.deque(maxlen=window)
+        self.count = 0
+
+    def update(self, score: float, label: float) -> None:
+        self.labels.append(label)
+        self.scores.append(score)
+        self.count += 1
+
+    def snapshot(self) -> dict[str, float]:
+        errors = np.fromiter(self.scores, np.float64, len(self.scores)) - np.fromiter(
+            self.labels, np.float64, len(self.labels)
+        )
+        empty = not len(errors)
+        return {
+            "count": float(self.count),
+            "window_count": float(len(errors)),
+            "mae": math.nan if empty else float(np.mean(np.abs(errors))),
+            "rmse": math.nan if empty else float(np.sqrt(np.mean(errors * errors))),
+        }
+
+    def to_data(self) -> dict[str, Any]:
+        return {"count": self.count, "labels": list(self.labels), "scores": list(self.scores)}
+
+    @classmethod
+    def from_data(cls, window: int, data: Any, path: str) -> _RegressionWindow:
+        if not isinstance(data, dict) or data.keys() != _REGRESSION_KEYS:
+            msg = f"{path} is not a regression model window: {str(data)[:80]}"
+            raise EvaluationStateError(msg)
+        count, labels, scores = data["count"], data["labels"], data["scores"]
+        if type(count) is not int or count < 0:
+            msg = f"{path}.count must be a non-negative integer, got {count!r:.40}"
+            raise EvaluationStateError(msg)
+        expected = min(count, window)
+        for name, values in (("labels", labels), ("scores", scores)):
+            if not isinstance(values, list) or len(values) != expected:
+                msg = f"{path}.{name} must hold the window's {expected} values"
+                raise EvaluationStateError(msg)
+            if not all(type(v) is float and math.isfinite(v) for v in values):
+                msg = f"{path}.{name} must be finite floats"
+                raise EvaluationStateError(msg)
+        state = cls(window)
+        state.labels.extend(labels)
+        state.scores.extend(scores)
+        state.count = count
+        return state
+
+
 class RollingEvaluation:
-    """Per-model rolling accuracy, log loss and ROC AUC over the last ``window`` labels.
+    """Per-model rolling metrics over the last ``window`` labels: accuracy, log loss and
+    ROC AUC (``task="classification"``), or MAE and RMSE (``task="regression"``).
 
     Not thread-safe; the label join that feeds it owns it.
     """
 
-    def __init__(self, window: int = 1000) -> None:
+    def __init__(self, window: int = 1000, task: Task = "classification") -> None:
         if window < 1:
             msg = f"window must be at least 1 labelled event, got {window}"
             raise ValueError(msg)
+        if task not in ("classification", "regression"):
+            msg = f"task must be 'classification' or 'regression', got {task!r}"
+            raise ValueError(msg)
         self.window = window
-        self._models: dict[str, _ModelWindow] = {}
+        self.task: Task = task
+        self._models: dict[str, _ModelWindow | _RegressionWindow] = {}
 
     @property
     def models(self) -> list[str]:
         return sorted(self._models)
 
     def update(self, model: str, score: float, label: object, threshold: float = 0.5) -> None:
-        """Record one labelled event scored ``score`` (a probability) by ``model``.
+        """Record one labelled event scored ``score`` by ``model``.
 
-        ``label`` is 0/1 or a bool (anything else raises ``LabelError``); the decision
-        counted by accuracy is ``score >= threshold``.
+        Classification: ``score`` is a probability, ``label`` 0/1 or a bool (anything else
+        raises ``LabelError``), and the decision counted by accuracy is ``score >=
+        threshold``. Regression: ``score`` and ``label`` are finite numbers and
+        ``threshold`` is ignored (a regressor makes no decision).
         """
-        self._check_threshold(model, threshold)
-        value, truth = self._checked(model, score, label)
-        self._window(model).update(value, truth, value >= threshold)
+        self._update(model, [(None, score, label)], threshold)
 
     def update_many(
         self,
@@ -189,22 +262,46 @@ class RollingEvaluation:
     ) -> None:
         """``update`` for each (score, label) pair, in order. Every pair is checked first:
         a bad one raises and records nothing."""
-        self._check_threshold(model, threshold)
         score_list, label_list = list(scores), list(labels)
         if len(score_list) != len(label_list):
             detail = f"{len(score_list)} scores for {len(label_list)} labels"
             raise EvaluationError(model, detail)
-        pairs = enumerate(zip(score_list, label_list, strict=True))
-        checked = [self._checked(model, score, label, i) for i, (score, label) in pairs]
-        window = self._window(model)
+        pairs = zip(range(len(score_list)), score_list, label_list, strict=True)
+        self._update(model, list(pairs), threshold)
+
+    def _update(
+        self, model: str, pairs: list[tuple[int | None, float, object]], threshold: float
+    ) -> None:
+        """Check every (index, score, label) first, then record them in order."""
+        if self.task == "regression":
+            targets = [self._checked_target(model, s, y, i) for i, s, y in pairs]
+            regression = self._models.get(model)
+            if regression is None:
+                regression = self._models[model] = _RegressionWindow(self.window)
+            assert isinstance(regression, _RegressionWindow)
+            for value, target in targets:
+                regression.update(value, target)
+            return
+        self._check_threshold(model, threshold)
+        checked = [self._checked(model, score, label, i) for i, score, label in pairs]
+        window = self._models.get(model)
+        if window is None:
+            window = self._models[model] = _ModelWindow(self.window)
+        assert isinstance(window, _ModelWindow)
         for value, truth in checked:
             window.update(value, truth, value >= threshold)
 
-    def _window(self, model: str) -> _ModelWindow:
-        state = self._models.get(model)
-        if state is None:
-            state = self._models[model] = _ModelWindow(self.window)
-        return state
+    @staticmethod
+    def _checked_target(
+        model: str, score: float, label: object, index: int | None
+    ) -> tuple[float, float]:
+        target = as_target(label, model, index)
+        value = float(score)
+        if not math.isfinite(value):
+            where = "score" if index is None else f"score #{index}"
+            detail = f"{where} {score!r} is not a finite number (regression)"
+            raise EvaluationError(model, detail)
+        return value, target
 
     @staticmethod
     def _checked(
@@ -226,18 +323,22 @@ class RollingEvaluation:
 
     def snapshot(self) -> dict[str, dict[str, float]]:
         """Per model: ``accuracy``, ``log_loss``, ``roc_auc`` (NaN while the window holds a
-        single class), ``count`` and ``window_count``."""
+        single class), or for regression ``mae`` and ``rmse``; ``count`` and
+        ``window_count``."""
         return {name: self._models[name].snapshot() for name in sorted(self._models)}
 
     def to_bytes(self) -> bytes:
         """JSON data (see ``models.river_state``) from which ``from_bytes`` continues exactly."""
         models = {name: state.to_data() for name, state in self._models.items()}
-        return orjson.dumps({"format": _FORMAT, "window": self.window, "models": models})
+        return orjson.dumps(
+            {"format": _FORMAT, "task": self.task, "window": self.window, "models": models}
+        )
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> RollingEvaluation:
+    def from_bytes(cls, data: bytes, task: Task | None = None) -> RollingEvaluation:
         """Restore ``to_bytes`` output into metrics built here; anything else (a pickle,
-        another format, state that does not fit) raises ``EvaluationStateError``."""
+        another format, state that does not fit, or an evaluation of another task than
+        ``task`` when given) raises ``EvaluationStateError``."""
         try:
             state = orjson.loads(data)
         except orjson.JSONDecodeError as exc:
@@ -251,7 +352,17 @@ class RollingEvaluation:
         if type(window) is not int or window < 1 or not isinstance(models, dict):
             msg = f"window {window!r:.40} or models {models!r:.40} is not valid"
             raise EvaluationStateError(msg)
-        evaluation = cls(window)
+        stored = state.get("task", "classification")
+        if stored not in ("classification", "regression"):
+            msg = f"task {stored!r:.40} is not valid"
+            raise EvaluationStateError(msg)
+        if task is not None and stored != task:
+            msg = f"it evaluates a {stored} task, the pipeline's is {task}"
+            raise EvaluationStateError(msg)
+        evaluation = cls(window, stored)
+        window_type: type[_RegressionWindow] | type[_ModelWindow] = (
+            _RegressionWindow if stored == "regression" else _ModelWindow
+        )
         for name, model in models.items():
-            evaluation._models[name] = _ModelWindow.from_data(window, model, f"models[{name!r}]")
+            evaluation._models[name] = window_type.from_data(window, model, f"models[{name!r}]")
         return evaluation

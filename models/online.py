@@ -1,10 +1,14 @@
-"""The online model: a River classifier that learns from labelled events one at a time.
+"""The online model: a River model that learns from labelled events one at a time.
+
+A classifier (``logistic_regression``, ``hoeffding_tree``) for a classification pipeline,
+whose score is the positive class's probability; a regressor (``linear_regression``) for a
+regression pipeline, whose score is the predicted value.
 
 ``OnlineLearner`` takes the same float32 input matrix as the ONNX scorer (columns in
 ``InputLayout`` order), turns each row into ``dict(zip(columns, row))`` and scores it with
-River's ``predict_proba_one`` (a logistic regression scores a batch of ``MANY_FROM_ROWS``
-rows or more with one ``predict_proba_many``, which is faster there); ``learn`` calls
-``learn_one`` row by row, in order.
+River's ``predict_proba_one`` (``predict_one`` for a regressor; a linear model scores a
+batch of ``MANY_FROM_ROWS`` rows or more with one ``predict_proba_many``/``predict_many``,
+which is faster there); ``learn`` calls ``learn_one`` row by row, in order.
 ``learn_many`` is deliberately not used: in River it is a mini-batch step whose result is
 not the same as looping ``learn_one``.
 
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
+import math
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
@@ -34,18 +39,27 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from models.errors import ModelError, ModelInputError
+from models.manifest import Task
 from models.river_state import StateError, export_state, restore_state
 
-OnlineKind = Literal["logistic_regression", "hoeffding_tree"]
+OnlineKind = Literal["logistic_regression", "hoeffding_tree", "linear_regression"]
+#: What each online model learns; a pipeline's online model must match its task.
+ONLINE_TASK: dict[str, Task] = {
+    "logistic_regression": "classification",
+    "hoeffding_tree": "classification",
+    "linear_regression": "regression",
+}
+_LINEAR = ("logistic_regression", "linear_regression")
 Scores = npt.NDArray[np.float64]
 _SNAPSHOT_FORMAT = 2  # 1 was a pickle: refused, never unpickled
 _UNNAMED = "<snapshot>"  # the name of a snapshot whose spec cannot be read
-# From this many rows, a logistic regression scores faster through River's DataFrame path
+# From this many rows, a linear model scores faster through River's DataFrame path
 # (predict_proba_many) than row by row; measured crossover ~130-190 rows on 9 columns
 # (StandardScaler + LR: 3.9 us/row per row; 4.4 at 128, 2.3 at 256, 1.6 at 512 as a frame).
 # Hoeffding trees have no predict_proba_many and always go row by row.
 MANY_FROM_ROWS = 160
-# River's own answer before it has seen a label: both classes equally likely.
+# River's own answer before it has seen a label: both classes equally likely (a regressor
+# answers its intercept, 0 unless ``intercept_init`` says otherwise).
 PRIOR = 0.5
 
 
@@ -58,12 +72,16 @@ class OnlineModelError(ModelError):
 
 
 class LabelError(ModelError):
-    """A label is not 0/1 or a bool. ``name`` is the model it was meant for, ``index`` its
-    position in the batch (None for a single label)."""
+    """A label does not fit the task: not 0/1 or a bool (classification), not a finite
+    number (regression). ``name`` is the model it was meant for, ``index`` its position in
+    the batch (None for a single label)."""
 
-    def __init__(self, name: str, value: object, index: int | None = None) -> None:
+    def __init__(
+        self, name: str, value: object, index: int | None = None, task: Task = "classification"
+    ) -> None:
         where = "label" if index is None else f"label #{index}"
-        super().__init__(f"model {name!r}: {where} is {value!r}: labels must be 0, 1 or a bool")
+        rule = "0, 1 or a bool" if task == "classification" else "finite numbers (regression)"
+        super().__init__(f"model {name!r}: {where} is {value!r}: labels must be {rule}")
         self.name = name
         self.value = value
         self.index = index
@@ -73,8 +91,9 @@ class SnapshotError(OnlineModelError):
     """A snapshot cannot be restored (not ours, another format or another River)."""
 
 
-class _LogisticParams(BaseModel):
-    """``river.linear_model.LogisticRegression`` arguments a YAML spec can express.
+class _LinearParams(BaseModel):
+    """``river.linear_model.LogisticRegression`` and ``LinearRegression`` arguments a YAML
+    spec can express (the two take the same ones; their loss is left to River's default).
 
     ``learning_rate`` is ours: it becomes ``optimizer=optim.SGD(learning_rate)`` (River's
     default optimizer is ``SGD(0.01)``).
@@ -115,15 +134,17 @@ class _HoeffdingParams(BaseModel):
     merit_preprune: bool = True
 
 
-_PARAMS: dict[str, type[_LogisticParams] | type[_HoeffdingParams]] = {
-    "logistic_regression": _LogisticParams,
+_PARAMS: dict[str, type[_LinearParams] | type[_HoeffdingParams]] = {
+    "logistic_regression": _LinearParams,
     "hoeffding_tree": _HoeffdingParams,
+    "linear_regression": _LinearParams,
 }
 
 
 class OnlineModelSpec(BaseModel):
-    """The pipeline spec's online model: which River classifier, its parameters, and
-    whether a ``StandardScaler`` (itself learning online) goes in front.
+    """The pipeline spec's online model: which River model, its parameters, and whether a
+    ``StandardScaler`` (itself learning online) goes in front. Its ``task`` must be the
+    pipeline's (checked by the pipeline spec).
 
     ``params`` are checked here, without importing River, so a typo fails at spec load.
     """
@@ -147,6 +168,15 @@ class OnlineModelSpec(BaseModel):
             raise ValueError(msg) from exc
         return self
 
+    @property
+    def task(self) -> Task:
+        return ONLINE_TASK[self.model]
+
+    @staticmethod
+    def kinds_for(task: Task) -> list[str]:
+        """The online models of ``task``, for an error message."""
+        return [kind for kind, of in ONLINE_TASK.items() if of == task]
+
     def river_kwargs(self) -> dict[str, Any]:
         """The constructor arguments the spec sets (River's defaults for the rest), with
         ``learning_rate`` still unconverted."""
@@ -159,10 +189,15 @@ def build_river_model(spec: OnlineModelSpec) -> Any:
 
     kwargs = spec.river_kwargs()
     model: Any
-    if spec.model == "logistic_regression":
+    if spec.model in _LINEAR:
         rate = kwargs.pop("learning_rate", None)
         optimizer = None if rate is None else optim.SGD(rate)
-        model = linear_model.LogisticRegression(optimizer=optimizer, **kwargs)
+        linear = (
+            linear_model.LogisticRegression
+            if spec.model == "logistic_regression"
+            else linear_model.LinearRegression
+        )
+        model = linear(optimizer=optimizer, **kwargs)
     else:
         if kwargs.get("nominal_attributes") is not None:
             kwargs["nominal_attributes"] = list(kwargs["nominal_attributes"])
@@ -180,8 +215,31 @@ def as_label(value: object, name: str, index: int | None = None) -> bool:
     raise LabelError(name, value, index)
 
 
+def as_target(value: object, name: str, index: int | None = None) -> float:
+    """``value`` as a regression target: a finite int or float (Python or NumPy). Bools,
+    strings, NaN and infinities are refused: one would poison a linear model's weights
+    for good, and a bool is a classification label."""
+    if isinstance(value, int | float | np.integer | np.floating) and not isinstance(
+        value, bool | np.bool_
+    ):
+        try:
+            target = float(value)
+        except OverflowError:  # an int past the float range
+            target = math.inf
+        if math.isfinite(target):
+            return target
+    raise LabelError(name, value, index, task="regression")
+
+
+def as_truth(task: Task, value: object, name: str, index: int | None = None) -> float:
+    """The label of ``task``: ``as_label`` (as 0.0/1.0) or ``as_target``."""
+    if task == "classification":
+        return float(as_label(value, name, index))
+    return as_target(value, name, index)
+
+
 class OnlineLearner:
-    """A River classifier behind the scorer's matrix interface, with snapshot support.
+    """A River model behind the scorer's matrix interface, with snapshot support.
 
     ``version`` counts the ``learn`` calls that learned at least one row; ``learned``
     counts rows. Not thread-safe: call predict and learn from one thread (or lock).
@@ -208,19 +266,25 @@ class OnlineLearner:
         return self.spec.name
 
     def predict_many(self, matrix: npt.NDArray[Any]) -> Scores:
-        """The positive-class probability of every row; 0.5 for all before any learning.
+        """A classifier's positive-class probability of every row (0.5 for all before any
+        learning), a regressor's predicted value (its intercept before any learning).
 
-        Row by row with ``predict_proba_one``, or for a logistic regression with at least
-        ``MANY_FROM_ROWS`` rows, one ``predict_proba_many`` call. Has no side effects
-        (River's unsupervised steps learn in ``learn_one`` only).
+        Row by row with ``predict_proba_one`` (``predict_one``), or for a linear model with
+        at least ``MANY_FROM_ROWS`` rows, one ``predict_proba_many`` (``predict_many``)
+        call. Has no side effects (River's unsupervised steps learn in ``learn_one`` only).
         """
         self._check_shape(matrix)
-        if len(matrix) >= MANY_FROM_ROWS and self.spec.model == "logistic_regression":
+        if len(matrix) >= MANY_FROM_ROWS and self.spec.model in _LINEAR:
             return self._predict_frame(matrix)
         rows = self._rows(matrix)
-        predict = self._model.predict_proba_one
         columns = self.columns
         out = np.empty(len(rows), dtype=np.float64)
+        if self.spec.task == "regression":
+            predict_value = self._model.predict_one
+            for i, row in enumerate(rows):
+                out[i] = predict_value(dict(zip(columns, row, strict=True)))
+            return out
+        predict = self._model.predict_proba_one
         for i, row in enumerate(rows):
             proba = predict(dict(zip(columns, row, strict=True)))
             # An untrained tree answers {}; once it has seen one class only, the other is 0.
@@ -233,6 +297,8 @@ class OnlineLearner:
         import pandas as pd
 
         frame = pd.DataFrame(matrix.astype(np.float64, copy=False), columns=list(self.columns))
+        if self.spec.task == "regression":
+            return np.asarray(self._model.predict_many(frame), dtype=np.float64)
         proba = self._model.predict_proba_many(frame)
         return np.asarray(proba[True], dtype=np.float64)
 
@@ -240,7 +306,11 @@ class OnlineLearner:
         """Learn every row, in order, with ``learn_one``. All labels and values are checked
         first: a bad batch raises and teaches the model nothing."""
         rows = self._rows(matrix)
-        targets = [as_label(v, self.name, i) for i, v in enumerate(labels)]
+        targets: list[bool] | list[float]
+        if self.spec.task == "classification":
+            targets = [as_label(v, self.name, i) for i, v in enumerate(labels)]
+        else:
+            targets = [as_target(v, self.name, i) for i, v in enumerate(labels)]
         if len(targets) != len(rows):
             detail = f"{len(targets)} labels for {len(rows)} rows"
             raise ModelInputError(self.name, self.version, detail)
@@ -384,5 +454,7 @@ __all__ = [
     "OnlineModelSpec",
     "SnapshotError",
     "as_label",
+    "as_target",
+    "as_truth",
     "build_river_model",
 ]

@@ -6,6 +6,10 @@ event id; reads the learner's rolling evaluations from its checkpoint in Redis: 
 model's on the scores it published (``served``, the figure to compare and promote on), and
 the online model's own progressive figure (``as learned``: what it would have scored with no
 serving staleness; never what it served).
+
+A classification pipeline shows accuracy, log loss and ROC AUC, and each shadow's decision
+agreement with the primary; a regression pipeline shows MAE and RMSE (lower is better) and
+no agreement (a regressor makes no decision: the |diff| columns compare the scores).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ class ShadowComparison:
     versions: set[int | str] = field(default_factory=set)
     score_diffs: list[float] = field(default_factory=list)
     agree: int = 0
+    decided: int = 0  # pairs where both records carry a decision (none under regression)
     latency: list[float] = field(default_factory=list)  # shadow: event time -> scored
     primary_latency: list[float] = field(default_factory=list)
 
@@ -72,7 +77,9 @@ def compare_shadows(
         comparison = out.setdefault(record["model"], ShadowComparison(record["model"]))
         comparison.versions.add(record["model_version"])
         comparison.score_diffs.append(abs(record["score"] - match["score"]))
-        comparison.agree += record.get("decision") == match.get("decision", record["decision"])
+        if "decision" in record:  # the primary's too, or the shadow's threshold default
+            comparison.decided += 1
+            comparison.agree += record["decision"] == match.get("decision", record["decision"])
         event_time = parse_timestamp(record["event_time"])
         comparison.latency.append(parse_timestamp(record["scored_at"]) - event_time)
         comparison.primary_latency.append(parse_timestamp(match["scored_at"]) - event_time)
@@ -95,7 +102,14 @@ def labelled_evaluation(
         client.close()
     if data is None:
         return {}
-    return RollingEvaluation.from_bytes(data).snapshot()
+    return RollingEvaluation.from_bytes(data, task=spec.task).snapshot()
+
+
+#: The labelled table's metric columns per task: (header, snapshot key).
+METRIC_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
+    "classification": (("accuracy", "accuracy"), ("log loss", "log_loss"), ("ROC AUC", "roc_auc")),
+    "regression": (("MAE", "mae"), ("RMSE", "rmse")),
+}
 
 
 def report(spec: PipelineSpec, kafka: KafkaConnection, redis: RedisConnection) -> list[Table]:
@@ -116,12 +130,13 @@ def report(spec: PipelineSpec, kafka: KafkaConnection, redis: RedisConnection) -
         _add_column(shadows, column, [c.model for c in comparisons.values()])
     for c in comparisons.values():
         diffs = np.asarray(c.score_diffs)
+        decided = c.decided > 0
         shadows.add_row(
             c.model,
             versions_text(c.versions),
             f"{c.compared:,}",
-            f"{c.agree / c.compared:.2%}",
-            f"{c.compared - c.agree:,}",
+            f"{c.agree / c.decided:.2%}" if decided else "-",
+            f"{c.decided - c.agree:,}" if decided else "-",
             f"{np.percentile(diffs, 50):.4f}",
             f"{np.percentile(diffs, 99):.4f}",
             f"{np.median(c.latency) * 1000:.1f} ms ({np.median(c.primary_latency) * 1000:.1f} ms)",
@@ -129,21 +144,24 @@ def report(spec: PipelineSpec, kafka: KafkaConnection, redis: RedisConnection) -
     rows = [(m, "served", v) for m, v in labelled_evaluation(spec, redis).items()]
     as_learned = labelled_evaluation(spec, redis, "as_learned")
     rows += [(m, "as learned", v) for m, v in as_learned.items()]
+    metrics = METRIC_COLUMNS[spec.task]
+    lower = "; MAE and RMSE: lower is better" if spec.task == "regression" else ""
     labelled = Table(
         title="rolling evaluation on labelled events (last window per model; compare on"
-        " 'served': the scores each model published)"
+        f" 'served': the scores each model published{lower})"
     )
-    for column in ("model", "basis", "labelled", "accuracy", "log loss", "ROC AUC"):
+    headers = ("model", "basis", "labelled", *(header for header, _ in metrics))
+    for column in headers:
         _add_column(labelled, column, [model for model, _, _ in rows])
     for model, basis, values in rows:
         labelled.add_row(
             model,
             basis,
             f"{values.get('count', 0):,.0f}",
-            f"{values.get('accuracy', float('nan')):.4f}",
-            f"{values.get('log_loss', float('nan')):.4f}",
-            f"{values.get('roc_auc', float('nan')):.4f}",
+            *(f"{values.get(key, float('nan')):.4f}" for _, key in metrics),
         )
+    if spec.task == "regression":
+        shadows.caption = "regression: no decisions, so no agreement; |diff| compares scores"
     return [shadows, labelled]
 
 

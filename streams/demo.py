@@ -197,6 +197,13 @@ class ModelFigures:
         learned = metric("streamscore_labels_total", pipeline=name, outcome="joined")
         rows.append(("labels joined", f"{learned or 0:,.0f}"))
         for model in [self._spec.model.name, *shadows]:
+            if self._spec.task == "regression":
+                served = "streamscore_online_metric"
+                mae = metric(served, pipeline=name, model=model, metric="mae")
+                rmse = metric(served, pipeline=name, model=model, metric="rmse")
+                if mae is not None:
+                    rows.append((f"rolling {model}", f"MAE {mae:.3f}, RMSE {rmse or 0.0:.3f}"))
+                continue
             auc = metric("streamscore_online_metric", pipeline=name, model=model, metric="roc_auc")
             acc = metric("streamscore_online_metric", pipeline=name, model=model, metric="accuracy")
             if auc is not None or acc is not None:

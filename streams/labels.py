@@ -8,8 +8,9 @@ it takes: one prediction-store read per batch, then each label is one of
 - ``late``: arrived after the label window; handed on only under ``late_policy: learn``;
 - ``orphan``: no stored prediction (never predicted, or expired past the grace period);
 - ``invalid``: not a label record (or one past ``streams.limits``: too large, an empty or
-  oversize event id, a ``label_time`` outside 1970..9999 UTC): dead-lettered with stage
-  ``label``.
+  oversize event id, a ``label_time`` outside 1970..9999 UTC), or a label that does not fit
+  the pipeline's task (classification: 0, 1, true or false; regression: a finite number):
+  dead-lettered with stage ``label``.
 
 With the spec's privacy hashing event ids, a label's event id is hashed the same way
 before the join, so it finds its prediction; the id is then never quoted in a dead letter.
@@ -21,6 +22,7 @@ checkpoint), so a replayed labels topic never learns twice.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +32,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
+from models.manifest import Task
 from streams.errors import BadInput
 from streams.limits import TIME_RANGE_TEXT, InputLimits, time_in_range
 from streams.metrics import Metrics
@@ -47,7 +50,7 @@ _LIMITS = InputLimits()  # the default limits
 @dataclass(frozen=True, slots=True)
 class Label:
     event_id: str
-    label: int
+    label: int | float  # classification: 0 or 1; regression: a finite float
     label_time: float
 
 
@@ -57,9 +60,12 @@ def parse_label(
     limits: InputLimits = _LIMITS,
     *,
     show_id: bool = True,
+    task: Task = "classification",
 ) -> Label:
-    """``{"event_id": str|int, "label": 0|1|bool, "label_time": ISO 8601 | epoch ms}``.
-    An error quotes no event id unless ``show_id``."""
+    """``{"event_id": str|int, "label": ..., "label_time": ISO 8601 | epoch ms}``, where
+    ``label`` is 0, 1, true or false for a classification pipeline (an int 0/1 then) and a
+    finite number for a regression one (a float then). An error quotes no event id unless
+    ``show_id``."""
     limits.check_value(STAGE, raw)
     try:
         document = orjson.loads(raw or b"")
@@ -71,9 +77,7 @@ def parse_label(
     if isinstance(event_id, bool) or not isinstance(event_id, str | int):
         raise BadInput(STAGE, "missing_field", "'event_id' (string or int) is required")
     limits.check_id(STAGE, "'event_id'", str(event_id), show=show_id)
-    value = document.get("label")
-    if value not in (0, 1):  # True/False compare equal to 1/0
-        raise BadInput(STAGE, "wrong_type", f"'label' must be 0, 1, true or false, got {value!r}")
+    value = _label_value(document.get("label"), task)
     label_time = fallback_time
     if document.get("label_time") is not None:
         try:
@@ -84,7 +88,26 @@ def parse_label(
         if not time_in_range(label_time):
             detail = f"'label_time' {document['label_time']!r} is outside {TIME_RANGE_TEXT}"
             raise BadInput(STAGE, "out_of_range", detail)
-    return Label(str(event_id), int(value), label_time)
+    return Label(str(event_id), value, label_time)
+
+
+def _label_value(value: object, task: Task) -> int | float:
+    if task == "classification":
+        if value not in (0, 1):  # True/False compare equal to 1/0
+            detail = f"'label' must be 0, 1, true or false (classification), got {value!r:.80}"
+            raise BadInput(STAGE, "wrong_type", detail)
+        return 1 if value else 0
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        detail = f"'label' must be a number (regression), got {value!r:.80}"
+        raise BadInput(STAGE, "wrong_type", detail)
+    try:
+        target = float(value)
+    except OverflowError:  # an int past the float range
+        target = math.inf
+    if not math.isfinite(target):
+        detail = f"'label' {value!r:.80} is not a finite number (regression)"
+        raise BadInput(STAGE, "out_of_range", detail)
+    return target
 
 
 def joined_record(
@@ -147,10 +170,13 @@ class LabelJoiner:
         labels: list[Label] = []
         privacy = self.privacy
         show_id = not privacy.hashes_id
+        task = self.spec.task
         for message in messages:
             try:
                 self.limits.check_key(STAGE, message.key)
-                label = parse_label(message.value, message.timestamp, self.limits, show_id=show_id)
+                label = parse_label(
+                    message.value, message.timestamp, self.limits, show_id=show_id, task=task
+                )
             except BadInput as bad:
                 out.dead_letters.append(self._dead_letter(message, bad))
                 continue

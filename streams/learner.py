@@ -115,15 +115,17 @@ class LearnerService:
         self.spec = spec
         self.online = spec.online
         self.window = spec.labels.window_seconds
+        # Accuracy's decision rule; a regression evaluation has none and ignores it.
         self.threshold = spec.model.threshold if spec.model.threshold is not None else 0.5
+        self.task = spec.task
         self.keys = Keys(spec.name)
         self.client = client
         self.clock = clock
         self.retry_for_seconds = retry_for_seconds  # a Redis outage shorter than this: waited
         self.learner: OnlineLearner | None = None
         self._owner_token = ""  # written to the owner key by ``claim``
-        self.evaluation = RollingEvaluation()  # served scores, every model
-        self.as_learned = RollingEvaluation()  # the online model's own, before learning
+        self.evaluation = RollingEvaluation(task=self.task)  # served scores, every model
+        self.as_learned = RollingEvaluation(task=self.task)  # the online model's own
         self._checkpoint = client.register_script(CHECKPOINT)
         name = spec.name
         self._m_learned = metrics.online_learned.labels(name, self.online.name)
@@ -164,10 +166,10 @@ class LearnerService:
     def _restored(self, data: bytes | None, what: str) -> RollingEvaluation:
         if data is not None:
             try:
-                return RollingEvaluation.from_bytes(data)
+                return RollingEvaluation.from_bytes(data, task=self.task)
             except EvaluationStateError as exc:
                 log.warning("pipeline %s: starting a new %s: %s", self.spec.name, what, exc)
-        return RollingEvaluation()
+        return RollingEvaluation(task=self.task)
 
     async def handle(self, records: Sequence[dict[str, Any]]) -> int:
         """Learn a batch of joined labels (``streams.labels.joined_record``); returns how

@@ -141,7 +141,8 @@ class Metrics:
         # --- shadows ----------------------------------------------------------------------
         self.shadow_agreement = Gauge(
             "streamscore_shadow_agreement_ratio",
-            "Share of decisions the shadow agrees with the primary on (sliding window).",
+            "Share of decisions the shadow agrees with the primary on (sliding window);"
+            " absent for a regression pipeline (no decisions).",
             ["pipeline", "model"], registry=r,
         )  # fmt: skip
         self.shadow_score_diff = Histogram(
@@ -151,7 +152,7 @@ class Metrics:
         )  # fmt: skip
         self.shadow_changed = Counter(
             "streamscore_shadow_changed_decisions_total",
-            "Events where the shadow's decision differs from the primary's.",
+            "Events where the shadow's decision differs from the primary's (classification).",
             ["pipeline", "model"], registry=r,
         )  # fmt: skip
         self.shadow_shed = Counter(
@@ -193,15 +194,16 @@ class Metrics:
         )  # fmt: skip
         self.online_metric = Gauge(
             "streamscore_online_metric",
-            "Rolling metric on labelled events (accuracy, log_loss, roc_auc), by model, from"
-            " the scores each model published for them (served): the figure to compare on.",
+            "Rolling metric on labelled events (classification: accuracy, log_loss, roc_auc;"
+            " regression: mae, rmse; both: window_count), by model, from the scores each"
+            " model published for them (served): the figure to compare on.",
             ["pipeline", "model", "metric"], registry=r,
         )  # fmt: skip
         self.online_as_learned_metric = Gauge(
             "streamscore_online_as_learned_metric",
-            "The online model's rolling metric scored by the learner itself just before"
-            " learning each label (progressive validation, no serving staleness): not what"
-            " it served; never compare models on it.",
+            "The online model's rolling metric (as streamscore_online_metric's) scored by the"
+            " learner itself just before learning each label (progressive validation, no"
+            " serving staleness): not what it served; never compare models on it.",
             ["pipeline", "model", "metric"], registry=r,
         )  # fmt: skip
         self.online_labels_behind = Histogram(

@@ -108,13 +108,14 @@ def encode_shadow_prediction(
     model: str,
     version: int,
     score: float,
-    decision: bool,
+    decision: bool | None,
     primary_score: float,
     event_time: str,
     scored_at: str,
     learned_labels: int | None = None,
 ) -> bytes:
     """One shadow's prediction for one event; ``entity_key`` as in ``encode_prediction``.
+    ``decision`` is left out when None (a regression pipeline: no decisions).
     ``learned_labels``: for the online shadow, how many labels the snapshot it scored with
     had learned (with ``model_version``, the snapshot's version)."""
     record: dict[str, Any] = {"event_id": event_id}
@@ -126,7 +127,8 @@ def encode_shadow_prediction(
         record["learned_labels"] = learned_labels
     record["role"] = "shadow"
     record["score"] = score
-    record["decision"] = decision
+    if decision is not None:
+        record["decision"] = decision
     record["primary_score"] = primary_score
     record["event_time"] = event_time
     record["scored_at"] = scored_at

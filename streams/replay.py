@@ -162,7 +162,9 @@ class ReplaySelector:
         topic = self.spec.labels.topic
         try:
             self.limits.check_key(LABEL_STAGE, key)
-            label = parse_label(value, now, self.limits, show_id=not self.privacy.hashes_id)
+            label = parse_label(
+                value, now, self.limits, show_id=not self.privacy.hashes_id, task=self.spec.task
+            )
         except BadInput as bad:
             return self._invalid(letter, topic, key, value, bad.reason)
         identity = f"label:{self.privacy.event_id(label.event_id)}"

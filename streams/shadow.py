@@ -25,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from models.inputs import Matrix
+from models.manifest import Task
 from streams.metrics import Metrics, observe_many
 from streams.prediction_store import PredictionStore
 from streams.publish import Publisher
@@ -88,10 +89,14 @@ class ShadowRunner:
         store: PredictionStore | None,
         metrics: Metrics,
         clock: Callable[[], float] = time.time,
+        task: Task = "classification",
     ) -> None:
         self.model = model
         self.topic = topic
         self.threshold = threshold if threshold is not None else 0.5
+        # A regressor's score is a value, not a probability: no decisions, so no agreement
+        # or changed decisions either; the score difference histogram compares them.
+        self.decides = task == "classification"
         self.publisher = publisher
         self.store = store
         self.clock = clock
@@ -103,9 +108,11 @@ class ShadowRunner:
         labels = (pipeline, model.name)
         self._m_shed = metrics.shadow_shed.labels(*labels)
         self._m_backlog = metrics.shadow_backlog.labels(*labels)
-        self._m_agreement = metrics.shadow_agreement.labels(*labels)
+        # Without decisions the agreement and changed-decision series do not exist (absent,
+        # not a misleading 0).
+        self._m_agreement = metrics.shadow_agreement.labels(*labels) if self.decides else None
         self._m_diff = metrics.shadow_score_diff.labels(*labels)
-        self._m_changed = metrics.shadow_changed.labels(*labels)
+        self._m_changed = metrics.shadow_changed.labels(*labels) if self.decides else None
         self._m_infer = metrics.inference_seconds.labels(pipeline, model.name, "shadow")
         self._m_errors = metrics.shadow_errors.labels(*labels)
         self._backlog = 0  # events queued, for the backlog gauge
@@ -164,13 +171,15 @@ class ShadowRunner:
         self, batch: ShadowBatch, scores: npt.NDArray[np.float64], model: ShadowModel
     ) -> None:
         primary = batch.primary_scores
-        agree = (scores >= self.threshold) == (primary >= self.threshold)
-        self.agreement.add(agree.tolist())
-        self._m_agreement.set(self.agreement.ratio)
+        if self._m_agreement is not None and self._m_changed is not None:
+            agree = (scores >= self.threshold) == (primary >= self.threshold)
+            self.agreement.add(agree.tolist())
+            self._m_agreement.set(self.agreement.ratio)
+            changed = int((~agree).sum())
+            if changed:
+                self._m_changed.inc(changed)
         observe_many(self._m_diff, np.abs(scores - primary))
-        changed = int((~agree).sum())
-        if changed:
-            self._m_changed.inc(changed)
+        decides, threshold = self.decides, self.threshold
         scored_at = iso_utc(self.clock())
         name, version = model.name, model.version
         # Only the online shadow has one; read after scoring, as the version (a reload
@@ -186,7 +195,7 @@ class ShadowRunner:
                     model=name,
                     version=version,
                     score=score,
-                    decision=score >= self.threshold,
+                    decision=score >= threshold if decides else None,
                     primary_score=primary_score,
                     event_time=event_time,
                     scored_at=scored_at,

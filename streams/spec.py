@@ -37,6 +37,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from models.manifest import Task
 from models.online import OnlineModelSpec
 from streams.errors import SpecError
 
@@ -308,15 +309,26 @@ class SloSpec(_Strict):
     )
 
 
+Estimator = Literal[
+    "logistic_regression",
+    "gradient_boosting",
+    "random_forest",
+    "linear_regression",
+    "gradient_boosting_regressor",
+]
+#: What each offline estimator learns (checked against the pipeline's task at spec load).
+ESTIMATOR_TASK: dict[str, Task] = {
+    "logistic_regression": "classification",
+    "gradient_boosting": "classification",
+    "random_forest": "classification",
+    "linear_regression": "regression",
+    "gradient_boosting_regressor": "regression",
+}
+
+
 class TrainModel(_Strict):
     name: Name
-    estimator: Literal[
-        "logistic_regression",
-        "gradient_boosting",
-        "random_forest",
-        "linear_regression",
-        "gradient_boosting_regressor",
-    ]
+    estimator: Estimator
     params: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -325,12 +337,22 @@ class TrainingSpec(_Strict):
 
     dataset: Path = Field(description="Parquet file of historical labelled events.")
     label: str = Field(description="Column of the dataset holding the label.")
-    task: Literal["classification", "regression"] = "classification"
+    task: Task = Field(
+        default="classification",
+        description="Filled in from the pipeline's 'task' when absent; must agree with it.",
+    )
     models: tuple[TrainModel, ...] = Field(min_length=1)
 
 
 class PipelineSpec(_Strict):
     name: Name = Field(description="Stable pipeline name: Faust app id and consumer group.")
+    task: Task = Field(
+        default="classification",
+        description="What the models predict: 'classification' (a score is the positive"
+        " class's probability; labels are 0/1/true/false) or 'regression' (a score is the"
+        " predicted value; labels are finite numbers). Absent, it is training.task, else"
+        " classification.",
+    )
     input: InputSpec
     event: EventSpec
     entity: EntitySpec
@@ -356,6 +378,50 @@ class PipelineSpec(_Strict):
         description="Optional 'module:callable' making synthetic events for the producer;"
         " events are drawn from the schema when absent.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_task(cls, raw: Any) -> Any:
+        """One task per pipeline, said once: ``task`` or ``training.task`` (either fills in
+        the other); both, they must agree."""
+        if not isinstance(raw, dict):
+            return raw
+        training = raw.get("training")
+        trained = training.get("task") if isinstance(training, dict) else None
+        task = raw.get("task")
+        if task is not None and trained is not None and task != trained:
+            msg = f"task is {task!r} but training.task is {trained!r}: a pipeline has one task"
+            raise ValueError(msg)
+        if task is None and trained is not None:
+            return {**raw, "task": trained}
+        if task is not None and isinstance(training, dict) and trained is None:
+            return {**raw, "training": {**training, "task": task}}
+        return raw
+
+    @model_validator(mode="after")
+    def _check_task(self) -> PipelineSpec:
+        if self.task == "regression" and self.model.threshold is not None:
+            msg = (
+                "model.threshold: a regression model's score is the predicted value, not a"
+                " probability; a decision threshold is for classification only"
+            )
+            raise ValueError(msg)
+        if self.online is not None and self.online.task != self.task:
+            kinds = ", ".join(self.online.kinds_for(self.task))
+            msg = (
+                f"online.model: {self.online.model!r} is a {self.online.task} model but the"
+                f" pipeline's task is {self.task}; use {kinds}"
+            )
+            raise ValueError(msg)
+        for i, entry in enumerate(self.training.models if self.training else ()):
+            if ESTIMATOR_TASK[entry.estimator] != self.task:
+                msg = (
+                    f"training.models[{i}].estimator: {entry.estimator!r} is a"
+                    f" {ESTIMATOR_TASK[entry.estimator]} estimator but the pipeline's task"
+                    f" is {self.task}"
+                )
+                raise ValueError(msg)
+        return self
 
     @model_validator(mode="after")
     def _check(self) -> PipelineSpec:

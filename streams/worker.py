@@ -151,6 +151,7 @@ def _attach_scoring(
             pipeline=spec.name,
             topic=spec.shadow_topic,
             threshold=spec.model.threshold,
+            task=spec.task,
             queue_batches=spec.batch.shadow_queue_batches,
             publisher=shadow_publisher,
             store=store,

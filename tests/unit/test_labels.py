@@ -5,6 +5,7 @@ here; tests/integration/test_labels.py runs the real one."""
 from __future__ import annotations
 
 import base64
+import math
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ import orjson
 import pytest
 
 from streams.errors import BadInput
-from streams.labels import LabelJoiner, parse_label
+from streams.labels import LabelJoiner, _label_value, parse_label
 from streams.limits import InputLimits
 from streams.metrics import Metrics
 from streams.prediction_store import StoredPrediction
@@ -136,3 +137,77 @@ async def test_the_joiner_takes_its_limits() -> None:
     outcome = await joiner.join(messages)
     assert [r["event_id"] for r in outcome.joined] == ["sixteen-bytes-id"]
     assert orjson.loads(outcome.dead_letters[0].value)["reason"] == "too_large"
+
+
+# --- the label's value, by the pipeline's task ---------------------------------------------
+
+REGRESSION_SPEC = SPEC.model_copy(update={"task": "regression"})
+
+
+def valued(value: bytes) -> bytes:
+    return b'{"event_id": "e1", "label": ' + value + b"}"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(b"3.5", 3.5), (b"-2", -2.0), (b"0", 0.0), (b"1", 1.0), (b"1e308", 1e308), (b"12e-3", 0.012)],
+)
+def test_a_regression_label_is_any_finite_number(value: bytes, expected: float) -> None:
+    parsed = parse_label(valued(value), NOW, task="regression")
+    assert parsed.label == expected and type(parsed.label) is float
+
+
+@pytest.mark.parametrize(
+    ("value", "reason", "detail"),
+    [
+        (b"true", "wrong_type", "'label' must be a number (regression), got True"),
+        (b'"3.5"', "wrong_type", "'label' must be a number (regression), got '3.5'"),
+        (b"null", "wrong_type", "got None"),
+        (b"[1]", "wrong_type", "got [1]"),
+        (b"1e999", "not_json", "infinity"),  # JSON has no infinity: orjson refuses it
+        (b"NaN", "not_json", "not valid JSON"),
+    ],
+)
+def test_a_regression_label_that_is_not_a_finite_number_is_bad_input(
+    value: bytes, reason: str, detail: str
+) -> None:
+    with pytest.raises(BadInput) as caught:
+        parse_label(valued(value), NOW, task="regression")
+    assert (caught.value.stage, caught.value.reason) == ("label", reason)
+    assert detail in caught.value.detail
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf, 10**400])
+def test_non_finite_numbers_are_out_of_range_whoever_decoded_them(value: float) -> None:
+    with pytest.raises(BadInput) as caught:
+        _label_value(value, "regression")
+    assert caught.value.reason == "out_of_range"
+    assert "is not a finite number (regression)" in caught.value.detail
+
+
+@pytest.mark.parametrize(("value", "expected"), [(b"0", 0), (b"1", 1), (b"true", 1), (b"false", 0)])
+def test_a_classification_label_is_still_0_1_true_or_false(value: bytes, expected: int) -> None:
+    parsed = parse_label(valued(value), NOW)
+    assert parsed.label == expected and type(parsed.label) is int
+
+
+@pytest.mark.parametrize("value", [b"0.5", b"2", b'"1"', b"null", b"1.5e2"])
+def test_a_classification_label_refuses_other_numbers(value: bytes) -> None:
+    with pytest.raises(BadInput) as caught:
+        parse_label(valued(value), NOW, task="classification")
+    assert (caught.value.stage, caught.value.reason) == ("label", "wrong_type")
+    assert "must be 0, 1, true or false (classification)" in caught.value.detail
+
+
+async def test_a_regression_joiner_forwards_numbers_and_dead_letters_the_rest() -> None:
+    joiner = LabelJoiner(REGRESSION_SPEC, Store(), Metrics(), clock=lambda: NOW)  # type: ignore[arg-type]
+    raws = [valued(b"41.25"), valued(b'"late"'), valued(b"7"), valued(b"false")]
+    messages = [InputMessage(b"k", raw, "labels", 0, i, NOW) for i, raw in enumerate(raws)]
+    outcome = await joiner.join(messages)
+    assert [r["label"] for r in outcome.joined] == [41.25, 7.0]
+    dead = [orjson.loads(r.value) for r in outcome.dead_letters]
+    assert [(d["stage"], d["reason"]) for d in dead] == [("label", "wrong_type")] * 2
+    assert outcome.counts == {"joined": 2, "late": 0, "orphan": 0, "invalid": 2}
+    # The classification joiner takes the opposite view of the same records.
+    classification = await LabelJoiner(SPEC, Store(), Metrics(), clock=lambda: NOW).join(messages)  # type: ignore[arg-type]
+    assert [r["label"] for r in classification.joined] == [0]

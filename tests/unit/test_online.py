@@ -411,21 +411,17 @@ def test_spec_refuses_unknown_and_mistyped_params_without_river() -> None:
 
 def test_spec_params_are_rivers_constructor_arguments() -> None:
     """The params the spec accepts exist in River's signatures (learning_rate is ours)."""
-    river_args = {
-        "logistic_regression": set(inspect.signature(linear_model.LogisticRegression).parameters),
-        "hoeffding_tree": set(inspect.signature(tree.HoeffdingTreeClassifier).parameters),
+    river_classes = {
+        "logistic_regression": linear_model.LogisticRegression,
+        "hoeffding_tree": tree.HoeffdingTreeClassifier,
+        "linear_regression": linear_model.LinearRegression,
     }
+    assert set(river_classes) == set(models.online._PARAMS)
     for kind, params in models.online._PARAMS.items():
+        signature = inspect.signature(river_classes[kind]).parameters
         ours = set(params.model_fields) - {"learning_rate"}
-        assert ours <= river_args[kind], ours - river_args[kind]
-        defaults = {
-            k: v.default
-            for k, v in inspect.signature(
-                linear_model.LogisticRegression
-                if kind == "logistic_regression"
-                else tree.HoeffdingTreeClassifier
-            ).parameters.items()
-        }
+        assert ours <= set(signature), ours - set(signature)
+        defaults = {k: v.default for k, v in signature.items()}
         for name, field in params.model_fields.items():
             if name in defaults:
                 assert field.default == defaults[name], (kind, name)

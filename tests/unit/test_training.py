@@ -16,6 +16,7 @@ from models.inputs import InputLayout
 from models.registry import ModelRegistry
 from models.scorer import OnnxScorer
 from models.training import load_training_frame, train_models
+from streams.errors import SpecError
 from streams.spec import PipelineSpec, load_spec_text
 
 SPEC = """
@@ -196,11 +197,15 @@ def test_onnx_disagreement_fails_loudly_and_registers_nothing(
     assert registry.names() == []
 
 
-def test_estimator_must_fit_the_task(tmp_path: Path, registry: ModelRegistry) -> None:
+def test_estimator_must_fit_the_task(tmp_path: Path) -> None:
+    """Refused when the spec is loaded, before any training."""
     models = "\n    - {name: wrong, estimator: linear_regression}"
-    spec = make_spec(tmp_path, "classification", models)
-    with pytest.raises(TrainingError, match="'wrong'.*not a classification estimator"):
-        train_models(spec, make_frame(), registry)
+    with pytest.raises(
+        SpecError,
+        match=r"training.models\[0\].estimator: 'linear_regression' is a regression"
+        " estimator but the pipeline's task is classification",
+    ):
+        make_spec(tmp_path, "classification", models)
 
 
 def test_bad_params_name_the_model(tmp_path: Path, registry: ModelRegistry) -> None:
