@@ -48,6 +48,8 @@ import collections
 import math
 from typing import Any, TypeVar
 
+import orjson
+
 from models import river_graph
 from models.errors import ModelError
 
@@ -153,7 +155,10 @@ class _Exporter:
         kind = _SEQUENCE_KINDS.get(cls)
         if kind is not None:
             items = value
-            return [kind, [self.value(v, (path, (i,))) for i, v in enumerate(items)]]
+            exported = [self.value(v, (path, (i,))) for i, v in enumerate(items)]
+            if kind == "set":  # iteration order follows the string hash seed: make it canonical
+                exported.sort(key=orjson.dumps)
+            return [kind, exported]
         if _is_object(value):
             index = len(self.objects)
             self.objects.append([_class_name(value), {}])
