@@ -130,4 +130,7 @@ TARGETS: dict[str, tuple[str, float]] = {
     "real_over_naive": (">=", 10.0),
     # each scoring worker's CPU µs per event with two workers, over one worker's
     "scoring_cpu_two_workers_over_one": ("<=", 1.15),
+    # issue 13: the learning worker's CPU µs per label over the scoring worker's per event,
+    # at real's sustained step (every event's label follows it, so labels = events)
+    "learning_cpu_per_label_over_scoring_per_event": ("<=", 1.0),
 }

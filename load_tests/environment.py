@@ -30,13 +30,6 @@ from streams.topics import ensure_topics, spec_topics
 
 # Kafka's minimum: a worker that dies is replaced in its group within this.
 SESSION_TIMEOUT = 6.0
-# The learning worker fetches with a large minimum, as the compose learner does (there with
-# Kafka's 500 ms wait, here 250 ms): labels are not urgent, so a few fetches a second rather
-# than one per produced batch. (On this machine the difference was within noise: four
-# alternating fixed-rate runs at 2,000 events/s with labels, each on a fresh broker, gave
-# p50 34/56 ms with it and 30/69 ms without.)
-LEARNING_FETCH_WAIT_MS = 250
-LEARNING_FETCH_MIN_BYTES = 1024 * 1024
 
 
 @dataclass

@@ -144,6 +144,7 @@ def build_report(
             lat,
             scaling["scoring_cpu_two_workers_over_one"],
             floor.latency_ms if floor else {},
+            _learning_over_scoring(searches.get(REAL)),
         ),
         "steps": [step.as_dict() for step in steps],
         "memory_mb_at_end": memory_mb,
@@ -263,12 +264,22 @@ def _scoring_cpu(search: dict[str, Any] | None) -> list[float]:
     return [value for name, value in cpu.items() if "learning" not in name]
 
 
+def _learning_over_scoring(search: dict[str, Any] | None) -> float | None:
+    """The learning worker's CPU µs per label over the scoring worker's per event, at a
+    sustained step where every event's label follows it (so per event is per label)."""
+    cpu = (search or {}).get("worker_cpu_us_per_event") or {}
+    learning = [value for name, value in cpu.items() if "learning" in name]
+    scoring = _scoring_cpu(search)
+    return _ratio(learning[0], max(scoring)) if learning and scoring else None
+
+
 def _targets(
     rates: dict[str, float | None],
     ratios: dict[str, float | None],
     lat: dict[str, float],
     scaling_cpu: float | None,
     floor_lat: dict[str, float],
+    learning_over_scoring: float | None,
 ) -> list[dict[str, Any]]:
     measured = {
         "p50_ms_at_2000_poisson": lat.get("p50"),
@@ -277,6 +288,7 @@ def _targets(
         "real_over_passthrough": ratios["real_over_passthrough"],
         "real_over_naive": ratios["real_over_naive"],
         "scoring_cpu_two_workers_over_one": scaling_cpu,
+        "learning_cpu_per_label_over_scoring_per_event": learning_over_scoring,
     }
     # The pass-through worker on the same measure: what the machine and broker allow a
     # worker that does no work at all (a target past it is out of reach here).

@@ -22,7 +22,7 @@ from rich.console import Console
 from load_tests import profiling
 from load_tests.config import NAIVE, PASSTHROUGH, REAL, REAL_NO_LABELS, REAL_X2, Profile
 from load_tests.display import Display
-from load_tests.environment import LEARNING_FETCH_MIN_BYTES, LEARNING_FETCH_WAIT_MS, Environment
+from load_tests.environment import Environment
 from load_tests.measure import OutputMeter
 from load_tests.processes import GeneratorProcess, Worker, baseline_process
 from load_tests.report import build_report, git_state, write_report
@@ -328,9 +328,6 @@ def start_worker(
     settings = env.worker_settings()
     if mode == REAL:
         update: dict[str, object] = {"worker_role": role}
-        if role == "learning":
-            update["kafka_fetch_max_wait_ms"] = LEARNING_FETCH_WAIT_MS
-            update["kafka_fetch_min_bytes"] = LEARNING_FETCH_MIN_BYTES
         return WorkerProcess(spec_path, settings.model_copy(update=update), log)
     return baseline_process(mode, spec_path, settings, log)
 

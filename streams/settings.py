@@ -181,8 +181,9 @@ class Settings(BaseSettings):
         ge=1,
         le=64 * 1024 * 1024,
         description="Data a consumer fetch waits for (up to the max wait) before the broker"
-        " answers. 1, Kafka's default, answers as soon as anything is there; a learning worker"
-        " can take a large value (labels are not urgent) to fetch a few times a second.",
+        " answers (the scoring agents' consumer). 1, Kafka's default, answers as soon as"
+        " anything is there. The labels consumer always uses 1: the online model's freshness"
+        " depends on labels arriving at once.",
     )
     kafka_producer_max_batch_bytes: int = Field(
         default=1024 * 1024,
