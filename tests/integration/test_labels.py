@@ -238,15 +238,18 @@ async def test_a_pickle_planted_in_redis_runs_in_no_reader(
     monkeypatch.setattr(streams.learner, "RELOAD_SECONDS", 0.0)  # the shadow checks every batch
     await redis_client.mset({keys.snapshot: payload, keys.version: 8})
     shadow = OnlineSnapshotModel(spec, RedisConnection(redis_url))
-    columns = spec.input_columns()
-    matrix = np.zeros((2, len(columns)), dtype=np.float32)
-    with pytest.raises(SnapshotError, match="a pickle .* never loaded"):
-        shadow.score(matrix)
-    tree = spec.online.model_copy(update={"model": "hoeffding_tree"})
-    await redis_client.set(keys.snapshot, OnlineLearner(tree, columns).to_bytes())
-    with pytest.raises(SnapshotError, match="the spec now asks for"):  # the worker's spec rules
-        shadow.score(matrix)
-    assert shadow.version == 0  # it kept the model it had
+    try:
+        columns = spec.input_columns()
+        matrix = np.zeros((2, len(columns)), dtype=np.float32)
+        with pytest.raises(SnapshotError, match="a pickle .* never loaded"):
+            shadow.score(matrix)
+        tree = spec.online.model_copy(update={"model": "hoeffding_tree"})
+        await redis_client.set(keys.snapshot, OnlineLearner(tree, columns).to_bytes())
+        with pytest.raises(SnapshotError, match="the spec now asks for"):  # the spec rules
+            shadow.score(matrix)
+        assert shadow.version == 0  # it kept the model it had
+    finally:
+        shadow.close()  # its checkpoint listener outlives the test's Redis otherwise
 
     with pytest.raises(EvaluationStateError, match="a pickle, never loaded"):
         labelled_evaluation(spec, RedisConnection(redis_url))
