@@ -15,6 +15,10 @@ For each batch the learner
 3. learns them in order with ``learn_one``,
 4. checkpoints the model, its evaluation and the ids it learned in ONE atomic Redis script.
 
+A spec without ``online`` gets the same service minus 3: it evaluates every model on what it
+served and checkpoints that evaluation with the ids it evaluated (so a replay counts nothing
+twice).
+
 Because 3 and 4 are atomic from Redis' point of view and the input is committed only after
 4, a crash replays labels the checkpoint does not contain and skips those it does: learning
 is idempotent per event id and survives restarts.
@@ -75,10 +79,13 @@ if redis.call('GET', ARGV[15]) ~= ARGV[16] then
   return -1
 end
 local ttl = tonumber(ARGV[1])
-redis.call('SET', ARGV[2], ARGV[3])
-redis.call('SET', ARGV[4], ARGV[5])
+local online = ARGV[3] ~= ''  -- without an online model: the evaluation alone
+if online then
+  redis.call('SET', ARGV[2], ARGV[3])
+  redis.call('SET', ARGV[4], ARGV[5])
+  redis.call('SET', ARGV[8], ARGV[9])
+end
 redis.call('SET', ARGV[6], ARGV[7])
-redis.call('SET', ARGV[8], ARGV[9])
 local n_learned = tonumber(ARGV[11])
 local i = 17
 for _ = 1, n_learned do
@@ -91,7 +98,9 @@ while i < #ARGV do
   i = i + 2
 end
 local consumed = redis.call('INCRBY', ARGV[12], ARGV[13])
-redis.call('PUBLISH', ARGV[10], 'checkpoint ' .. ARGV[5] .. ' ' .. consumed .. ' ' .. ARGV[14])
+if online then
+  redis.call('PUBLISH', ARGV[10], 'checkpoint ' .. ARGV[5] .. ' ' .. consumed .. ' ' .. ARGV[14])
+end
 return n_learned
 """
 
@@ -109,11 +118,11 @@ class LearnerService:
         clock: Callable[[], float] = time.time,
         retry_for_seconds: float = 60.0,
     ) -> None:
-        if spec.online is None or spec.labels is None:
-            msg = f"pipeline {spec.name}: a learner needs 'online' and 'labels' in the spec"
+        if spec.labels is None:
+            msg = f"pipeline {spec.name}: a learner needs 'labels' in the spec"
             raise ValueError(msg)
         self.spec = spec
-        self.online = spec.online
+        self.online = spec.online  # None: evaluate every model, learn nothing
         self.window = spec.labels.window_seconds
         # Accuracy's decision rule; a regression evaluation has none and ignores it.
         self.threshold = spec.model.threshold if spec.model.threshold is not None else 0.5
@@ -123,12 +132,15 @@ class LearnerService:
         self.clock = clock
         self.retry_for_seconds = retry_for_seconds  # a Redis outage shorter than this: waited
         self.learner: OnlineLearner | None = None
-        self._owner_token = ""  # written to the owner key by ``claim``
+        self._claimed = False  # the owner key holds this learner's token (``load``)
+        self._owner_token = ""  # written to the owner key by ``load``
         self.evaluation = RollingEvaluation(task=self.task)  # served scores, every model
         self.as_learned = RollingEvaluation(task=self.task)  # the online model's own
         self._checkpoint = client.register_script(CHECKPOINT)
         name = spec.name
-        self._m_learned = metrics.online_learned.labels(name, self.online.name)
+        self._m_learned = (
+            metrics.online_learned.labels(name, self.online.name) if self.online else None
+        )
         self._m_retries = metrics.redis_retries.labels(name, "learn")
         self._m_duplicates = metrics.labels.labels(name, "duplicate")
         self._m_metric = metrics.online_metric
@@ -140,6 +152,7 @@ class LearnerService:
         """Drop the state in memory: the next batch claims the model and resumes from the
         checkpoint (another learner may have learned since this one last did)."""
         self.learner = None
+        self._claimed = False
 
     async def load(self) -> None:
         """Claim the model, then resume from the last checkpoint, or start a new model."""
@@ -147,10 +160,14 @@ class LearnerService:
         token = uuid.uuid4().hex
         await self._redis("owner claim", lambda: self.client.set(keys.learner_owner, token))
         self._owner_token = token
+        self._claimed = True
         snapshot, evaluation, as_learned = await self._redis(
             "snapshot read",
             lambda: self.client.mget(keys.snapshot, keys.evaluation, keys.as_learned_evaluation),
         )
+        if self.online is None:
+            self.evaluation = self._restored(evaluation, "rolling evaluation")
+            return
         columns = self.spec.input_columns()
         if snapshot is not None:
             try:
@@ -174,7 +191,7 @@ class LearnerService:
     async def handle(self, records: Sequence[dict[str, Any]]) -> int:
         """Learn a batch of joined labels (``streams.labels.joined_record``); returns how
         many were new. Raises ``LearnerFenced`` if another learner claimed the model."""
-        if self.learner is None:
+        if not self._claimed:
             await self.load()
         learned_keys = [self.keys.learned(r["event_id"]) for r in records]
         flags = await self._redis("learned-ids read", lambda: self.client.mget(learned_keys))
@@ -194,7 +211,7 @@ class LearnerService:
         # Atomic and idempotent (the same state again), so safe to retry.
         written = await self._redis("checkpoint", lambda: self._checkpoint(args=args))
         if written == -1:
-            self.learner = None  # what this batch did in memory is not the model's state
+            self.forget()  # what this batch did in memory is not the model's state
             msg = (
                 f"learn: pipeline {self.spec.name}: another learning worker claimed the online"
                 " model; this one's checkpoint was refused"
@@ -213,8 +230,11 @@ class LearnerService:
     def _learn(self, fresh: list[dict[str, Any]], taken: int) -> list[Any]:
         """Evaluate then learn ``fresh`` in order; return the checkpoint script's arguments."""
         learner = self.learner
-        assert learner is not None
-        if fresh:
+        if fresh and learner is None:  # no online model: the served evaluation alone
+            for record in fresh:
+                for model, score in sorted(record["scores"].items()):
+                    self.evaluation.update(model, score, record["label"], self.threshold)
+        elif fresh and learner is not None and self.online is not None:
             matrix = np.stack([r["vector"] for r in fresh])
             labels = [r["label"] for r in fresh]
             own = learner.predict_many(matrix)  # before learning: progressive validation
@@ -233,10 +253,11 @@ class LearnerService:
                 joined[bucket] = joined.get(bucket, 0) + 1
         args: list[Any] = [
             ttl,
-            self.keys.snapshot, learner.to_bytes(),
-            self.keys.version, learner.version,
+            # Empty without an online model: the script then writes the evaluation alone.
+            self.keys.snapshot, learner.to_bytes() if learner else b"",
+            self.keys.version, learner.version if learner else "",
             self.keys.evaluation, self.evaluation.to_bytes(),
-            self.keys.as_learned_evaluation, self.as_learned.to_bytes(),
+            self.keys.as_learned_evaluation, self.as_learned.to_bytes() if learner else b"",
             self.keys.checkpoints,
             len(fresh),
             self.keys.labels_consumed, taken,  # every joined label taken in, duplicates too
@@ -249,7 +270,7 @@ class LearnerService:
         return args
 
     def _publish_metrics(self, learned: int) -> None:
-        if learned:
+        if learned and self._m_learned is not None:
             self._m_learned.inc(learned)
         for model, values in self.evaluation.snapshot().items():
             for metric, value in values.items():

@@ -80,11 +80,8 @@ def build_worker(
             spec, store, metrics, limits=InputLimits.from_settings(settings),
             retry_for_seconds=budget, privacy=privacy,
         )  # fmt: skip
-        learner = (
-            LearnerService(spec, client, metrics, retry_for_seconds=budget)
-            if spec.online is not None
-            else None
-        )
+        # Without an online model it still evaluates every model on the scores it served.
+        learner = LearnerService(spec, client, metrics, retry_for_seconds=budget)
         consumer = LabelConsumer(
             spec, settings, lifecycle, joiner, learner, partitions,
             report_joined=role == "learning",

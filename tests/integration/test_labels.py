@@ -172,6 +172,42 @@ async def test_learner_equals_river_trained_directly_and_never_learns_twice(
     assert served == pytest.approx(window.count(0) / len(window))
 
 
+async def test_without_an_online_model_every_model_is_evaluated_on_what_it_served(
+    spec, redis_client
+) -> None:
+    plain = spec.model_copy(update={"online": None})
+    rng = np.random.default_rng(5)
+    n, width = 200, len(plain.input_columns())
+    labels = rng.integers(0, 2, size=n).tolist()
+    primary = rng.random(n).tolist()  # what each model published, event by event
+    shadow = rng.random(n).tolist()
+    records = [
+        joined_record(
+            Label(f"plain-{i}", y, T0), T0, False, np.zeros(width, np.float32),
+            {plain.model.name: p, "fraud_gbt": q},
+        )
+        for i, (y, p, q) in enumerate(zip(labels, primary, shadow, strict=True))
+    ]  # fmt: skip
+    metrics = Metrics()
+    service = LearnerService(plain, redis_client, metrics, clock=Clock(T0))
+    assert await service.handle(records[:120]) == 120
+    assert await service.handle(records[100:]) == 80  # 20 replayed: evaluated once
+    assert await LearnerService(plain, redis_client, Metrics()).handle(records) == 0
+
+    threshold = plain.model.threshold if plain.model.threshold is not None else 0.5
+    for model, served in ((plain.model.name, primary), ("fraud_gbt", shadow)):
+        expected = np.mean([(s >= threshold) == y for s, y in zip(served, labels, strict=True)])
+        reported = metrics.registry.get_sample_value(
+            "streamscore_online_metric",
+            {"pipeline": plain.name, "model": model, "metric": "accuracy"},
+        )
+        assert reported == pytest.approx(expected, abs=1e-12), model
+    keys = Keys(plain.name)
+    stored = RollingEvaluation.from_bytes(await redis_client.get(keys.evaluation)).snapshot()
+    assert stored[plain.model.name]["count"] == n
+    assert await redis_client.exists(keys.snapshot, keys.version) == 0  # nothing learned
+
+
 async def test_join_coverage_counts_labels_of_predictions_whose_window_closed(
     spec, redis_client
 ) -> None:
