@@ -2,8 +2,12 @@
 
 Each shadow has a bounded queue of batches, its own task and its own thread. The primary
 only ever calls ``offer``, which never waits: when a shadow's queue is full the batch is
-shed for that shadow (counted) and the primary carries on. A shadow that raises is counted
-and keeps running; nothing it does can delay, fail or reorder primary predictions.
+shed for that shadow (counted) and the primary carries on. A shadow that fell behind takes
+every batch queued so far (up to ``MERGED_EVENTS`` events) as one: one model run, one
+publish and one store write for all of them, so it catches up instead of paying each
+batch's round trips (small batches at a low rate cost a shadow more than its scoring). A
+shadow that raises is counted and keeps running; nothing it does can delay, fail or
+reorder primary predictions.
 
 Shadow outputs are for evaluation and best-effort: a batch queued for a shadow when the
 worker stops is not scored. They go to the spec's shadow topic and to the prediction store
@@ -35,6 +39,8 @@ log = logging.getLogger(__name__)
 
 #: Events in the sliding window of the agreement gauge.
 AGREEMENT_WINDOW = 10_000
+#: Most events a shadow merges from its queue into one run.
+MERGED_EVENTS = 4096
 
 
 class ShadowModel(Protocol):
@@ -55,6 +61,19 @@ class ShadowBatch:
     event_time_texts: Sequence[str]  # ISO, as in the primary's records
     matrix: Matrix
     primary_scores: npt.NDArray[np.float64]
+
+
+def merged(batches: Sequence[ShadowBatch]) -> ShadowBatch:
+    """Queued batches as one, in order."""
+    if len(batches) == 1:
+        return batches[0]
+    return ShadowBatch(
+        event_ids=[i for b in batches for i in b.event_ids],
+        entity_keys=[k for b in batches for k in b.entity_keys],
+        event_time_texts=[t for b in batches for t in b.event_time_texts],
+        matrix=np.concatenate([b.matrix for b in batches]),
+        primary_scores=np.concatenate([b.primary_scores for b in batches]),
+    )
 
 
 class AgreementWindow:
@@ -133,8 +152,13 @@ class ShadowRunner:
         """Score queued batches until cancelled."""
         loop = asyncio.get_running_loop()
         while True:
-            batch = await self._queue.get()
-            self._backlog -= len(batch.event_ids)
+            taken = [await self._queue.get()]
+            events = len(taken[0].event_ids)
+            while not self._queue.empty() and events < MERGED_EVENTS:
+                taken.append(self._queue.get_nowait())
+                events += len(taken[-1].event_ids)
+            batch = merged(taken)
+            self._backlog -= events
             self._m_backlog.set(self._backlog)
             model = self.model  # swap_model() may replace it; this batch keeps its own
             try:
@@ -153,7 +177,8 @@ class ShadowRunner:
                     "shadow %s failed on a batch of %d", self.model.name, len(batch.event_ids)
                 )
             finally:
-                self._queue.task_done()
+                for _ in taken:
+                    self._queue.task_done()
 
     def swap_model(self, model: ShadowModel) -> None:
         """Score the next batches with ``model`` (a version of the same model: its alias

@@ -1,0 +1,64 @@
+"""A shadow that fell behind takes every queued batch as one: one model run and one publish
+for all of them, records in the primary's order, the backlog gauge back to zero."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import numpy as np
+import orjson
+
+from streams.metrics import Metrics
+from streams.shadow import ShadowBatch, ShadowRunner
+from tests.unit.test_shadow_follow import Publisher
+
+
+class Counting:
+    """A shadow that scores each row by its first column and counts its runs."""
+
+    name, version = "fraud_gbt", 1
+
+    def __init__(self) -> None:
+        self.runs: list[int] = []
+
+    def score(self, matrix: Any) -> np.ndarray:
+        self.runs.append(len(matrix))
+        return matrix[:, 0].astype(np.float64) / 100.0
+
+
+def batch(first: int, n: int) -> ShadowBatch:
+    ids = list(range(first, first + n))
+    return ShadowBatch(
+        event_ids=[f"e{i}" for i in ids],
+        entity_keys=ids,
+        event_time_texts=["2026-01-01T00:00:00.000Z"] * n,
+        matrix=np.array([[i, 0.0] for i in ids], dtype=np.float32),
+        primary_scores=np.full(n, 0.5),
+    )
+
+
+async def test_batches_queued_behind_a_busy_shadow_are_scored_as_one() -> None:
+    model, publisher, metrics = Counting(), Publisher(), Metrics()
+    runner = ShadowRunner(
+        model, pipeline="p", topic="shadows", threshold=0.5, queue_batches=16,
+        publisher=publisher, store=None, metrics=metrics,  # type: ignore[arg-type]
+    )  # fmt: skip
+    for first, n in ((0, 3), (3, 1), (4, 2), (6, 4)):  # queued while the shadow was away
+        runner.offer(batch(first, n))
+    running = asyncio.ensure_future(runner.run())
+    try:
+        await asyncio.wait_for(runner.drain(), 10)
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        runner.close()
+    assert model.runs == [10]  # one run for the four batches
+    records = [orjson.loads(r.value) for r in publisher.records]
+    assert [r["event_id"] for r in records] == [f"e{i}" for i in range(10)]
+    assert [r["score"] for r in records] == [i / 100.0 for i in range(10)]
+    assert runner.scored == 10
+    backlog = metrics.registry.get_sample_value(
+        "streamscore_shadow_backlog_events", {"pipeline": "p", "model": "fraud_gbt"}
+    )
+    assert backlog == 0
