@@ -187,7 +187,9 @@ def served_figures(
     snapshot had not learned (its record's ``learned_labels``). Label j goes out just before
     event j + ``delay``, so labels 0..k - delay precede event k: exactly those River's
     ``progressive_val_score(delay=delay)`` has learned when it predicts row k. Behind 0 is
-    River's freshness; an orphan label (never learned) adds one to every later event."""
+    River's freshness; below 0, the snapshot had also learned labels sent after the event
+    (it was scored that much later); an orphan label (never learned) adds one to every later
+    event."""
     correct = {}
     behind = {}
     for k in range(len(truth)):
@@ -201,11 +203,12 @@ def served_figures(
 
 
 def spread(values: Iterable[float]) -> dict[str, float]:
-    """Median, p90 and max (the figures README quotes for staleness)."""
+    """Min, median, p90 and max (the figures README quotes for staleness)."""
     array = np.asarray(list(values), dtype=float)
     if not array.size:
-        return {"median": float("nan"), "p90": float("nan"), "max": float("nan")}
+        return dict.fromkeys(("min", "median", "p90", "max"), float("nan"))
     return {
+        "min": float(array.min()),
         "median": float(np.median(array)),
         "p90": float(np.percentile(array, 90)),
         "max": float(array.max()),
