@@ -93,6 +93,7 @@ async def measure(env: Environment, plan: Plan, logs: Path, say: Say) -> dict[st
     bootstrap = settings.kafka_bootstrap_servers
     worker = WorkerProcess(variant.path, settings, logs / "online-accuracy-worker.log")
     model = {"pipeline": spec.name, "model": spec.online.name}
+    primary = {"pipeline": spec.name, "model": spec.model.name}
     total = len(rows()) * plan.passes
     try:
         await until(lambda: ready(worker), READY_SECONDS, worker, "readiness")
@@ -112,20 +113,23 @@ async def measure(env: Environment, plan: Plan, logs: Path, say: Say) -> dict[st
         )
 
         def settled() -> bool:
-            # On a loaded machine a label can outrun its event's prediction (an orphan);
-            # the last shadow batches must be scored before the worker stops.
+            # Every event predicted and handed to the online shadow, every label learned or
+            # an orphan (on a loaded machine a label can outrun its event's prediction).
+            scored = worker.metric("streamscore_predictions_total", **primary) or 0
             learned = worker.metric("streamscore_online_learned_total", **model) or 0
             orphans = worker.metric("streamscore_labels_total", outcome="orphan") or 0
             backlog = worker.metric("streamscore_shadow_backlog_events", **model) or 0
-            return learned + orphans >= total and backlog == 0
+            return scored > total and backlog == 0 and learned + orphans >= total
 
         await until(settled, SETTLE_SECONDS, worker, "end: every label learned or orphaned")
+        # Read while the worker runs: its last shadow batch may still be publishing (the
+        # backlog counts batches not yet taken); the read ends after 2 s without a record.
+        records = await read_topics(kafka, [spec.shadow_topic])
         samples = scrape(settings.metrics_port) or {}
     finally:
         # Not awaited in a thread: on Ctrl-C the loop is being torn down, and the worker
         # must stop all the same.
         exit_code = worker.stop()
-    records = await read_topics(kafka, [spec.shadow_topic])
     served = served_by_event(records.get(spec.shadow_topic, []), spec.online.name)
     result = served_figures(served, [y for _, y in stream(plan.passes)], plan.delay)
     reference = river_reference(spec.online, plan.delay, plan.passes)
@@ -306,8 +310,9 @@ def markdown(report: dict[str, Any]) -> str:
         f"River's Phishing stream (1,250 rows, natural order) x {plan['passes']} passes ="
         f" {n:,} events (ids unique per pass), offered at {plan['rate']:,.0f}/s (achieved"
         f" {replayed['events_per_second']:,.0f}/s, at most {replayed['max_lag_ms']:.0f} ms behind"
-        f" schedule), each label sent {plan['delay']} events after its event, one worker with"
-        " role `all`.",
+        f" schedule), each label sent {plan['delay']} events"
+        f" ({plan['delay'] / plan['rate'] * 1000:g} ms) after its event, one worker with role"
+        " `all`.",
         "",
         "| figure | value |",
         "| --- | ---: |",
