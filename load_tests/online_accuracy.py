@@ -49,6 +49,7 @@ from load_tests.online_served import (
     buckets,
     replay,
     river_reference,
+    scored_after_ms,
     served_by_event,
     served_figures,
     share_within,
@@ -124,7 +125,7 @@ async def measure(env: Environment, plan: Plan, logs: Path, say: Say) -> dict[st
         await until(settled, SETTLE_SECONDS, worker, "end: every label learned or orphaned")
         # Read while the worker runs: its last shadow batch may still be publishing (the
         # backlog counts batches not yet taken); the read ends after 2 s without a record.
-        records = await read_topics(kafka, [spec.shadow_topic])
+        records = await read_topics(kafka, [spec.output.topic, spec.shadow_topic])
         samples = scrape(settings.metrics_port) or {}
     finally:
         # Not awaited in a thread: on Ctrl-C the loop is being torn down, and the worker
@@ -134,7 +135,12 @@ async def measure(env: Environment, plan: Plan, logs: Path, say: Say) -> dict[st
     result = served_figures(served, [y for _, y in stream(plan.passes)], plan.delay)
     reference = river_reference(spec.online, plan.delay, plan.passes)
     report = summarize(plan, len(rows()), result, reference, samples, model, replayed)
-    return {**report, "worker_exit_code": exit_code}
+    scored_after = scored_after_ms(records.get(spec.output.topic, []), spec.model.name)
+    return {
+        **report,
+        "primary_scored_after_ms": spread(scored_after),
+        "worker_exit_code": exit_code,
+    }
 
 
 async def until(
@@ -293,6 +299,9 @@ def markdown(report: dict[str, Any]) -> str:
     hist, age = report["labels_behind_histogram"], report["snapshot_age_histogram"]
     labels, load = report["labels"], report["load_average_1min"]
     replayed = report["replay"]
+    after = report.get("primary_scored_after_ms") or dict.fromkeys(
+        ("median", "p90", "max"), math.nan
+    )
     n = report["events"]
 
     def pct(value: float | None) -> str:
@@ -337,6 +346,9 @@ def markdown(report: dict[str, Any]) -> str:
         f" {' / '.join(pct(v) for v in age.values())} |",
         "| labels joined / orphan / late / duplicate / invalid |"
         f" {' / '.join(f'{labels[o]:,.0f}' for o in OUTCOMES)} |",
+        "| the primary's prediction, event to scored (`scored_at` - `event_time`; stored a"
+        " publish later): median / p90 / max |"
+        f" {' / '.join(f'{after[k]:.0f}' for k in ('median', 'p90', 'max'))} ms |",
         "| online shadow: events shed / errors / replayed events with no record |"
         f" {report['shed']:,.0f} / {report['shadow_errors']:,.0f} /"
         f" {report['missing_records']:,} |",

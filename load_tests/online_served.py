@@ -18,7 +18,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -200,6 +200,18 @@ def served_figures(
         behind[k] = max(0, k - delay + 1) - int(record["learned_labels"])
     missing = [k for k in range(len(truth)) if k not in served]
     return Served(len(truth), missing, correct, behind)
+
+
+def scored_after_ms(values: Iterable[Mapping[str, Any]], model: str) -> list[float]:
+    """Per record of ``model`` for the replay's events: ``scored_at`` - ``event_time`` in ms
+    (the replay stamps the event as it sends it; same machine, same clock). The prediction is
+    stored a publish later: a label sent sooner after its event than this finds no prediction
+    (an orphan)."""
+    return [
+        (datetime.fromisoformat(v["scored_at"]) - datetime.fromisoformat(v["event_time"]))
+        / timedelta(milliseconds=1)
+        for v in served_by_event(values, model).values()
+    ]
 
 
 def spread(values: Iterable[float]) -> dict[str, float]:

@@ -15,6 +15,7 @@ from load_tests.online_served import (
     buckets,
     per_pass_from_cumulative,
     river_reference,
+    scored_after_ms,
     served_by_event,
     served_figures,
     share_within,
@@ -42,6 +43,16 @@ def test_records_are_taken_by_event_for_the_online_model_only() -> None:
         record(2, False, 0),
     ]
     assert sorted(served_by_event(values, "phish_river")) == [0, 2]
+
+
+def test_scored_after_is_scored_at_minus_event_time() -> None:
+    values = [
+        {**record(0, True, 0, model="phish_lr"), "event_time": "2026-01-01T00:00:00+00:00",
+         "scored_at": "2026-01-01T00:00:00.025000+00:00"},
+        {**record(1, True, 0), "event_time": "2026-01-01T00:00:00+00:00",
+         "scored_at": "2026-01-01T00:00:01+00:00"},  # another model's
+    ]  # fmt: skip
+    assert scored_after_ms(values, "phish_lr") == pytest.approx([25.0])
 
 
 def test_accuracy_and_labels_behind_come_from_the_served_decisions_and_snapshots() -> None:
