@@ -141,8 +141,9 @@ def test_the_report_names_each_figure_and_the_target() -> None:
         reference,
         samples,
         {"pipeline": "p", "model": "phish_river"},
-        Replayed(events=8, labels=8, seconds=0.004, max_lag_seconds=0.001),
+        Replayed(events=8, labels=8, seconds=0.0035, max_lag_seconds=0.001),
     )
+    assert report["replay"]["events_per_second"] == pytest.approx(2000)
     assert report["served_accuracy"] == pytest.approx(7 / 8)
     assert report["difference_points"] == pytest.approx(-2.5)
     assert report["met"] is False  # 2.5 points off, the target is 2
