@@ -2,17 +2,16 @@
 ``STREAMSCORE_EMBEDDED_BROKER``, streams/brokers.py) and Redis, and an isolated copy of a
 pipeline.
 
-The pipeline is prepared as the integration tests prepare theirs (tests/integration/
-harness.py): its Feast repo is copied into a work folder, offline data written, applied and
-materialized into this run's Redis, and its models trained into the work folder's registry
-if they are not there yet. Each system under test then runs a *variant*: the same repo and
-models under its own pipeline name (so its own consumer group) and its own topics.
+The pipeline is prepared as the integration tests prepare theirs (``streams.bootstrap.
+prepare_copy``): its Feast repo is copied into a work folder, offline data written, applied
+and materialized into this run's Redis, and its models trained into the work folder's
+registry if they are not there yet. Each system under test then runs a *variant*: the same
+repo and models under its own pipeline name (so its own consumer group) and its own topics.
 """
 
 from __future__ import annotations
 
 import contextlib
-import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from streams.bootstrap import prepare_features, train_if_needed
+from streams.bootstrap import prepare_copy
 from streams.brokers import EmbeddedBroker, choose_broker
 from streams.connections import KafkaConnection
 from streams.embedded import EmbeddedRedis, free_port
@@ -111,19 +110,7 @@ def prepare(spec_path: Path, workdir: Path, settings: Settings) -> tuple[Pipelin
     """Copy the spec's Feast repo into ``workdir``, apply + materialize it, train if needed.
 
     Returns the prepared spec and what was trained (empty when the models were there)."""
-    source = load_spec(spec_path)
-    repo = workdir / "repo"
-    if not repo.exists():
-        shutil.copytree(
-            source.features.repo, repo, ignore=shutil.ignore_patterns("data", "__pycache__")
-        )
-    update: dict[str, Any] = {"features": source.features.model_copy(update={"repo": repo})}
-    if source.training is not None:
-        relative = source.training.dataset.relative_to(source.features.repo)
-        update["training"] = source.training.model_copy(update={"dataset": repo / relative})
-    spec = source.model_copy(update=update)
-    prepare_features(spec, settings)
-    trained = train_if_needed(spec, settings)
+    spec, trained = prepare_copy(spec_path, workdir, settings)
     return spec, [f"{v.name} v{v.version}" for v in trained]
 
 

@@ -7,10 +7,13 @@ a time on the same machine:
 1. the pass-through ceiling (``load_tests.baselines passthrough``),
 2. the naive per-event pipeline (``load_tests.baselines naive``),
 3. the real pipeline (``streamscore worker``): latency at 2,000 events/s Poisson, bursts,
-   the sustained throughput (with labels, then without), then with a second worker.
+   the sustained throughput (with labels, then without), then with a second worker;
 
-Writes report.json, report.md, throughput.png and latency.png into
-``load_tests/reports/<time>-<preset>/`` and prints the comparison. Everything started is
+then, on the same broker and Redis, the online model's served accuracy at 2,000 events/s
+(``load_tests.online_accuracy``; not with ``--only``).
+
+Writes report.json, report.md, throughput.png, latency.png and online_accuracy.{json,md}
+into ``load_tests/reports/<time>-<preset>/`` and prints the comparison. Everything started is
 stopped, on Ctrl-C and on failure too. ``--quick`` gives rough figures in about a minute.
 """
 
@@ -25,10 +28,11 @@ import tempfile
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
-from load_tests import environment, profiling
+from load_tests import environment, online_accuracy, profiling
 from load_tests.config import PROFILES
 from load_tests.markdown import print_comparison
 from load_tests.session import SYSTEMS, run_load
@@ -66,6 +70,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--label-delay", type=float, help="seconds from event to label (2)")
     parser.add_argument("--label-fraction", type=float, help="share of events labelled (1.0)")
     parser.add_argument("--log-level", default="warn", help="workers' log level")
+    parser.add_argument(
+        "--online-passes",
+        type=int,
+        default=online_accuracy.Plan().passes,
+        help="the online-accuracy benchmark's passes over Phishing at the end (0: skip; it is"
+        " skipped with --only too)",
+    )
     return parser.parse_args(argv)
 
 
@@ -99,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = args.out or REPORTS / f"{stamp}-{profile.name}"
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="streamscore-load-"))
     console.print(f"streamscore load test ({profile.name}); report -> {out_dir}")
+    online = None
     try:
         with environment.embedded(args.spec, workdir, args.log_level, console.print) as env:
             report = asyncio.run(
@@ -111,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
                     only=tuple(args.only or SYSTEMS),
                 )
             )
+            if args.only is None and args.online_passes > 0:
+                online = online_part(env, args.online_passes, out_dir, console)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/yellow]: every process this run started is stopped")
         return 130
@@ -119,7 +133,25 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
     print_comparison(report, console)
     console.print(f"report: {out_dir / 'report.md'}")
+    if online is not None:
+        console.print(online_accuracy.headline(online))
+        console.print(f"report: {out_dir / 'online_accuracy.md'}")
     return 0
+
+
+def online_part(
+    env: environment.Environment, passes: int, out_dir: Path, console: Console
+) -> dict[str, Any] | None:
+    """The online model's served accuracy at 2,000 events/s (load_tests/online_accuracy.py)
+    on the same broker and Redis, once the systems are measured; its failure is reported and
+    leaves the load report as it is."""
+    console.print("online accuracy: the phishing pipeline at 2,000 events/s")
+    plan = replace(online_accuracy.Plan(), passes=passes)
+    try:
+        return online_accuracy.run_after_load(env, plan, out_dir, console.print)
+    except Exception as error:  # noqa: BLE001 - the load report stands without it
+        console.print(f"[red]online accuracy failed[/red]: {error}")
+        return None
 
 
 if __name__ == "__main__":

@@ -1,12 +1,15 @@
 """Getting a pipeline ready to run: offline data, Feast apply + materialize, training.
 
-Used by ``streamscore demo``, ``streamscore train`` and the integration tests, so all three
-prepare a pipeline the same way.
+Used by ``streamscore demo``, ``streamscore train``, the integration tests and the load
+tests, so all of them prepare a pipeline the same way.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
+from pathlib import Path
+from typing import Any
 
 from features.store import apply_repo, materialize, open_store
 from models.errors import ModelNotFound
@@ -15,7 +18,7 @@ from streams.connections import RedisConnection
 from streams.errors import SpecError
 from streams.generators import offline_data_writer
 from streams.settings import Settings
-from streams.spec import PipelineSpec
+from streams.spec import PipelineSpec, load_spec
 
 log = logging.getLogger(__name__)
 
@@ -68,3 +71,26 @@ def train_if_needed(
     apply_repo(store, spec.features.repo)
     frame = load_training_frame(spec, store)
     return train_models(spec, frame, registry)
+
+
+def prepare_copy(
+    spec_path: Path, workdir: Path, settings: Settings
+) -> tuple[PipelineSpec, list[ModelVersion]]:
+    """The spec with its Feast repo copied into ``workdir/repo`` (kept if already there),
+    applied, materialized and its models trained if needed: an isolated pipeline for the
+    integration tests and the load tests, leaving the source repo untouched.
+
+    Returns the prepared spec and what was trained (empty when the models were there)."""
+    source = load_spec(spec_path)
+    repo = workdir / "repo"
+    if not repo.exists():
+        shutil.copytree(
+            source.features.repo, repo, ignore=shutil.ignore_patterns("data", "__pycache__")
+        )
+    update: dict[str, Any] = {"features": source.features.model_copy(update={"repo": repo})}
+    if source.training is not None:
+        relative = source.training.dataset.relative_to(source.features.repo)
+        update["training"] = source.training.model_copy(update={"dataset": repo / relative})
+    spec = source.model_copy(update=update)
+    prepare_features(spec, settings)
+    return spec, train_if_needed(spec, settings)

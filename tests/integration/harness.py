@@ -9,7 +9,6 @@ consumer group) and its own topics.
 from __future__ import annotations
 
 import asyncio
-import shutil
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
-from streams.bootstrap import prepare_features, train_if_needed
+from streams.bootstrap import prepare_copy
 from streams.connections import KafkaConnection
 from streams.processes import WorkerProcess
 from streams.settings import Settings
@@ -35,18 +34,7 @@ class PreparedPipeline:
 
     @classmethod
     def prepare(cls, spec_path: Path, workdir: Path, settings: Settings) -> PreparedPipeline:
-        source = load_spec(spec_path)
-        repo = workdir / "repo"
-        shutil.copytree(
-            source.features.repo, repo, ignore=shutil.ignore_patterns("data", "__pycache__")
-        )
-        update: dict = {"features": source.features.model_copy(update={"repo": repo})}
-        if source.training is not None:
-            relative = source.training.dataset.relative_to(source.features.repo)
-            update["training"] = source.training.model_copy(update={"dataset": repo / relative})
-        spec = source.model_copy(update=update)
-        prepare_features(spec, settings)
-        train_if_needed(spec, settings)
+        spec, _ = prepare_copy(spec_path, workdir, settings)
         return cls(spec, settings, workdir)
 
     def variant(

@@ -6,24 +6,34 @@ What it served (its published shadow records) must be as accurate as River's own
 ``progressive_val_score(delay=50)`` with the same model, within 1 point: the serving
 snapshot is fresh. And the accuracy the service reports must be the one recomputed from
 those records: it is evaluated on what it served.
+
+The replay, River's reference and the figures are load_tests/online_served.py's, shared with
+the 2,000 events/s benchmark (``python -m load_tests.online_accuracy``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-import urllib.request
 import uuid
 from datetime import UTC, datetime
-from pathlib import Path
 
 import numpy as np
 import orjson
 import pytest
 import redis
-from aiokafka import AIOKafkaProducer
-from prometheus_client.parser import text_string_to_metric_families
 
+from load_tests.online_served import (
+    PHISHING_SPEC,
+    buckets,
+    replay,
+    river_reference,
+    served_by_event,
+    served_figures,
+    share_within,
+    spread,
+)
+from load_tests.processes import scrape
 from streams.compare import labelled_evaluation
 from streams.connections import RedisConnection
 from streams.embedded import free_port
@@ -41,7 +51,6 @@ from tests.specs.phishing.pages import event, rows
 
 pytestmark = pytest.mark.integration
 
-PHISHING_SPEC = Path(__file__).resolve().parents[1] / "specs" / "phishing" / "spec.yaml"
 DELAY = 50  # events between an event and its label
 RATE = 200.0  # events per second
 
@@ -51,77 +60,6 @@ def phishing(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory):
     return PreparedPipeline.prepare(
         PHISHING_SPEC, tmp_path_factory.mktemp("phishing"), base_settings
     )
-
-
-def river_reference(delay: int) -> float:
-    """River's own progressive validation of the spec's online model, labels ``delay``
-    events late (``moment`` None: the row index is the time, so label i is revealed just
-    before question i + delay)."""
-    from river import datasets, evaluate, metrics
-
-    from models.online import build_river_model
-    from streams.spec import load_spec
-
-    model = build_river_model(load_spec(PHISHING_SPEC).online)
-    metric = evaluate.progressive_val_score(
-        datasets.Phishing(), model, metrics.Accuracy(), moment=None, delay=delay
-    )
-    return float(metric.get())
-
-
-async def replay(bootstrap: str, events_topic: str, labels_topic: str) -> None:
-    """Event j at j / RATE seconds; label j - DELAY sent just before it (the last labels
-    keep the pace, as if the stream went on)."""
-    data = rows()
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
-    await producer.start()
-    try:
-        start = time.monotonic()
-        sent = []
-        for j, (x, _) in enumerate(data):
-            if j >= DELAY:
-                sent.append(await producer.send(labels_topic, label(j - DELAY, data), key=b"l"))
-            now = datetime.now(UTC)
-            value = orjson.dumps(event(j, x, now))
-            sent.append(await producer.send(events_topic, value, key=f"page-{j}".encode()))
-            pause = start + (j + 1) / RATE - time.monotonic()
-            if pause > 0:
-                await asyncio.sleep(pause)
-        for j in range(len(data), len(data) + DELAY):  # the last labels, at the same pace
-            sent.append(await producer.send(labels_topic, label(j - DELAY, data), key=b"l"))
-            pause = start + (j + 1) / RATE - time.monotonic()
-            if pause > 0:
-                await asyncio.sleep(pause)
-        await asyncio.gather(*sent)
-    finally:
-        await producer.stop()
-
-
-def label(i: int, data: list) -> bytes:
-    return orjson.dumps({"event_id": f"page-{i}", "label": int(data[i][1])})
-
-
-def histograms(worker: WorkerProcess, pipeline: str) -> dict[str, dict[float, float]]:
-    """The online staleness histograms' cumulative buckets (upper bound -> count)."""
-    port = worker.settings.metrics_port
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:  # noqa: S310
-        text = response.read().decode()
-    out: dict[str, dict[float, float]] = {}
-    for family in text_string_to_metric_families(text):
-        if family.name in (
-            "streamscore_online_labels_behind",
-            "streamscore_online_snapshot_age_seconds",
-        ):
-            out[family.name] = {
-                float(s.labels["le"]): s.value
-                for s in family.samples
-                if s.name.endswith("_bucket") and s.labels["pipeline"] == pipeline
-            }
-    return out
-
-
-def share_within(buckets: dict[float, float], bound: float) -> float:
-    return buckets[bound] / buckets[float("inf")]
 
 
 def progress(worker: WorkerProcess) -> str:
@@ -166,7 +104,7 @@ def test_the_online_model_serves_fresh_and_is_reported_on_what_it_served(
         warmup = orjson.dumps({**event(0, rows()[0][0], datetime.now(UTC)), "page_id": "warmup"})
         asyncio.run(produce(bootstrap, spec.input.topic, [(b"warmup", warmup)]))
         asyncio.run(consume(bootstrap, [spec.output.topic], 1, 60, worker))
-        asyncio.run(replay(bootstrap, spec.input.topic, spec.labels.topic))
+        asyncio.run(replay(bootstrap, spec.input.topic, spec.labels.topic, rate=RATE, delay=DELAY))
         learned = {"pipeline": spec.name, "model": online}
 
         def settled() -> float:
@@ -175,7 +113,7 @@ def test_the_online_model_serves_fresh_and_is_reported_on_what_it_served(
             return taken + (worker.metric("streamscore_labels_total", outcome="orphan") or 0)
 
         wait_for(lambda: settled() >= n, 60, worker, "every label learned or orphaned")
-        staleness = histograms(worker, spec.name)
+        samples = scrape(settings.metrics_port) or {}
         reported = worker.metric("streamscore_online_metric", **learned, metric="accuracy")
         as_learned = worker.metric(
             "streamscore_online_as_learned_metric", **learned, metric="accuracy"
@@ -185,29 +123,23 @@ def test_the_online_model_serves_fresh_and_is_reported_on_what_it_served(
         assert worker.stop() == 0, worker.log_tail()
 
     records = asyncio.run(read_to_end(bootstrap, {spec.shadow_topic: spec.output_partitions}))
-    served = {}
-    for record in records[spec.shadow_topic]:
-        value = orjson.loads(record.value)
-        if value["model"] == online and value["event_id"].startswith("page-"):
-            served[int(value["event_id"].removeprefix("page-"))] = value
+    served = served_by_event((orjson.loads(r.value) for r in records[spec.shadow_topic]), online)
     assert shed == 0, f"the online shadow shed {shed:.0f} events (its queue was full)"
     assert sorted(served) == list(range(n)), "the online shadow scored every event once"
     truth = [y for _, y in rows()]
-    correct = [served[i]["decision"] == truth[i] for i in range(n)]
-    accuracy = float(np.mean(correct))
+    figures = served_figures(served, truth, DELAY)
+    accuracy, correct = figures.accuracy, figures.correct
 
-    # Staleness in events: labels sent before event j (j - DELAY) that its snapshot lacked.
-    behind = [max(0, j - DELAY) - served[j]["learned_labels"] for j in range(n)]
-    reference = river_reference(DELAY)
+    # Staleness in events: labels sent before event j (0..j - DELAY) its snapshot lacked.
+    behind = spread(figures.behind.values())
+    reference = river_reference(spec.online, DELAY).whole
     print(
         f"\nserved accuracy {accuracy:.4f}, River progressive_val_score(delay={DELAY})"
         f" {reference:.4f}, as learned {as_learned:.4f}; labels behind per event: median"
-        f" {np.median(behind):.0f}, p90 {np.percentile(behind, 90):.0f}, max {max(behind)}"
+        f" {behind['median']:.0f}, p90 {behind['p90']:.0f}, max {behind['max']:.0f}"
     )
-    behind_metric, age = (
-        staleness["streamscore_online_labels_behind"],
-        staleness["streamscore_online_snapshot_age_seconds"],
-    )
+    behind_metric = buckets(samples, "streamscore_online_labels_behind", **learned)
+    age = buckets(samples, "streamscore_online_snapshot_age_seconds", **learned)
     print(
         f"metrics: {behind_metric[float('inf')]:.0f} online predictions observed; labels behind"
         f" <= 5: {share_within(behind_metric, 5):.1%},"
