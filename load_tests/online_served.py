@@ -132,6 +132,31 @@ def river_reference(online: OnlineModelSpec, delay: int, passes: int = 1) -> Ref
     return Reference(cumulative[-1], per_pass_from_cumulative(cumulative))
 
 
+def progressive_decisions(
+    online: OnlineModelSpec, delay: int, passes: int = 1, threshold: float | None = 0.5
+) -> list[bool]:
+    """Progressive validation as River's ``progressive_val_score(moment=None, delay=delay)``
+    runs it (label i learned just before question i + delay), whether each question was
+    answered right. ``threshold`` None decides with River's ``predict_one``; a number
+    decides as the service does, ``score >= threshold``. The two differ only on exact ties
+    (an untrained model's 0.5: River says False, the service True), so the served figure is
+    compared with the reference that decides the same way: the gap is then staleness alone."""
+    from models.online import build_river_model
+
+    model = build_river_model(online)
+    data = stream(passes)
+    right = []
+    for j, (x, y) in enumerate(data):
+        if j >= delay:
+            model.learn_one(*data[j - delay])
+        if threshold is None:
+            decision = bool(model.predict_one(x))
+        else:
+            decision = model.predict_proba_one(x).get(True, 0.0) >= threshold
+        right.append(decision == y)
+    return right
+
+
 def per_pass_from_cumulative(cumulative: Sequence[float]) -> list[float]:
     """Each pass's own accuracy from the running accuracy after each (equal-sized) pass:
     after pass p the running figure covers p passes, so pass p's correct share is

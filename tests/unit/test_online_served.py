@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from load_tests.online_accuracy import Plan, markdown, summarize
@@ -14,6 +15,7 @@ from load_tests.online_served import (
     Replayed,
     buckets,
     per_pass_from_cumulative,
+    progressive_decisions,
     river_reference,
     scored_after_ms,
     served_by_event,
@@ -165,3 +167,14 @@ def test_the_report_names_each_figure_and_the_target() -> None:
     assert "**87.5%**" in text
     assert "-2.50 points (not met)" in text
     assert "| 2 | 75.0% | 95.0% | -20.00 |" in text
+
+
+def test_progressive_decisions_reproduce_river_and_differ_from_the_service_only_on_ties() -> None:
+    online = load_spec(PHISHING_SPEC).online
+    assert online is not None
+    river = progressive_decisions(online, 50, threshold=None)
+    # The loop is River's own progressive validation: the same accuracy to the last row.
+    assert np.mean(river) == pytest.approx(river_reference(online, 50).whole, abs=1e-12)
+    service = progressive_decisions(online, 50, threshold=0.5)
+    differ = [j for j, (a, b) in enumerate(zip(river, service, strict=True)) if a != b]
+    assert differ and all(j < 50 for j in differ)  # the untrained model's ties, nothing else
