@@ -15,6 +15,12 @@ member (``streams.single_owner``): one logical learner, whatever the number of w
 others wait in the group and take over when the owner leaves or dies. A revocation waits
 for the batch in progress, so the owner commits it before anyone else is assigned.
 
+A label that finds no prediction may have outrun it (labels sent at once, a scoring worker
+behind): it is held and joined again with the next batches, for up to the spec's
+``labels.orphan_grace_seconds``, before it counts as an orphan. Offsets are committed only
+up to the oldest held label of each partition, so a crash or a rebalance replays held
+labels too (what was learned meanwhile is skipped as duplicates).
+
 Batches are small and adaptive: whatever has arrived is taken, but a batch starts no sooner
 than ``LEARN_BATCH_INTERVAL_SECONDS`` after the previous one (what arrives meanwhile joins
 it). Each batch is a checkpoint (~1 ms of CPU) and a snapshot reload in every online
@@ -54,6 +60,10 @@ LABEL_BATCH_SIZE = 2048
 LEARN_BATCH_INTERVAL_SECONDS = 0.01
 #: How long one idle ``getmany`` waits (a stop between two waits is noticed this fast).
 IDLE_POLL_MS = 200
+#: How often held labels (no prediction yet) are joined again when nothing else arrives.
+HELD_RETRY_MS = 50
+#: Most labels held at once; past it the oldest count as orphans at once.
+HELD_MAX = 65_536
 
 
 def labels_group(spec: PipelineSpec) -> str:
@@ -98,6 +108,13 @@ class LabelConsumer(Service):
         self._batch = asyncio.Lock()  # held while a batch runs: a revocation waits for it
         self._stopping = False
         self._last_batch = float("-inf")
+        assert spec.labels is not None
+        self._grace = spec.labels.orphan_grace_seconds
+        # Labels with no prediction yet, by (partition, offset): (message, first tried).
+        self._held: dict[tuple[int, int], tuple[InputMessage, float]] = {}
+        self._m_held = joiner.metrics.labels_held.labels(spec.name)
+        self._next: dict[int, int] = {}  # per partition: the offset after the last one taken
+        self._committed: dict[int, int] = {}  # per partition: the offset last committed
         lifecycle.health.expect_agent(LABELS)
 
     async def on_start(self) -> None:
@@ -139,19 +156,21 @@ class LabelConsumer(Service):
         lifecycle = self._lifecycle
         async with lifecycle.agent(LABELS):
             while not self._stopping:
-                records = await self._take(consumer)
-                if not records or self._stopping:
+                records = await self._take(consumer, HELD_RETRY_MS if self._held else IDLE_POLL_MS)
+                if not (records or self._held) or self._stopping:
                     continue
                 async with self._batch:
                     work = self._handle(consumer, records)
-                    await lifecycle.run_batch(LABELS, len(records), work)
+                    await lifecycle.run_batch(LABELS, len(records) + len(self._held), work)
 
-    async def _take(self, consumer: AIOKafkaConsumer) -> list[ConsumerRecord[Any, Any]]:
-        """What has arrived (waiting up to ``IDLE_POLL_MS`` for a first record), plus what
+    async def _take(
+        self, consumer: AIOKafkaConsumer, wait_ms: int
+    ) -> list[ConsumerRecord[Any, Any]]:
+        """What has arrived (waiting up to ``wait_ms`` for a first record), plus what
         arrives until ``LEARN_BATCH_INTERVAL_SECONDS`` after the previous batch began; in
         arrival order across partitions (their Kafka timestamps; a partition's own order
         is kept)."""
-        fetched = await consumer.getmany(timeout_ms=IDLE_POLL_MS, max_records=LABEL_BATCH_SIZE)
+        fetched = await consumer.getmany(timeout_ms=wait_ms, max_records=LABEL_BATCH_SIZE)
         records = [record for batch in fetched.values() for record in batch]
         if not records:
             return records
@@ -168,8 +187,27 @@ class LabelConsumer(Service):
     async def _handle(
         self, consumer: AIOKafkaConsumer, records: Sequence[ConsumerRecord[Any, Any]]
     ) -> None:
-        messages = [_input_message(record) for record in records]
-        outcome = await self._joiner.join(messages)
+        now = time.monotonic()
+        held, self._held = self._held, {}
+        first_tried = {key: tried for key, (_, tried) in held.items()}
+        # The held labels first: they arrived before this batch (label order is kept).
+        messages = [message for message, _ in held.values()]
+        messages += [_input_message(record) for record in records]
+        room = HELD_MAX - len(held)
+
+        def hold(message: InputMessage) -> bool:
+            nonlocal room
+            tried = first_tried.get((message.partition, message.offset), now)
+            if now - tried >= self._grace or room <= 0:
+                return False
+            room -= 1
+            return True
+
+        outcome = await self._joiner.join(messages, hold=hold)
+        for message in outcome.held:
+            key = (message.partition, message.offset)
+            self._held[key] = (message, first_tried.get(key, now))
+        self._m_held.set(len(self._held))
         await self._dead_letters.publish(outcome.dead_letters)  # delivered before the commit
         if self._learner is not None and outcome.joined:
             try:
@@ -179,12 +217,23 @@ class LabelConsumer(Service):
                 # batch is uncommitted, so the owner takes it (and learns what it lacks).
                 log.warning("pipeline %s: %s; leaving the batch to it", self.spec.name, exc)
                 return
-        offsets: dict[TopicPartition, int] = {}
         for record in records:
-            tp = TopicPartition(record.topic, record.partition)
-            offsets[tp] = max(offsets.get(tp, 0), record.offset + 1)
+            after = self._next.get(record.partition, 0)
+            self._next[record.partition] = max(after, record.offset + 1)
+        oldest_held: dict[int, int] = {}
+        for partition, offset in self._held:  # a replay must bring a held label back
+            oldest_held[partition] = min(oldest_held.get(partition, offset), offset)
+        targets = {p: oldest_held.get(p, after) for p, after in self._next.items()}
+        offsets = {
+            TopicPartition(self.topic, p): offset
+            for p, offset in targets.items()
+            if self._committed.get(p) != offset
+        }
+        if not offsets:
+            return
         try:
             await consumer.commit(offsets)
+            self._committed.update(targets)
         except (CommitFailedError, IllegalStateError) as exc:
             # Fenced by the group: the partitions went to another member, which consumes
             # the batch again and finds it learned (the learned ids are checkpointed).
@@ -195,6 +244,11 @@ class LabelConsumer(Service):
 
     def taken_partitions(self, assigned: set[TopicPartition]) -> None:
         """The group gave this worker ``assigned``: a new owner resumes from the checkpoint."""
+        # From now on everything comes from the committed offsets again.
+        self._held.clear()
+        self._m_held.set(0)
+        self._next.clear()
+        self._committed.clear()
         if assigned and self._learner is not None:
             self._learner.forget()
 

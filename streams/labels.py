@@ -133,6 +133,7 @@ def joined_record(
 class JoinOutcome:
     joined: list[dict[str, Any]] = field(default_factory=list)  # for the learner, in order
     dead_letters: list[OutputRecord] = field(default_factory=list)
+    held: list[InputMessage] = field(default_factory=list)  # no prediction yet: try again
     counts: dict[str, int] = field(default_factory=dict)
 
 
@@ -160,14 +161,22 @@ class LabelJoiner:
         self.shadow_models = [s.name for s in spec.shadows] + (
             [spec.online.name] if spec.online else []
         )
+        self.metrics = metrics
         self._m_labels = metrics.labels
         self._m_retries = metrics.redis_retries.labels(spec.name, STAGE)
         self._m_dead = metrics.dead_letters
         self._m_delay = metrics.label_delay_seconds.labels(spec.name)
 
-    async def join(self, messages: Sequence[InputMessage]) -> JoinOutcome:
+    async def join(
+        self,
+        messages: Sequence[InputMessage],
+        hold: Callable[[InputMessage], bool] | None = None,
+    ) -> JoinOutcome:
+        """Join ``messages``; one whose label finds no prediction is an orphan, unless
+        ``hold`` says to try it again later: it is then returned in ``held``, uncounted."""
         out = JoinOutcome()
         labels: list[Label] = []
+        sources: list[InputMessage] = []
         privacy = self.privacy
         show_id = not privacy.hashes_id
         task = self.spec.task
@@ -183,6 +192,7 @@ class LabelJoiner:
             if privacy.hashes_id:  # as the event's id was hashed: the join still finds it
                 label = dataclasses.replace(label, event_id=privacy.event_id(label.event_id))
             labels.append(label)
+            sources.append(message)
         ids = [label.event_id for label in labels]
         stored = await within_budget(
             lambda: self.store.get(ids, self.shadow_models),
@@ -194,9 +204,12 @@ class LabelJoiner:
         now = self.clock()
         counts = {"joined": 0, "late": 0, "orphan": 0, "invalid": len(out.dead_letters)}
         window = self.labels.window_seconds
-        for label, prediction in zip(labels, stored, strict=True):
+        for label, message, prediction in zip(labels, sources, stored, strict=True):
             if prediction is None:
-                counts["orphan"] += 1
+                if hold is not None and hold(message):
+                    out.held.append(message)
+                else:
+                    counts["orphan"] += 1
                 continue
             delay = now - prediction.predicted_at
             self._m_delay.observe(max(delay, 0.0))

@@ -183,6 +183,12 @@ class Metrics:
             "Label messages by outcome (joined, late, orphan, duplicate, invalid).",
             ["pipeline", "outcome"], registry=r,
         )  # fmt: skip
+        self.labels_held = Gauge(
+            "streamscore_labels_held",
+            "Labels whose prediction is not stored yet, joined again until the spec's"
+            " labels.orphan_grace_seconds (then orphans).",
+            ["pipeline"], registry=r,
+        )  # fmt: skip
         self.label_delay_seconds = Histogram(
             "streamscore_label_delay_seconds", "From prediction to its label's arrival.",
             ["pipeline"], buckets=DELAY_BUCKETS, registry=r,

@@ -247,6 +247,14 @@ class LabelsSpec(_Strict):
     late_policy: Literal["drop", "learn"] = Field(
         default="drop", description="Whether a late label (still joinable) is learned."
     )
+    orphan_grace_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        le=3600,
+        description="How long a label that finds no prediction is tried again before it"
+        " counts as an orphan: a label can outrun its event's prediction (labels sent at"
+        " once, a scoring worker behind). 0: an orphan at once.",
+    )
 
 
 class PrivacySpec(_Strict):

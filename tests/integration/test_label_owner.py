@@ -170,3 +170,63 @@ def test_a_learner_killed_mid_stream_loses_and_repeats_nothing(
         for r in held_out
     ]
     np.testing.assert_allclose(state.predict_many(held_out), expected, rtol=1e-9, atol=1e-12)
+
+
+def test_labels_that_outrun_their_predictions_are_held_not_orphaned_and_survive_a_restart(
+    card_fraud: PreparedPipeline,
+) -> None:
+    """Labels sent before their predictions are stored are held (and retried), not orphans;
+    a stop while they are held commits no offset past them, so the next learner finds them;
+    labels whose prediction never comes are orphans once the grace is over."""
+    suffix = uuid.uuid4().hex[:8]
+    labels = {
+        **card_fraud.spec.labels.model_dump(),
+        "topic": f"labels-{suffix}",
+        "partitions": 2,
+        "orphan_grace_seconds": 5.0,
+    }
+    spec_path, spec = card_fraud.variant(suffix, labels=labels)
+    asyncio.run(create_topics(card_fraud.settings, spec))
+    n, never = 40, 5
+    rng = np.random.default_rng(33)
+    vectors = rng.normal(size=(n, len(spec.input_columns()))).astype(np.float32)
+    ids = [f"ev-{suffix}-{i}" for i in range(n)] + [f"never-{suffix}-{i}" for i in range(never)]
+    records = [(i.encode(), orjson.dumps({"event_id": i, "label": 1})) for i in ids]
+    held = {"pipeline": spec.name}
+    orphans = {"pipeline": spec.name, "outcome": "orphan"}
+
+    first = learning_worker(card_fraud, spec_path, f"held-{suffix}-1")
+    try:
+        wait_until(lambda: ready(first), 60, [first], "the learner ready")
+        asyncio.run(
+            produce(card_fraud.settings.kafka_bootstrap_servers, spec.labels.topic, records)
+        )
+        wait_until(
+            lambda: first.metric("streamscore_labels_held", **held) == n + never,
+            30, [first], "every label held",
+        )  # fmt: skip
+        assert (first.metric("streamscore_labels_total", **orphans) or 0) == 0
+    finally:
+        assert first.stop() == 0, first.log_tail()
+
+    async def store() -> None:  # the predictions land, late
+        client = aioredis.Redis.from_url(card_fraud.settings.redis_url)
+        predictions = PredictionStore(client, spec.name, spec.labels.window_seconds)
+        scores = rng.random(n).tolist()
+        await predictions.put_predictions(ids[:n], time.time(), spec.model.name, 1, scores, vectors)
+        await client.aclose()
+
+    asyncio.run(store())
+    second = learning_worker(card_fraud, spec_path, f"held-{suffix}-2")
+    try:
+        wait_until(lambda: learned(second, spec) >= n, 60, [second], "the held labels learned")
+        wait_until(
+            lambda: (second.metric("streamscore_labels_total", **orphans) or 0) >= never,
+            30, [second], "the never-predicted labels orphaned after the grace",
+        )  # fmt: skip
+        assert second.metric("streamscore_labels_held", **held) == 0
+        assert learned(second, spec) == n
+    finally:
+        assert second.stop() == 0, second.log_tail()
+    state = checkpoint(card_fraud.settings, spec)
+    assert state is not None and state.learned == n
