@@ -37,7 +37,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaProducer
 
 from load_tests import environment
 from load_tests.environment import Environment
@@ -169,7 +168,7 @@ def predicted(worker: WorkerProcess) -> bool:
 
 async def warm_up(bootstrap: str, topic: str) -> None:
     value = orjson.dumps({**event(0, rows()[0][0], datetime.now(UTC)), "page_id": "warmup"})
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    producer = KafkaConnection(bootstrap).producer()
     await producer.start()
     try:
         await producer.send_and_wait(topic, value, key=b"warmup")

@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 import orjson
-from aiokafka import AIOKafkaProducer
 
 from load_tests.processes import Samples
+from streams.connections import KafkaConnection
 from streams.spec import OnlineModelSpec
 from tests.specs.phishing.pages import event, rows
 
@@ -75,7 +75,7 @@ async def replay(
     the schedule: the events it delayed go out at once."""
     data = stream(passes)
     total = len(data)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
+    producer = KafkaConnection(bootstrap).producer(linger_ms=0)
     await producer.start()
     try:
         start = last_event = time.monotonic()

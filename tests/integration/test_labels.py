@@ -184,7 +184,7 @@ async def test_without_an_online_model_every_model_is_evaluated_on_what_it_serve
     records = [
         joined_record(
             Label(f"plain-{i}", y, T0), T0, False, np.zeros(width, np.float32),
-            {plain.model.name: p, "fraud_gbt": q},
+            {plain.model.name: p, plain.shadows[0].name: q},
         )
         for i, (y, p, q) in enumerate(zip(labels, primary, shadow, strict=True))
     ]  # fmt: skip
@@ -195,7 +195,7 @@ async def test_without_an_online_model_every_model_is_evaluated_on_what_it_serve
     assert await LearnerService(plain, redis_client, Metrics()).handle(records) == 0
 
     threshold = plain.model.threshold if plain.model.threshold is not None else 0.5
-    for model, served in ((plain.model.name, primary), ("fraud_gbt", shadow)):
+    for model, served in ((plain.model.name, primary), (plain.shadows[0].name, shadow)):
         expected = np.mean([(s >= threshold) == y for s, y in zip(served, labels, strict=True)])
         reported = metrics.registry.get_sample_value(
             "streamscore_online_metric",
