@@ -11,7 +11,9 @@ values repeat), open outer bins, so every value falls in exactly one bin; bin ``
 ``edges[i-1] <= x < edges[i]``. A one-hot group (``{event: f, encode: one_hot}``) is one
 categorical column: a bin per declared value plus bin 0 for a row with none of them set.
 
-Counting is one vectorised pass over a batch's matrix (``ProfileBins.count``); training
+Counting is one vectorised pass over a batch's matrix (``ProfileBins.count``: a
+``searchsorted`` per numeric column, one matrix product for the one-hot groups, one
+``bincount``; nothing per row in Python); training
 counts its reference shares with that same code, so serving bins exactly as training did.
 The profile is JSON (pydantic), never a pickle: a registry folder is user-writable.
 
@@ -216,13 +218,8 @@ class ProfileBins:
         self.profile = profile
         numeric = [c for c in profile.columns if c.kind == "numeric"]
         category = [c for c in profile.columns if c.kind == "category"]
-        self._numeric_at = np.array([index[c.columns[0]] for c in numeric], dtype=np.intp)
-        # Padded with +inf: a value is never >= +inf, so a shorter column's extra edges
-        # never count. Bin = number of edges <= value.
-        most = max((len(c.edges) for c in numeric), default=0)
-        self._edges = np.full((len(numeric), max(most, 1)), np.inf)
-        for i, column in enumerate(numeric):
-            self._edges[i, : len(column.edges)] = np.asarray(column.edges, dtype=np.float64)
+        self._numeric_at = [index[c.columns[0]] for c in numeric]
+        self._numeric_edges = [np.asarray(c.edges, dtype=np.float64) for c in numeric]
         # matrix @ weights gives a group's category code: 1..k for the hot column, 0 for none.
         self._weights = np.zeros((len(input_columns), len(category)), dtype=np.float32)
         for j, column in enumerate(category):
@@ -249,16 +246,21 @@ class ProfileBins:
         (any length; empty to count columns only), in one pass each, no Python per row."""
         n = matrix.shape[0]
         codes: list[npt.NDArray[np.int64]] = []
-        if n and self._numeric_at.size:
-            values = matrix[:, self._numeric_at]
-            bins = (values[:, :, None] >= self._edges[None, :, :]).sum(axis=2)
+        if n and self._numeric_at:
+            # Bin = number of edges <= value; a loop over columns, each on the whole batch.
+            bins = np.empty((n, len(self._numeric_at)), dtype=np.int64)
+            for j, (at, edges) in enumerate(
+                zip(self._numeric_at, self._numeric_edges, strict=True)
+            ):
+                bins[:, j] = np.searchsorted(edges, matrix[:, at], side="right")
             codes.append((bins + self._numeric_offsets).ravel())
         if n and self._weights.shape[1]:
             hot = (matrix @ self._weights).astype(np.int64)
             codes.append((hot + self._category_offsets).ravel())
         if len(scores):
-            bins = (scores[:, None] >= self._score_edges[None, :]).sum(axis=1)
-            codes.append(bins + self._score_offset)
+            codes.append(
+                np.searchsorted(self._score_edges, scores, side="right") + self._score_offset
+            )
         if not codes:
             return np.zeros(self.size, dtype=np.int64)
         return np.bincount(np.concatenate(codes), minlength=self.size).astype(np.int64)
