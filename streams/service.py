@@ -41,8 +41,10 @@ class ScoringService:
 
     async def handle(self, messages: Sequence[InputMessage]) -> ScoredBatch:
         scored = await self.pipeline.score_batch(messages)
+        records = scored.records
         # A closed drift window's record is published with the batch: no extra round trip.
-        records = scored.records + self._count_drift(scored)
+        if closed := self._count_drift(scored):
+            records += closed
         started = time.perf_counter()
         if self.store is not None and scored.events:
             # Remembered for the label join before the inputs are acked: at-least-once too.
