@@ -2,7 +2,9 @@
 
 A manifest answers, months later, "what is this model and can I trust it?": which data it
 was trained on (path, sha256, rows), the exact input columns in order, the task, the offline
-metrics, the estimator and its parameters, and the sha256 of the ONNX file it describes.
+metrics, the estimator and its parameters, the sha256 of the ONNX file it describes, and
+the file and sha256 of its reference profile (``models/profile.py``; versions registered
+before profiles existed have none, and are served without drift monitoring).
 """
 
 from __future__ import annotations
@@ -70,6 +72,15 @@ class ManifestFields(BaseModel):
         return self
 
 
+class ArtifactRef(BaseModel):
+    """A file of the version folder beside the model, and its sha256."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    file: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    sha256: str = Field(pattern=_SHA256)
+
+
 class Manifest(ManifestFields):
     """A full manifest: the caller's fields plus what the registry assigns.
 
@@ -84,3 +95,6 @@ class Manifest(ManifestFields):
     version: int = Field(ge=1)
     created: str = Field(description="UTC time of registration, ISO 8601.")
     onnx_sha256: str = Field(pattern=_SHA256)
+    reference_profile: ArtifactRef | None = Field(
+        default=None, description="The training reference profile (None: trained before)."
+    )

@@ -4,6 +4,8 @@ Layout (one folder per model name)::
 
     <root>/<name>/<version>/model.onnx      the artifact, never changed after registration
     <root>/<name>/<version>/manifest.json   what it is (see models/manifest.py)
+    <root>/<name>/<version>/reference_profile.json   its training reference profile (JSON,
+                                            named and hashed in the manifest; optional)
     <root>/<name>/aliases.json              alias -> version, plus the history of changes
 
 A version folder is staged under a hidden name and published with one ``os.rename``, and
@@ -32,7 +34,8 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from models.errors import AliasMoved, ModelIntegrityError, ModelNotFound, RegistryError
-from models.manifest import Manifest, ManifestFields
+from models.manifest import ArtifactRef, Manifest, ManifestFields
+from models.profile import PROFILE_FILE, ReferenceProfile
 
 CHAMPION = "champion"
 MODEL_FILE = "model.onnx"
@@ -82,6 +85,30 @@ class ModelVersion:
             )
             raise ModelIntegrityError(self.name, self.version, self.path, msg)
         return data
+
+    def read_profile(self) -> ReferenceProfile | None:
+        """The reference profile, checked against the manifest's sha256 and parsed as JSON
+        data (never unpickled); None for a version registered without one."""
+        ref = self.manifest.reference_profile
+        if ref is None:
+            return None
+        try:
+            data = (self.path / ref.file).read_bytes()
+        except OSError as exc:
+            msg = f"cannot read {ref.file}: {exc.strerror}"
+            raise ModelIntegrityError(self.name, self.version, self.path, msg) from exc
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != ref.sha256:
+            msg = (
+                f"{ref.file} sha256 {digest} does not match the manifest's {ref.sha256}:"
+                " the file changed after registration"
+            )
+            raise ModelIntegrityError(self.name, self.version, self.path, msg)
+        try:
+            return ReferenceProfile.model_validate_json(data)
+        except ValidationError as exc:
+            msg = f"{ref.file} is not a valid reference profile: {exc}"
+            raise ModelIntegrityError(self.name, self.version, self.path, msg) from exc
 
 
 class AliasChange(BaseModel):
@@ -139,6 +166,10 @@ class ModelRegistry:
         found.read_onnx()
         return found
 
+    def version(self, name: str, version: int) -> ModelVersion:
+        """Version ``version`` of ``name`` by its manifest alone (its ONNX file not read)."""
+        return self._load(name, version, self._model_dir(name), asked=str(version))
+
     def alias_version(self, name: str, alias: str) -> int:
         """The version ``alias`` points at now (``ModelNotFound`` if it is not set)."""
         folder = self._model_dir(name)
@@ -169,9 +200,17 @@ class ModelRegistry:
                     raise AliasMoved(name, alias, expected, found)
             self._move_alias(folder, alias, version)
 
-    def register(self, name: str, onnx_bytes: bytes, fields: ManifestFields) -> ModelVersion:
+    def register(
+        self,
+        name: str,
+        onnx_bytes: bytes,
+        fields: ManifestFields,
+        *,
+        profile: ReferenceProfile | None = None,
+    ) -> ModelVersion:
         """Store a new version (the next number) and return it; the first version of a
-        name also becomes the ``champion``."""
+        name also becomes the ``champion``. ``profile``, the training reference profile, is
+        stored beside the model, named and hashed in the manifest."""
         _check_name(name)
         folder = self.root / name
         try:
@@ -181,6 +220,14 @@ class ModelRegistry:
             raise RegistryError(msg) from exc
         with _locked(folder):
             version = max(_version_numbers(folder), default=0) + 1
+            profile_json = (
+                None if profile is None else orjson.dumps(profile.model_dump(mode="json"))
+            )
+            profile_ref = (
+                None
+                if profile_json is None
+                else ArtifactRef(file=PROFILE_FILE, sha256=hashlib.sha256(profile_json).hexdigest())
+            )
             manifest = Manifest.model_validate(
                 {
                     **fields.model_dump(),
@@ -188,6 +235,7 @@ class ModelRegistry:
                     "version": version,
                     "created": _now(),
                     "onnx_sha256": hashlib.sha256(onnx_bytes).hexdigest(),
+                    "reference_profile": profile_ref,
                 }
             )
             target = folder / str(version)
@@ -195,6 +243,8 @@ class ModelRegistry:
             try:
                 staging.chmod(0o755)  # mkdtemp makes it 0o700; workers may run as another user
                 _atomic_write(staging / MODEL_FILE, onnx_bytes)
+                if profile_json is not None:
+                    _atomic_write(staging / PROFILE_FILE, profile_json)
                 manifest_json = orjson.dumps(manifest.model_dump(mode="json"), option=_JSON)
                 _atomic_write(staging / MANIFEST_FILE, manifest_json)
                 # One rename publishes model and manifest together; it fails rather than

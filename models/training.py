@@ -3,6 +3,9 @@
 The training matrix is built by the same ``InputLayout`` the worker uses, and every model is
 scored on the holdout through the serving ``OnnxScorer`` and compared with scikit-learn
 before anything is registered: a model whose ONNX form disagrees never reaches the registry.
+Each version is registered with its reference profile (``models/profile.py``): the training
+rows' distribution per input column and the model's held-out score distribution, what the
+scoring worker measures drift against.
 Training-only (imports scikit-learn through ``models.estimators``).
 """
 
@@ -34,6 +37,7 @@ from models.estimators import (
 )
 from models.inputs import InputLayout
 from models.manifest import Label, ManifestFields, Task, TrainingData
+from models.profile import ColumnGroup, ReferenceProfile, build_profile, column_groups
 from models.registry import ModelRegistry, ModelVersion
 from models.scorer import OnnxScorer
 from models.training_frame import (
@@ -84,8 +88,10 @@ def train_models(
         holdout_rows=len(hold),
     )
     split = _Split(matrix, labels, train, hold)
+    groups = column_groups(spec)
     candidates = [
-        _fit_and_verify(entry, training.task, layout, split, seed) for entry in training.models
+        _fit_and_verify(entry, training.task, layout, split, seed, groups)
+        for entry in training.models
     ]
     registered = []
     for candidate in candidates:
@@ -102,7 +108,9 @@ def train_models(
             feature_refs=spec.features.refs,
             libraries=_LIBRARIES,
         )
-        version = registry.register(candidate.name, candidate.onnx_bytes, fields)
+        version = registry.register(
+            candidate.name, candidate.onnx_bytes, fields, profile=candidate.profile
+        )
         log.info("registered %s v%d: %s", version.name, version.version, candidate.metrics)
         registered.append(version)
     return registered
@@ -123,10 +131,16 @@ class _Candidate:
     params: dict[str, Any]
     onnx_bytes: bytes
     metrics: dict[str, float]
+    profile: ReferenceProfile
 
 
 def _fit_and_verify(
-    entry: TrainModel, task: Task, layout: InputLayout, split: _Split, seed: int
+    entry: TrainModel,
+    task: Task,
+    layout: InputLayout,
+    split: _Split,
+    seed: int,
+    groups: list[ColumnGroup],
 ) -> _Candidate:
     name = entry.name
     estimator, params = make_estimator(entry, seed)
@@ -152,7 +166,8 @@ def _fit_and_verify(
         raise TrainingError(name, msg)
     # Metrics from the ONNX scores: they describe the artifact that will serve.
     metrics = offline_metrics(split.labels[split.hold], scores, task)
-    return _Candidate(name, entry.estimator, params, onnx_bytes, metrics)
+    profile = build_profile(layout.columns, groups, split.matrix[split.train], scores)
+    return _Candidate(name, entry.estimator, params, onnx_bytes, metrics, profile)
 
 
 def _vectorize(

@@ -50,7 +50,7 @@ STALE_LABEL_BUCKETS = (0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000, 20000)
 DELAY_BUCKETS = (0.1, 0.5, 1, 5, 15, 30, 60, 300, 900, 3600, 4 * 3600, 24 * 3600)
 
 #: Stage names, stable across logs, metric labels and dead-letter records.
-STAGES = ("decode", "enrich", "infer", "publish")
+STAGES = ("decode", "enrich", "infer", "drift", "publish")
 
 
 class Metrics:
@@ -77,7 +77,7 @@ class Metrics:
         )  # fmt: skip
         self.stage_seconds = Histogram(
             "streamscore_stage_duration_seconds",
-            "Time one micro-batch spends in a stage (decode, enrich, infer, publish).",
+            "Time one micro-batch spends in a stage (decode, enrich, infer, drift, publish).",
             ["pipeline", "stage"], buckets=STAGE_BUCKETS, registry=r,
         )  # fmt: skip
         self.inference_seconds = Histogram(
@@ -136,6 +136,31 @@ class Metrics:
             "Model versions this worker refused to serve, by reason (missing, damaged,"
             " unloadable, width, columns); each version counted once.",
             ["pipeline", "model", "alias", "reason"], registry=r,
+        )  # fmt: skip
+
+        # --- drift against the primary's training reference (streams/monitoring/drift.py) -
+        self.drift_psi = Gauge(
+            "streamscore_drift_psi",
+            "Population stability index of a model input column (a one-hot group is one"
+            " column) in the last closed window, against the primary's training reference.",
+            ["pipeline", "model", "column"], registry=r,
+        )  # fmt: skip
+        self.drift_score_psi = Gauge(
+            "streamscore_drift_score_psi",
+            "Population stability index of the primary's scores in the last closed window,"
+            " against its scores on the held-out training rows.",
+            ["pipeline", "model"], registry=r,
+        )  # fmt: skip
+        self.drift_windows = Counter(
+            "streamscore_drift_windows_total",
+            "Drift windows closed (each sets the PSI gauges and writes a monitoring record).",
+            ["pipeline", "model"], registry=r,
+        )  # fmt: skip
+        self.drift_reference = Gauge(
+            "streamscore_drift_reference_available",
+            "1 when the primary's served version has a training reference profile (drift is"
+            " measured), 0 when not (registered before profiles: no PSI series).",
+            ["pipeline", "model"], registry=r,
         )  # fmt: skip
 
         # --- shadows ----------------------------------------------------------------------

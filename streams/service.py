@@ -1,5 +1,5 @@
-"""The scoring service the agent calls: score a batch, publish it (and remember it for the
-label join), hand it to the shadows, measure."""
+"""The scoring service the agent calls: score a batch, count it for drift, publish it (and
+remember it for the label join), hand it to the shadows, measure."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ import time
 from collections.abc import Callable, Sequence
 
 from streams.metrics import Metrics, observe_many
+from streams.monitoring.drift import DriftMonitor
 from streams.pipeline import ScoredBatch, ScoringPipeline
 from streams.prediction_store import PredictionStore
 from streams.publish import Publisher
-from streams.records import InputMessage
+from streams.records import InputMessage, OutputRecord
 from streams.shadow import ShadowBatch, ShadowRunner
 
 
@@ -24,30 +25,47 @@ class ScoringService:
         *,
         store: PredictionStore | None = None,
         shadows: Sequence[ShadowRunner] = (),
+        drift: DriftMonitor | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.pipeline = pipeline
+        self.drift = drift
         self.publisher = publisher
         self.store = store
         self.shadows = list(shadows)
         self.clock = clock
         name = pipeline.spec.name
         self._m_publish = metrics.stage_seconds.labels(name, "publish")
+        self._m_drift = metrics.stage_seconds.labels(name, "drift")
         self._m_end_to_end = metrics.end_to_end_seconds.labels(name)
 
     async def handle(self, messages: Sequence[InputMessage]) -> ScoredBatch:
         scored = await self.pipeline.score_batch(messages)
+        records = scored.records
+        # A closed drift window's record is published with the batch: no extra round trip.
+        if closed := self._count_drift(scored):
+            records += closed
         started = time.perf_counter()
         if self.store is not None and scored.events:
             # Remembered for the label join before the inputs are acked: at-least-once too.
-            await asyncio.gather(self.publisher.publish(scored.records), self._remember(scored))
+            await asyncio.gather(self.publisher.publish(records), self._remember(scored))
         else:
-            await self.publisher.publish(scored.records)
+            await self.publisher.publish(records)
         self._m_publish.observe(time.perf_counter() - started)
         if scored.events:
             observe_many(self._m_end_to_end, self.clock() - scored.event_times)
             self._offer_to_shadows(scored)
         return scored
+
+    def _count_drift(self, scored: ScoredBatch) -> list[OutputRecord]:
+        if self.drift is None or scored.matrix is None or scored.scores is None:
+            return []
+        started = time.perf_counter()
+        closed = self.drift.observe(
+            scored.model, scored.model_version, scored.matrix, scored.scores
+        )
+        self._m_drift.observe(time.perf_counter() - started)
+        return closed
 
     async def _remember(self, scored: ScoredBatch) -> None:
         assert self.store is not None and scored.matrix is not None and scored.scores is not None

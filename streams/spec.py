@@ -40,6 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from models.manifest import Task
 from models.online import OnlineModelSpec
 from streams.errors import SpecError
+from streams.monitoring.spec import MonitoringSpec
 
 FieldType = Literal["string", "int", "float", "bool", "category", "timestamp"]
 Name = Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")]
@@ -381,6 +382,11 @@ class PipelineSpec(_Strict):
     slo: SloSpec = Field(
         default=SloSpec(), description="Alert thresholds: latency, dead letters, labels."
     )
+    monitoring: MonitoringSpec = Field(
+        default=MonitoringSpec(),
+        description="Drift against the primary's training reference: window, thresholds,"
+        " topic (streams/monitoring/spec.py).",
+    )
     generator: str | None = Field(
         default=None,
         description="Optional 'module:callable' making synthetic events for the producer;"
@@ -501,6 +507,10 @@ class PipelineSpec(_Strict):
     @property
     def shadow_topic(self) -> str:
         return self.output.shadow_topic or f"{self.output.topic}-shadow"
+
+    @property
+    def monitoring_topic(self) -> str:
+        return self.monitoring.topic or f"{self.name}-monitoring"
 
     @property
     def output_partitions(self) -> int:

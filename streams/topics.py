@@ -30,6 +30,8 @@ def spec_topics(spec: PipelineSpec) -> dict[str, int]:
         spec.input.topic: spec.input.partitions,
         spec.output.topic: out,
         spec.output.dead_letter_topic: out,
+        # One record per closed drift window and worker: one partition keeps them in order.
+        spec.monitoring_topic: 1,
     }
     if spec.shadows or spec.online:
         topics[spec.shadow_topic] = out

@@ -15,6 +15,7 @@ from features.reader import OnlineFeatureReader
 from features.store import open_store
 from models.fitness import Serving
 from models.registry import ModelRegistry
+from models.scorer import OnnxScorer
 from streams.app import (
     Progress,
     attach_health_checks,
@@ -36,6 +37,7 @@ from streams.lifecycle import Lifecycle
 from streams.limits import InputLimits
 from streams.metrics import Metrics, serve
 from streams.model_follow import AliasFollower, start_serving
+from streams.monitoring.drift import DriftMonitor, load_reference
 from streams.pipeline import ScoringPipeline
 from streams.prediction_store import PredictionStore
 from streams.privacy import Privacy
@@ -160,9 +162,13 @@ def _attach_scoring(
         version = str(shadow.model.version)
         metrics.model_info.labels(spec.name, "shadow", shadow.model.name, version).set(1)
     attach_shadows(app, shadows, shadow_producer)
-    service = ScoringService(pipeline, publisher, metrics, store=store, shadows=shadows)
+    drift = DriftMonitor(spec, metrics)
+    drift.use(scorer.name, scorer.version, load_reference(registry, scorer.name, scorer.version))
+    service = ScoringService(
+        pipeline, publisher, metrics, store=store, shadows=shadows, drift=drift
+    )
     attach_scoring_agent(app, spec, service, Progress(spec, metrics))
-    _watch_primary_alias(app, spec, registry, primary, pipeline, metrics)
+    _watch_primary_alias(app, spec, registry, primary, pipeline, metrics, drift)
     _watch_shadows(app, spec, registry, shadow_servings, shadows, metrics)
     log.info(
         "pipeline %s: %s -> %s (model %s v%s, %d shadows, batch <= %d events / %.1f ms)",
@@ -178,17 +184,25 @@ def _watch_primary_alias(
     primary: Serving,
     pipeline: ScoringPipeline,
     metrics: Metrics,
+    drift: DriftMonitor,
 ) -> None:
     """Swap the primary model between batches when its alias moves to a version that loads
     and fits; no restart, no event lost (batches in flight finish with the model they
-    started with). A version that does not is refused and the current one keeps serving."""
+    started with). A version that does not is refused and the current one keeps serving.
+    The new version's reference profile is given to the drift monitor before it serves."""
     if primary.alias is None:
         return  # pinned to a version number: nothing to follow
     follower = AliasFollower(registry, spec, primary, metrics)
 
+    def check() -> OnnxScorer | None:
+        new = follower.check()
+        if new is not None:
+            drift.use(new.name, new.version, load_reference(registry, new.name, new.version))
+        return new
+
     @app.timer(interval=ALIAS_CHECK_SECONDS)  # type: ignore[untyped-decorator]
     async def follow_alias() -> None:
-        new = await asyncio.to_thread(follower.check)
+        new = await asyncio.to_thread(check)
         if new is not None:
             pipeline.swap_scorer(new)
 

@@ -1,10 +1,12 @@
-"""Prometheus rules with each pipeline's service levels from its spec's ``slo:`` section.
+"""Prometheus rules with each pipeline's service levels from its spec's ``slo:`` section and
+its drift thresholds from ``monitoring.drift``.
 
 The rules live in ``rules_template.yml`` beside this module; ``render_rules`` fills in one
-threshold series per pipeline and SLO, and a default series for every other pipeline, so
-the alerts compare on the ``pipeline`` label. ``streamscore monitoring rules --spec S``
-prints the result; monitoring/prometheus/rules/streamscore.yml is that of the demo spec
-(a unit test keeps the two equal).
+threshold series per pipeline and SLO (and drift threshold), and a default series for every
+other pipeline, so the alerts compare on the ``pipeline`` label.
+``streamscore monitoring rules --spec S`` prints the result;
+monitoring/prometheus/rules/streamscore.yml is that of the demo spec (a unit test keeps
+the two equal).
 
 >>> from streams.spec import SloSpec
 >>> slo = SloSpec(end_to_end_p99_seconds=0.25)
@@ -21,6 +23,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from pydantic import BaseModel
+
+from streams.monitoring.spec import DriftSpec
 from streams.spec import PipelineSpec, SloSpec
 
 TEMPLATE = Path(__file__).with_name("rules_template.yml")
@@ -31,11 +36,17 @@ THRESHOLDS = {
     "pipeline:streamscore_dead_letters:slo_ratio": "dead_letter_ratio",
     "pipeline:streamscore_label_join_coverage:slo_min_ratio": "label_coverage_ratio",
 }
+#: Recording rule -> the DriftSpec field (``monitoring.drift``) it carries.
+DRIFT_THRESHOLDS = {
+    "pipeline:streamscore_drift_psi:warn_threshold": "warn",
+    "pipeline:streamscore_drift_psi:alert_threshold": "alert",
+}
 
 
 def render_rules(specs: Sequence[PipelineSpec], sources: Sequence[str] = ()) -> str:
     """The rules file for ``specs`` (their pipelines' SLOs; defaults for any other)."""
     slos = {spec.name: spec.slo for spec in specs}
+    drifts = {spec.name: spec.monitoring.drift for spec in specs}
     if len(slos) != len(specs):
         msg = f"monitoring rules: pipeline names repeat in {[s.name for s in specs]}"
         raise ValueError(msg)
@@ -44,16 +55,25 @@ def render_rules(specs: Sequence[PipelineSpec], sources: Sequence[str] = ()) -> 
     generated += " from streams/monitoring/rules_template.yml: edit those, not this file."
     text = TEMPLATE.read_text()
     text = text.replace("@generated@", generated)
-    return text.replace("@slo_thresholds@", threshold_rules(slos, SloSpec()))
+    text = text.replace("@slo_thresholds@", threshold_rules(slos, SloSpec()))
+    return text.replace(
+        "@drift_thresholds@", threshold_rules(drifts, DriftSpec(), DRIFT_THRESHOLDS)
+    )
 
 
-def threshold_rules(slos: Mapping[str, SloSpec], default: SloSpec) -> str:
-    """One recording rule per SLO: ``group`` gives 1 per pipeline exporting events, times
-    its threshold; each named pipeline first, then (``or``) the default for the rest."""
+def threshold_rules(
+    sections: Mapping[str, BaseModel],
+    default: BaseModel,
+    records: Mapping[str, str] = THRESHOLDS,
+) -> str:
+    """One recording rule per threshold (``records``: rule -> field of the spec section):
+    ``group`` gives 1 per pipeline exporting events, times its threshold; each named
+    pipeline first, then (``or``) the default for the rest."""
     lines: list[str] = []
-    for record, field in THRESHOLDS.items():
+    for record, field in records.items():
         terms = [
-            _term(getattr(slos[name], field), f'{{pipeline="{name}"}}') for name in sorted(slos)
+            _term(getattr(sections[name], field), f'{{pipeline="{name}"}}')
+            for name in sorted(sections)
         ]
         terms.append(_term(getattr(default, field), ""))
         lines += [f"      - record: {record}", "        expr: >-"]

@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 
 from streams.cli import app
 from streams.errors import SpecError
-from streams.monitoring.rules import THRESHOLDS, render_rules
+from streams.monitoring.rules import DRIFT_THRESHOLDS, THRESHOLDS, render_rules
+from streams.monitoring.spec import DriftSpec, MonitoringSpec
 from streams.spec import SloSpec, load_spec, load_spec_text
 from tests.unit.test_dashboards_static import RULES
 
@@ -20,7 +21,8 @@ DEMO_SPEC = "streams/specs/card_fraud.yaml"
 
 def _threshold_exprs(text: str) -> dict[str, str]:
     rules = yaml.safe_load(text)["groups"][0]["rules"]
-    return {rule["record"]: rule["expr"] for rule in rules if rule.get("record") in THRESHOLDS}
+    wanted = THRESHOLDS.keys() | DRIFT_THRESHOLDS.keys()
+    return {rule["record"]: rule["expr"] for rule in rules if rule.get("record") in wanted}
 
 
 def test_the_committed_rules_are_the_rendering_of_the_demo_spec(
@@ -94,3 +96,27 @@ def test_an_invalid_slo_names_the_field(slo: dict[str, float], where: str) -> No
     raw["slo"] = slo
     with pytest.raises(SpecError, match=where.replace(".", r"\.")):
         load_spec_text(yaml.safe_dump(raw), base_dir=ROOT / "streams" / "specs")
+
+
+def test_each_pipeline_gets_its_own_drift_thresholds() -> None:
+    demo = load_spec(ROOT / DEMO_SPEC)
+    strict = demo.model_copy(
+        update={
+            "name": "strict",
+            "monitoring": MonitoringSpec(drift=DriftSpec(warn=0.05, alert=0.15)),
+        }
+    )
+    exprs = _threshold_exprs(render_rules([demo, strict]))
+    alert = exprs["pipeline:streamscore_drift_psi:alert_threshold"]
+    assert '0.15 * group by (pipeline) (streamscore_events_total{pipeline="strict"})' in alert
+    assert '0.25 * group by (pipeline) (streamscore_events_total{pipeline="card_fraud"})' in alert
+    assert alert.rstrip().endswith("or 0.25 * group by (pipeline) (streamscore_events_total)")
+    warn = exprs["pipeline:streamscore_drift_psi:warn_threshold"]
+    assert '0.05 * group by (pipeline) (streamscore_events_total{pipeline="strict"})' in warn
+
+
+def test_the_drift_alerts_compare_with_the_alert_threshold() -> None:
+    rules = yaml.safe_load(RULES.read_text())["groups"][0]["rules"]
+    alerts = {rule["alert"]: rule["expr"] for rule in rules if "alert" in rule}
+    for name in ("StreamscoreFeatureDrift", "StreamscoreScoreDrift"):
+        assert "pipeline:streamscore_drift_psi:alert_threshold" in alerts[name]
