@@ -47,6 +47,7 @@ from load_tests.online_served import (
     Served,
     buckets,
     replay,
+    progressive_decisions,
     river_reference,
     scored_after_ms,
     served_by_event,
@@ -133,7 +134,11 @@ async def measure(env: Environment, plan: Plan, logs: Path, say: Say) -> dict[st
     served = served_by_event(records.get(spec.shadow_topic, []), spec.online.name)
     result = served_figures(served, [y for _, y in stream(plan.passes)], plan.delay)
     reference = river_reference(spec.online, plan.delay, plan.passes)
+    threshold = spec.model.threshold if spec.model.threshold is not None else 0.5
+    decisions = progressive_decisions(spec.online, plan.delay, plan.passes, threshold)
     report = summarize(plan, len(rows()), result, reference, samples, model, replayed)
+    report["river_same_rule"] = sum(decisions) / len(decisions)
+    report["threshold"] = threshold
     scored_after = scored_after_ms(records.get(spec.output.topic, []), spec.model.name)
     return {
         **report,
@@ -328,6 +333,9 @@ def markdown(report: dict[str, Any]) -> str:
         f" passes) | **{pct(report['served_accuracy'])}** |",
         f"| River `progressive_val_score(delay={plan['delay']})`, same model, same"
         f" concatenated stream | {pct(report['river_reference'])} |",
+        f"| River's progressive validation deciding as the service does (score >="
+        f" {report.get('threshold', 0.5):g}: River's `predict_one` breaks an untrained model's"
+        f" 0.5 ties the other way) | {pct(report.get('river_same_rule'))} |",
         f"| difference, served - River (target: within {report['target_points']:g} points) |"
         f" {report['difference_points']:+.2f} points ({'met' if report['met'] else 'not met'}) |",
         f"| median over passes of the per-pass difference |"

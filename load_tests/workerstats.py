@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from load_tests.processes import Samples, Worker, scrape, sum_of
 
-STAGES = ("decode", "enrich", "infer", "publish")
+STAGES = ("decode", "enrich", "infer", "drift", "publish")
 
 
 def worker_samples(workers: Sequence[Worker]) -> list[Samples | None]:
