@@ -1,8 +1,9 @@
 """``python -m load_tests.run`` (``make load``): the whole load test in one command.
 
-Starts Tansu and Redis, prepares the demo pipeline in a temporary folder (Feast apply +
-materialize, training if needed), starts the generator process, then measures, one system at
-a time on the same machine:
+Starts the embedded broker (Apache Kafka where Java is, else Tansu; the
+``STREAMSCORE_EMBEDDED_BROKER`` setting chooses) and Redis, prepares the demo pipeline in a
+temporary folder (Feast apply + materialize, training if needed), starts the generator
+process, then measures, one system at a time on the same machine:
 
 1. the pass-through ceiling (``load_tests.baselines passthrough``),
 2. the naive per-event pipeline (``load_tests.baselines naive``),
