@@ -46,8 +46,8 @@ from load_tests.online_served import (
     Replayed,
     Served,
     buckets,
-    replay,
     progressive_decisions,
+    replay,
     river_reference,
     scored_after_ms,
     served_by_event,
@@ -75,6 +75,7 @@ class Plan:
     rate: float = 2000.0  # events per second (labels follow at the same pace)
     delay: int = 50  # events between an event and its label
     passes: int = 5  # the dataset replayed this many times in a row
+    split: bool = False  # a scoring and a learning worker, not one worker with role all
 
 
 Say = Callable[[str], None]
@@ -90,20 +91,34 @@ async def measure(env: Environment, plan: Plan, logs: Path, say: Say) -> dict[st
         raise ValueError(msg)
     kafka = KafkaConnection.from_settings(env.settings)
     await variant.create_topics(kafka)
-    settings = env.worker_settings().model_copy(update={"worker_role": "all"})
+    roles = ("scoring", "learning") if plan.split else ("all",)
+    workers = [
+        WorkerProcess(
+            variant.path,
+            env.worker_settings().model_copy(update={"worker_role": role}),
+            logs / f"online-accuracy-{role}.log",
+        )
+        for role in roles
+    ]
+    worker = workers[0]  # it scores: its records, its shadow, its histograms
+    settings = worker.settings
     bootstrap = settings.kafka_bootstrap_servers
-    worker = WorkerProcess(variant.path, settings, logs / "online-accuracy-worker.log")
+
+    def total(name: str, **labels: str) -> float:
+        return sum(w.metric(name, **labels) or 0.0 for w in workers)
+
     model = {"pipeline": spec.name, "model": spec.online.name}
     primary = {"pipeline": spec.name, "model": spec.model.name}
-    total = len(rows()) * plan.passes
+    events = len(rows()) * plan.passes
     try:
-        await until(lambda: ready(worker), READY_SECONDS, worker, "readiness")
+        for each in workers:
+            await until(lambda each=each: ready(each), READY_SECONDS, each, "readiness")
         # One event first, so the replay meets a warm worker (its first batch pays the
         # feature store's and the models' first calls): a label that outruns its event's
         # prediction is an orphan.
         await warm_up(bootstrap, spec.input.topic)
         await until(lambda: predicted(worker), 60, worker, "warm-up prediction")
-        say(f"replaying {total:,} events at {plan.rate:,.0f}/s, labels {plan.delay} events late")
+        say(f"replaying {events:,} events at {plan.rate:,.0f}/s, labels {plan.delay} events late")
         replayed = await replay(
             bootstrap,
             spec.input.topic,
@@ -116,21 +131,24 @@ async def measure(env: Environment, plan: Plan, logs: Path, say: Say) -> dict[st
         def settled() -> bool:
             # Every event predicted and handed to the online shadow, every label learned or
             # an orphan (on a loaded machine a label can outrun its event's prediction).
-            scored = worker.metric("streamscore_predictions_total", **primary) or 0
-            learned = worker.metric("streamscore_online_learned_total", **model) or 0
-            orphans = worker.metric("streamscore_labels_total", outcome="orphan") or 0
-            backlog = worker.metric("streamscore_shadow_backlog_events", **model) or 0
-            return scored > total and backlog == 0 and learned + orphans >= total
+            scored = total("streamscore_predictions_total", **primary)
+            learned = total("streamscore_online_learned_total", **model)
+            orphans = total("streamscore_labels_total", outcome="orphan")
+            backlog = total("streamscore_shadow_backlog_events", **model)
+            return scored > events and backlog == 0 and learned + orphans >= events
 
-        await until(settled, SETTLE_SECONDS, worker, "end: every label learned or orphaned")
+        for each in workers:  # both alive while waiting
+            await until(settled, SETTLE_SECONDS, each, "end: every label learned or orphaned")
         # Read while the worker runs: its last shadow batch may still be publishing (the
         # backlog counts batches not yet taken); the read ends after 2 s without a record.
         records = await read_topics(kafka, [spec.output.topic, spec.shadow_topic])
-        samples = scrape(settings.metrics_port) or {}
+        samples: dict[Any, float] = {}
+        for each in workers:  # the label counters are the learning worker's
+            samples.update(scrape(each.settings.metrics_port) or {})
     finally:
-        # Not awaited in a thread: on Ctrl-C the loop is being torn down, and the worker
+        # Not awaited in a thread: on Ctrl-C the loop is being torn down, and the workers
         # must stop all the same.
-        exit_code = worker.stop()
+        exit_code = max(abs(w.stop()) for w in workers)
     served = served_by_event(records.get(spec.shadow_topic, []), spec.online.name)
     result = served_figures(served, [y for _, y in stream(plan.passes)], plan.delay)
     reference = river_reference(spec.online, plan.delay, plan.passes)
@@ -324,8 +342,12 @@ def markdown(report: dict[str, Any]) -> str:
         f" {n:,} events (ids unique per pass), offered at {plan['rate']:,.0f}/s (achieved"
         f" {replayed['events_per_second']:,.0f}/s, at most {replayed['max_lag_ms']:.0f} ms behind"
         f" schedule), each label sent {plan['delay']} events"
-        f" ({plan['delay'] / plan['rate'] * 1000:g} ms) after its event, one worker with role"
-        " `all`.",
+        f" ({plan['delay'] / plan['rate'] * 1000:g} ms) after its event, "
+        + (
+            "a scoring worker and a learning worker (`--split`)."
+            if plan.get("split")
+            else "one worker with role `all`."
+        ),
         "",
         "| figure | value |",
         "| --- | ---: |",
@@ -391,6 +413,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rate", type=float, default=default.rate, help="events per second")
     parser.add_argument("--delay", type=int, default=default.delay, help="label delay, events")
     parser.add_argument("--passes", type=int, default=default.passes, help="dataset passes")
+    parser.add_argument(
+        "--split",
+        action="store_true",
+        help="a scoring worker and a learning worker (default: one worker with role all)",
+    )
     parser.add_argument("--out", type=Path, help="report folder (default: reports/<time>-online)")
     parser.add_argument("--log-level", default="warn", help="the worker's log level")
     return parser.parse_args(argv)
@@ -405,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _interrupt)
     args = parse_args(argv)
-    plan = Plan(rate=args.rate, delay=args.delay, passes=args.passes)
+    plan = Plan(rate=args.rate, delay=args.delay, passes=args.passes, split=args.split)
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     out_dir = args.out or REPORTS / f"{stamp}-online"
     workdir = Path(tempfile.mkdtemp(prefix="streamscore-online-"))
