@@ -18,6 +18,7 @@ import pytest
         "streams.replay",
         "streams.monitoring.rules",
         "features.store",
+        "features.freshness",
         "streams.connections",
         "streams.apache_kafka.install",
         "streams.compare",
