@@ -25,7 +25,7 @@ from features.freshness import FeatureRows, FreshnessPolicy, ServedFeatures
 from models.inputs import InputLayout, Matrix
 from streams.errors import BadInput
 from streams.limits import InputLimits
-from streams.metrics import Metrics, observe_many
+from streams.metrics import DEFAULTED_REASONS, Metrics, observe_many
 from streams.privacy import NO_PRIVACY, Privacy
 from streams.records import (
     InputMessage,
@@ -127,7 +127,7 @@ class ScoringPipeline:
         self._m_defaulted = {
             reason: [metrics.defaulted_features.labels(name, c, reason) for c in
                      self.feature_columns]
-            for reason in ("missing", "stale")
+            for reason in DEFAULTED_REASONS
         }  # fmt: skip
         self._m_age = [metrics.feature_age_seconds.labels(name, v) for v in self.freshness.views]
         self._m_retries = metrics.redis_retries.labels(name, "enrich")
@@ -293,7 +293,7 @@ class ScoringPipeline:
         the records short; NaN (no row) encodes as null."""
         views = self.freshness.views
         rounded = np.round(ages, 3)
-        if len(views) == 1:  # the usual case, twice as fast as the general one
+        if len(views) == 1:  # the usual case: a dict display per event, no zip
             view = views[0]
             return [{view: age} for age in rounded[:, 0].tolist()]
         return [dict(zip(views, row, strict=True)) for row in rounded.tolist()]
