@@ -10,11 +10,16 @@ When every ref comes from one feature view (the demo), it reads through the prov
 and re-parsing a ``GetOnlineFeaturesResponse`` (about 2x faster at 256 keys). Refs spread
 over several views go through ``get_online_features``, which batches every view into one
 pipeline. Both give the values of ``get_online_features(..., full_feature_names=True)``.
+
+Each row also comes with its event timestamp, per feature view (``online_read`` returns it
+with the row; ``get_online_features`` puts it in every value's ``event_timestamps``), so the
+scoring path can tell how old the features were at event time (``features.freshness``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -50,12 +55,15 @@ class FeatureBatch:
     ``values`` columns follow ``spec.features.refs``; a value the store did not have holds
     the ref's declared default and is flagged in ``defaulted``. ``entity_found`` is False
     for rows where the store had no feature at all: an unknown entity, or one whose row left
-    Redis. (Feast does not apply a view's ttl on online reads; stale rows are served.)
+    Redis. ``timestamps`` columns follow ``spec.features.views``: the event timestamp of the
+    view's row (epoch seconds), NaN where the store had no row of that view. (Feast does not
+    apply a view's ttl on online reads, so old rows are served: see ``features.freshness``.)
     """
 
     values: npt.NDArray[np.float64]
     defaulted: npt.NDArray[np.bool_]
     entity_found: npt.NDArray[np.bool_]
+    timestamps: npt.NDArray[np.float64]
 
 
 class OnlineFeatureReader:
@@ -80,6 +88,13 @@ class OnlineFeatureReader:
             self._view = next(iter(views.values()))
             self._names = [ref.partition(":")[2] for ref in self.refs]
         self._columns = [feature_column(ref) for ref in self.refs]
+        self.views: tuple[str, ...] = spec.features.views
+        # Per view, its refs' columns (a row of the view is missing when all of them are) and
+        # the response column whose event timestamps stand for the view's row.
+        self._view_refs = [
+            [j for j, ref in enumerate(self.refs) if ref.partition(":")[0] == view]
+            for view in self.views
+        ]
         self._loop: asyncio.AbstractEventLoop | None = None
         self._protos: dict[Any, EntityKeyProto] = {}  # normalised key -> Feast's key message
 
@@ -87,21 +102,21 @@ class OnlineFeatureReader:
         """Features for ``keys`` (repeats allowed); blocks on one store round trip."""
         unique, inverse = self._dedupe(keys)
         if not unique:
-            return self._assemble([], inverse)
+            return self._assemble([], self._no_stamps(), inverse)
         try:
             if self._view is not None:
                 rows = self._store.provider.online_read(
                     self._store.config, self._view, self._entity_protos(unique), list(self._names)
                 )
-                columns = self._columns_from_rows(rows)
+                columns, stamps = self._from_rows(rows)
             else:
                 response = self._store.get_online_features(
                     self._features_arg(), {self._join_key: unique}, full_feature_names=True
                 )
-                columns = self._columns_from_response(response.proto)
+                columns, stamps = self._from_response(response.proto)
         except Exception as exc:
             raise self._failure(len(unique), exc) from exc
-        return self._assemble(columns, inverse)
+        return self._assemble(columns, stamps, inverse)
 
     async def read_async(self, keys: Sequence[Any]) -> FeatureBatch:
         """``read`` on the event loop, through Feast's redis.asyncio client.
@@ -120,21 +135,21 @@ class OnlineFeatureReader:
             raise FeatureStoreError(msg)
         unique, inverse = self._dedupe(keys)
         if not unique:
-            return self._assemble([], inverse)
+            return self._assemble([], self._no_stamps(), inverse)
         try:
             if self._view is not None:
                 rows = await self._store.provider.online_read_async(
                     self._store.config, self._view, self._entity_protos(unique), list(self._names)
                 )
-                columns = self._columns_from_rows(rows)
+                columns, stamps = self._from_rows(rows)
             else:
                 response = await self._store.get_online_features_async(
                     self._features_arg(), {self._join_key: unique}, full_feature_names=True
                 )
-                columns = self._columns_from_response(response.proto)
+                columns, stamps = self._from_response(response.proto)
         except Exception as exc:
             raise self._failure(len(unique), exc) from exc
-        return self._assemble(columns, inverse)
+        return self._assemble(columns, stamps, inverse)
 
     def _dedupe(self, keys: Sequence[Any]) -> tuple[list[Any], npt.NDArray[np.intp]]:
         normalise = str if self._key_type == ValueType.STRING else int
@@ -174,16 +189,42 @@ class OnlineFeatureReader:
     def _features_arg(self) -> list[str] | FeatureService:
         return self._service if self._service is not None else list(self.refs)
 
-    def _columns_from_rows(self, rows: list[Any]) -> list[list[ValueProto | None]]:
-        # online_read gives (timestamp, {feature: Value}) per key, None for a missing row.
-        return [[None if data is None else data.get(n) for _, data in rows] for n in self._names]
+    def _no_stamps(self) -> npt.NDArray[np.float64]:
+        return np.empty((0, len(self.views)), dtype=np.float64)
 
-    def _columns_from_response(self, proto: Any) -> list[list[ValueProto | None]]:
+    def _from_rows(
+        self, rows: list[Any]
+    ) -> tuple[list[list[ValueProto | None]], npt.NDArray[np.float64]]:
+        # online_read gives (event timestamp, {feature: Value}) per key. Redis answers a
+        # missing row with empty values and the epoch as its time (or None, None): _assemble
+        # masks the times of rows whose values are all missing.
+        columns = [[None if data is None else data.get(n) for _, data in rows] for n in self._names]
+        stamps = np.fromiter(
+            (math.nan if ts is None else ts.timestamp() for ts, _ in rows),
+            dtype=np.float64,
+            count=len(rows),
+        )
+        return columns, stamps[:, None]
+
+    def _from_response(
+        self, proto: Any
+    ) -> tuple[list[list[ValueProto | None]], npt.NDArray[np.float64]]:
         index = {name: i for i, name in enumerate(proto.metadata.feature_names.val)}
-        return [list(proto.results[index[column]].values) for column in self._columns]
+        columns = [list(proto.results[index[column]].values) for column in self._columns]
+        # Every value carries its row's event timestamp; a view's first ref stands for it.
+        stamps = np.empty((len(columns[0]), len(self.views)), dtype=np.float64)
+        for v, refs in enumerate(self._view_refs):
+            times = proto.results[index[self._columns[refs[0]]]].event_timestamps
+            stamps[:, v] = np.fromiter(
+                (t.seconds + t.nanos * 1e-9 for t in times), dtype=np.float64, count=len(times)
+            )
+        return columns, stamps
 
     def _assemble(
-        self, columns: list[list[ValueProto | None]], inverse: npt.NDArray[np.intp]
+        self,
+        columns: list[list[ValueProto | None]],
+        stamps: npt.NDArray[np.float64],
+        inverse: npt.NDArray[np.intp],
     ) -> FeatureBatch:
         n_unique = len(columns[0]) if columns else 0
         values = np.empty((n_unique, len(self.refs)), dtype=np.float64)
@@ -198,8 +239,13 @@ class OnlineFeatureReader:
                     target[i] = getattr(value, kind)
         values = np.where(missing, self._defaults, values)
         found: npt.NDArray[np.bool_] = ~np.all(missing, axis=1)
+        for v, refs in enumerate(self._view_refs):
+            stamps[missing[:, refs].all(axis=1), v] = np.nan
         return FeatureBatch(
-            values=values[inverse], defaulted=missing[inverse], entity_found=found[inverse]
+            values=values[inverse],
+            defaulted=missing[inverse],
+            entity_found=found[inverse],
+            timestamps=stamps[inverse],
         )
 
     def _failure(self, n_keys: int, exc: Exception) -> FeatureStoreError:

@@ -48,6 +48,13 @@ BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 SCORE_DIFF_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0)
 STALE_LABEL_BUCKETS = (0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000, 20000)
 DELAY_BUCKETS = (0.1, 0.5, 1, 5, 15, 30, 60, 300, 900, 3600, 4 * 3600, 24 * 3600)
+#: Feature rows from seconds old (streamed) to weeks (daily batches that stopped).
+AGE_BUCKETS = (
+    1, 10, 60, 300, 900, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86_400, 2 * 86_400, 7 * 86_400,
+    30 * 86_400,
+)  # fmt: skip
+#: Why a feature value was replaced by the spec's default.
+DEFAULTED_REASONS = ("missing", "stale")
 
 #: Stage names, stable across logs, metric labels and dead-letter records.
 STAGES = ("decode", "enrich", "infer", "drift", "publish")
@@ -106,8 +113,15 @@ class Metrics:
         )  # fmt: skip
         self.defaulted_features = Counter(
             "streamscore_defaulted_features_total",
-            "Feature values replaced by the spec's default, by feature.",
-            ["pipeline", "feature"], registry=r,
+            "Feature values replaced by the spec's default, by feature and reason: missing"
+            " (the store had none) or stale (older than features.max_age_seconds).",
+            ["pipeline", "feature", "reason"], registry=r,
+        )  # fmt: skip
+        self.feature_age_seconds = Histogram(
+            "streamscore_feature_age_seconds",
+            "Per event and feature view: event time minus the event timestamp of the view's"
+            " row served (rows the store did not have are not observed; stale ones are).",
+            ["pipeline", "view"], buckets=AGE_BUCKETS, registry=r,
         )  # fmt: skip
         self.consumer_lag = Gauge(
             "streamscore_consumer_lag_messages",

@@ -1,7 +1,8 @@
 """The scoring pipeline for one micro-batch, as plain Python (no Faust, no broker).
 
-decode + validate each message -> ONE feature-store read for the batch -> ONE model run for
-the batch -> prediction records. A message that fails validation becomes a dead-letter record
+decode + validate each message -> ONE feature-store read for the batch (its rows older than
+``features.max_age_seconds`` at event time defaulted) -> ONE model run for the batch ->
+prediction records. A message that fails validation becomes a dead-letter record
 and never holds up the rest of its batch; so does an event whose prediction record cannot be
 encoded (stage ``encode``), should one ever pass validation. Every input ends as exactly one
 output record.
@@ -20,10 +21,11 @@ import numpy as np
 import numpy.typing as npt
 
 from features.errors import FeatureStoreError
+from features.freshness import FeatureRows, FreshnessPolicy, ServedFeatures
 from models.inputs import InputLayout, Matrix
 from streams.errors import BadInput
 from streams.limits import InputLimits
-from streams.metrics import Metrics
+from streams.metrics import DEFAULTED_REASONS, Metrics, observe_many
 from streams.privacy import NO_PRIVACY, Privacy
 from streams.records import (
     InputMessage,
@@ -45,14 +47,7 @@ ENCODE = "encode"  # the stage that turns a scored event into its prediction rec
 # (ValueError, OverflowError), an int beyond 64 bits (orjson.JSONEncodeError, a TypeError),
 # text that is not UTF-8 (UnicodeEncodeError). Any other error is a bug: it fails loudly.
 UNENCODABLE = (ValueError, TypeError, OverflowError)
-
-
-class FeatureRows(Protocol):
-    """What a feature read returns: values in ``spec.features.refs`` order, defaults filled."""
-
-    values: npt.NDArray[np.float64]  # (n, refs)
-    defaulted: npt.NDArray[np.bool_]  # (n, refs)
-    entity_found: npt.NDArray[np.bool_]  # (n,)
+_NONE_STALE: list[str] = []  # shared by the records of events with no stale view; never changed
 
 
 class FeatureSource(Protocol):
@@ -123,14 +118,18 @@ class ScoringPipeline:
             spec.event, spec.entity.field, self.limits, withheld=privacy.withheld
         )
         self.feature_columns = [feature_column(ref) for ref in spec.features.refs]
+        self.freshness = FreshnessPolicy(spec.features)
         self.threshold = spec.model.threshold
         name = spec.name
         self._metrics = metrics
         self._m_events = metrics.events.labels(name)
         self._m_misses = metrics.feature_misses.labels(name)
-        self._m_defaulted = [
-            metrics.defaulted_features.labels(name, c) for c in self.feature_columns
-        ]
+        self._m_defaulted = {
+            reason: [metrics.defaulted_features.labels(name, c, reason) for c in
+                     self.feature_columns]
+            for reason in DEFAULTED_REASONS
+        }  # fmt: skip
+        self._m_age = [metrics.feature_age_seconds.labels(name, v) for v in self.freshness.views]
         self._m_retries = metrics.redis_retries.labels(name, "enrich")
         self._m_stage = {stage: metrics.stage_seconds.labels(name, stage) for stage in
                          ("decode", "enrich", "infer")}  # fmt: skip
@@ -164,7 +163,10 @@ class ScoringPipeline:
         self._apply_privacy(out)
 
         started = time.perf_counter()
-        rows = await self._read_features([event.entity_key for event in out.events])
+        rows = self.freshness.apply(
+            await self._read_features([event.entity_key for event in out.events]),
+            out.event_times,
+        )
         self._m_stage["enrich"].observe(time.perf_counter() - started)
 
         started = time.perf_counter()
@@ -235,7 +237,7 @@ class ScoringPipeline:
         scorer: Scorer,
         events: list[Event],
         entity_keys: list[str | int | None],
-        rows: FeatureRows,
+        rows: ServedFeatures,
         scores: npt.NDArray[np.float64],
     ) -> tuple[list[OutputRecord], list[str], dict[int, Exception]]:
         """The prediction records and ISO event times of the events that could be encoded,
@@ -248,6 +250,8 @@ class ScoringPipeline:
         any_defaulted = cast(list[bool], rows.defaulted.any(axis=1).tolist())
         found = rows.entity_found.tolist()
         values = rows.values.tolist()
+        ages = self._feature_ages(rows.ages)
+        stale_views = self._stale_views(rows.stale) if self.freshness.enforced else None
         records = []
         event_times = []
         failed: dict[int, Exception] = {}
@@ -270,6 +274,8 @@ class ScoringPipeline:
                     features=dict(zip(columns, values[i], strict=True)),
                     defaulted=defaulted,
                     entity_found=found[i],
+                    feature_ages=ages[i],
+                    stale_views=None if stale_views is None else stale_views[i],
                     event_time=event_time,
                     scored_at=scored_at,
                 )
@@ -282,15 +288,39 @@ class ScoringPipeline:
         self._metrics.predictions.labels(self.spec.name, scorer.name).inc(len(records))
         return records, event_times, failed
 
-    def _count_features(self, rows: FeatureRows) -> None:
+    def _feature_ages(self, ages: npt.NDArray[np.float64]) -> list[dict[str, float]]:
+        """Each event's ``feature_age_seconds``: milliseconds are plenty for an age and keep
+        the records short; NaN (no row) encodes as null."""
+        views = self.freshness.views
+        rounded = np.round(ages, 3)
+        if len(views) == 1:  # the usual case: a dict display per event, no zip
+            view = views[0]
+            return [{view: age} for age in rounded[:, 0].tolist()]
+        return [dict(zip(views, row, strict=True)) for row in rounded.tolist()]
+
+    def _stale_views(self, stale: npt.NDArray[np.bool_]) -> list[list[str]]:
+        """Each event's ``stale_views``; events with none share one empty list (records are
+        encoded at once, nothing appends to it)."""
+        lists: list[list[str]] = [_NONE_STALE] * len(stale)
+        if not stale.any():
+            return lists
+        views = self.freshness.views
+        for i in np.flatnonzero(stale.any(axis=1)).tolist():
+            lists[i] = [view for view, old in zip(views, stale[i].tolist(), strict=True) if old]
+        return lists
+
+    def _count_features(self, rows: ServedFeatures) -> None:
         misses = int((~rows.entity_found).sum())
         if misses:
             self._m_misses.inc(misses)
-        for counter, count in zip(
-            self._m_defaulted, rows.defaulted.sum(axis=0).tolist(), strict=True
-        ):
-            if count:
-                counter.inc(count)
+        for reason, replaced in (("missing", rows.missing), ("stale", rows.stale_values)):
+            for counter, count in zip(
+                self._m_defaulted[reason], replaced.sum(axis=0).tolist(), strict=True
+            ):
+                if count:
+                    counter.inc(count)
+        for histogram, ages in zip(self._m_age, rows.ages.T, strict=True):
+            observe_many(histogram, ages[~np.isnan(ages)])
 
     def _dead_letter(self, message: InputMessage, bad: BadInput) -> OutputRecord:
         self._dead_letters.labels(self.spec.name, bad.stage, bad.reason).inc()

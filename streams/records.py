@@ -76,9 +76,15 @@ def encode_prediction(
     entity_found: bool,
     event_time: str,
     scored_at: str,
+    feature_ages: dict[str, float] | None = None,
+    stale_views: list[str] | None = None,
 ) -> bytes:
     """One prediction record. ``decision`` is present only when the spec sets a threshold,
     ``entity_key`` only when it is not None (the spec's privacy drops it).
+
+    ``feature_ages``: seconds from each feature view's row to the event (NaN, encoded null,
+    where the store had no row); ``stale_views``: the views whose row was older than the
+    spec's ``features.max_age_seconds``, present only when the spec sets it.
 
     Both times come formatted (``iso_utc``): ``scored_at`` is the same for a whole batch,
     and ``event_time`` is formatted once per event for the primary's record and every
@@ -96,6 +102,10 @@ def encode_prediction(
     record["features_defaulted"] = bool(defaulted)
     record["defaulted_features"] = defaulted
     record["entity_found"] = entity_found
+    if feature_ages is not None:
+        record["feature_age_seconds"] = feature_ages
+    if stale_views is not None:
+        record["stale_views"] = stale_views
     record["event_time"] = event_time
     record["scored_at"] = scored_at
     return orjson.dumps(record)

@@ -115,6 +115,41 @@ class FeaturesSpec(_Strict):
         description="Value used per feature when the online store has none (the entity is"
         " unknown or the value expired). Every ref needs one; such rows are flagged."
     )
+    max_age_seconds: float | dict[str, float] | None = Field(
+        default=None,
+        description="Oldest feature row served, at event time: one number for every view, or"
+        " view -> seconds. An older row is treated as missing (defaults, flagged stale).",
+    )
+
+    @field_validator("max_age_seconds", mode="before")
+    @classmethod
+    def _positive_ages(cls, value: Any) -> Any:
+        """One line per mistake (a union's two error branches would say it twice)."""
+        if value is None:
+            return value
+        ages = value if isinstance(value, dict) else {"": value}
+        for view, age in ages.items():
+            where = f"view {view!r}: " if view else ""
+            if isinstance(age, bool) or not isinstance(age, int | float):
+                msg = f"{where}expected seconds (a number), got {age!r}"
+                raise ValueError(msg)
+            if not 0 < age < float("inf"):
+                msg = f"{where}{age!r} is not a positive number of seconds"
+                raise ValueError(msg)
+        return value
+
+    @property
+    def views(self) -> tuple[str, ...]:
+        """The feature views of ``refs``, in order of first appearance."""
+        return tuple(dict.fromkeys(ref.partition(":")[0] for ref in self.refs))
+
+    def max_age_by_view(self) -> dict[str, float]:
+        """``max_age_seconds`` per view of ``refs``; views without a limit are left out."""
+        if self.max_age_seconds is None:
+            return {}
+        if isinstance(self.max_age_seconds, dict):
+            return dict(self.max_age_seconds)
+        return dict.fromkeys(self.views, float(self.max_age_seconds))
 
     @model_validator(mode="after")
     def _check(self) -> FeaturesSpec:
@@ -134,6 +169,14 @@ class FeaturesSpec(_Strict):
         if extra:
             msg = f"defaults given for features not in refs: {extra}"
             raise ValueError(msg)
+        if isinstance(self.max_age_seconds, dict):
+            unknown = [v for v in self.max_age_seconds if v not in self.views]
+            if unknown:
+                msg = (
+                    f"max_age_seconds: unknown feature views {unknown}; the views of"
+                    f" features.refs are {list(self.views)}"
+                )
+                raise ValueError(msg)
         return self
 
 

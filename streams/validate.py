@@ -83,6 +83,12 @@ def _features(spec: PipelineSpec) -> Iterator[Check]:
         mismatch = repo.service_mismatch(spec.features.service, spec.features.refs)
         detail = mismatch or f"feature service {spec.features.service!r} serves exactly the refs"
         yield Check(mismatch is None, "features", detail)
+    limits = spec.features.max_age_by_view()
+    if limits:  # the spec refused unknown views already; say what the policy is
+        policy = ", ".join(f"{view} at most {age:g} s old" for view, age in limits.items())
+        unlimited = [view for view in spec.features.views if view not in limits]
+        rest = f"; no limit for {', '.join(unlimited)}" if unlimited else ""
+        yield Check(True, "features", f"feature freshness: {policy} at event time{rest}")
 
 
 def _model(spec: PipelineSpec, ref: ModelRef | ShadowRef, settings: Settings) -> Check:

@@ -220,6 +220,30 @@ def test_features_equal_feast_online_features(run: Run) -> None:
                 assert prediction["features"][column] == pytest.approx(feast_value, rel=1e-6)
 
 
+def test_records_carry_the_age_of_each_views_row_at_event_time(run: Run) -> None:
+    spec = run.spec
+    store = open_store(spec.features.repo, RedisConnection.from_settings(run.prepared.settings))
+    keys = sorted({p["entity_key"] for p in run.predictions}, key=str)
+    response = store.get_online_features(
+        features=list(spec.features.refs),
+        entity_rows=[{spec.entity.join_key: k} for k in keys],
+        full_feature_names=True,
+    ).proto
+    names = list(response.metadata.feature_names.val)
+    for view in spec.features.views:
+        first = next(r for r in spec.features.refs if r.startswith(f"{view}:"))
+        stamps = response.results[names.index(feature_column(first))].event_timestamps
+        row_time = {k: t.seconds + t.nanos * 1e-9 for k, t in zip(keys, stamps, strict=True)}
+        for prediction in run.predictions:
+            age = prediction["feature_age_seconds"][view]
+            if not prediction["entity_found"]:
+                assert age is None
+                continue
+            event_time = datetime.fromisoformat(prediction["event_time"]).timestamp()
+            assert age == pytest.approx(event_time - row_time[prediction["entity_key"]], abs=2e-3)
+    assert all("stale_views" not in p for p in run.predictions)  # no max_age_seconds
+
+
 def test_unknown_entities_are_scored_with_defaults_and_flagged(run: Run) -> None:
     spec = run.spec
     flagged = [p for p in run.predictions if p["entity_key"] in run.unknown_keys]

@@ -11,24 +11,28 @@ import asyncio
 import os
 import shutil
 import sys
+import time
 import uuid
 from collections import Counter
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from feast import FeatureStore, FeatureView, Field, FileSource
+from feast.protos.feast.serving.ServingService_pb2 import FieldStatus
 from feast.types import Float32
 
 from features.card_fraud.synthetic import card_id, write_offline_data
 from features.errors import FeatureStoreError
+from features.freshness import FreshnessPolicy
 from features.reader import OnlineFeatureReader
 from features.store import apply_repo, materialize, open_store, redis_connection_string
 from streams.connections import RedisConnection
 from streams.embedded import free_port
 from streams.spec import PipelineSpec, feature_column, load_spec
+from tests.integration.harness import write_card_stats
 
 pytestmark = pytest.mark.integration
 
@@ -96,6 +100,54 @@ def test_reader_equals_get_online_features(store: FeatureStore, spec: PipelineSp
     assert batch.values.shape == (5, len(spec.features.refs)) and batch.values.dtype == np.float64
     assert_matches_feast(batch, expected(store, spec, keys), spec)
     assert batch.entity_found.tolist() == [True, False, True, True, True]
+
+
+def feast_event_times(store: FeatureStore, spec: PipelineSpec, keys: list[str]) -> list[float]:
+    """The event timestamp Feast gives each key's row (0 where it has none)."""
+    refs = list(spec.features.refs)
+    proto = store.get_online_features(refs, {"card_id": keys}, full_feature_names=True).proto
+    column = list(proto.metadata.feature_names.val).index(feature_column(refs[0]))
+    return [t.seconds + t.nanos * 1e-9 for t in proto.results[column].event_timestamps]
+
+
+def test_reader_gives_each_rows_event_timestamp_as_feast_does(
+    store: FeatureStore, spec: PipelineSpec
+) -> None:
+    keys = [KNOWN[2], "nobody", KNOWN[9], KNOWN[2]]
+    batch = OnlineFeatureReader(store, spec).read(keys)
+    want = feast_event_times(store, spec, keys)
+
+    assert batch.timestamps.shape == (4, 1)  # one view
+    assert batch.timestamps[[0, 2, 3], 0].tolist() == pytest.approx([want[0], want[2], want[3]])
+    assert np.isnan(batch.timestamps[1, 0])  # no row: no time (Feast says the epoch)
+    assert want[1] == 0 and want[0] > time.time() - 86_400  # the latest daily snapshot
+
+
+def test_feast_serves_a_row_older_than_its_views_ttl_and_the_policy_defaults_it(
+    store: FeatureStore, spec: PipelineSpec
+) -> None:
+    ttl = store.get_feature_view("card_stats").ttl
+    assert ttl is not None
+    old = datetime.now(UTC) - ttl - timedelta(hours=1)
+    card = f"card-old-{uuid.uuid4().hex[:8]}"
+    write_card_stats(store, {card: 123.0}, at=old)
+
+    # Feast 0.67 does not apply the view's ttl on an online read: the row is served, PRESENT.
+    response = store.get_online_features(
+        list(spec.features.refs), {"card_id": [card]}, full_feature_names=True
+    )
+    assert response.to_dict()["card_stats__avg_amount_30d"] == [123.0]
+    assert {r.statuses[0] for r in response.proto.results} == {FieldStatus.PRESENT}
+
+    batch = OnlineFeatureReader(store, spec).read([card, KNOWN[0]])
+    assert batch.timestamps[0, 0] == pytest.approx(old.timestamp(), abs=1e-3)
+    assert batch.values[0, 1] == 123.0 and not batch.defaulted.any()
+    limited = spec.features.model_copy(update={"max_age_seconds": ttl.total_seconds()})
+    served = FreshnessPolicy(limited).apply(batch, np.full(2, time.time()))
+    assert served.stale[:, 0].tolist() == [True, False]
+    assert served.values[0].tolist() == [spec.features.defaults[r] for r in spec.features.refs]
+    np.testing.assert_array_equal(served.values[1], batch.values[1])
+    assert served.ages[0, 0] == pytest.approx(ttl.total_seconds() + 3600, abs=60)
 
 
 def test_every_known_card_is_found_with_no_default(store: FeatureStore, spec: PipelineSpec) -> None:
@@ -250,6 +302,10 @@ def test_refs_over_two_views_are_read_in_one_call(
     assert calls["gof"] == 1
     reference = real(list(refs), {"card_id": keys}, full_feature_names=True).to_dict()
     assert_matches_feast(batch, reference, wide)
+    # One event timestamp per view, from the response; the same rows' in both views here.
+    assert batch.timestamps.shape == (3, 2) and np.isnan(batch.timestamps[1]).all()
+    np.testing.assert_array_equal(batch.timestamps[:, 0], batch.timestamps[:, 1])
+    assert batch.timestamps[0, 0] == pytest.approx(feast_event_times(store, spec, keys)[0])
     # Same source column, so the same values wherever the card is known.
     np.testing.assert_array_equal(batch.values[[0, 2], -1], batch.values[[0, 2], 1])
 

@@ -21,6 +21,7 @@ import pytest
         "streams.monitoring.drift",
         "models.profile",
         "features.store",
+        "features.freshness",
         "streams.connections",
         "streams.apache_kafka.install",
         "streams.compare",

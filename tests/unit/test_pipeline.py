@@ -45,6 +45,7 @@ output: {topic: scores, dead_letter_topic: dlq}
     base_dir=Path("/tmp"),
 )
 STORE = {"u1": (10.0, 3.0), "u2": (500.0, 40.0)}
+ROW_TIME = 1_699_999_000.0  # every stored row's event timestamp
 
 
 @dataclass
@@ -52,6 +53,7 @@ class Rows:
     values: np.ndarray
     defaulted: np.ndarray
     entity_found: np.ndarray
+    timestamps: np.ndarray  # (n, views): epoch seconds, NaN where the row is missing
 
 
 class InMemoryFeatures:
@@ -63,7 +65,8 @@ class InMemoryFeatures:
         found = np.array([k in STORE for k in keys])
         defaults = [SPEC.features.defaults[r] for r in SPEC.features.refs]
         values = np.array([STORE.get(k, defaults) for k in keys], dtype=np.float64)
-        return Rows(values, np.repeat(~found[:, None], 2, axis=1), found)
+        stamps = np.where(found, ROW_TIME, np.nan)[:, None]
+        return Rows(values, np.repeat(~found[:, None], 2, axis=1), found, stamps)
 
 
 class CountingScorer:

@@ -56,12 +56,14 @@ class Rows:
     values: np.ndarray
     defaulted: np.ndarray
     entity_found: np.ndarray
+    timestamps: np.ndarray
 
 
 class Features:
     async def read_async(self, keys):
         n = len(keys)
-        return Rows(np.ones((n, 1)), np.zeros((n, 1), dtype=bool), np.ones(n, dtype=bool))
+        ones = np.ones((n, 1))
+        return Rows(ones, np.zeros((n, 1), dtype=bool), np.ones(n, dtype=bool), ones * NOW)
 
 
 class Scorer:

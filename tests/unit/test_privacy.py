@@ -71,6 +71,7 @@ def hashed(text: str) -> str:
 class Rows:
     def __init__(self, values, defaulted, entity_found) -> None:
         self.values, self.defaulted, self.entity_found = values, defaulted, entity_found
+        self.timestamps = np.where(entity_found, 0.0, np.nan)[:, None]
 
 
 class Features:
