@@ -39,8 +39,18 @@ REDIS_TRANSIENT: tuple[type[BaseException], ...] = (
 )
 
 
+#: Longest one attempt may take while budget remains: one that hangs longer (a connection
+#: caught in a server's restart: `make faults` saw one hold a whole 8 s budget) is given up
+#: and tried again on a fresh one. Every call retried here is idempotent.
+ATTEMPT_SECONDS = 2.0
+
+
 class RetryBudgetSpent(StreamscoreError):
     """A transient failure lasted longer than the retry budget."""
+
+
+class _AttemptTimedOut(Exception):
+    """One attempt outlasted ``ATTEMPT_SECONDS`` with budget left: retried."""
 
 
 async def within_budget(
@@ -59,23 +69,30 @@ async def within_budget(
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
     retrying = AsyncRetrying(
-        retry=retry_if_exception_type(transient),
-        wait=wait_exponential(multiplier=0.1, max=5.0),
+        retry=retry_if_exception_type((*transient, _AttemptTimedOut)),
+        wait=wait_exponential(multiplier=0.1, max=1.0),  # an outage's end seen within 1 s
         stop=stop_after_delay(seconds),
         before_sleep=_before_retry(on_retry),
         reraise=True,  # the last transient error, once the budget is spent between attempts
     )
-    async for attempt in retrying:
-        with attempt:
-            try:
-                async with asyncio.timeout(max(deadline - loop.time(), 0.0)):
-                    return await call()
-            except TimeoutError as exc:  # the budget ran out during an attempt
-                msg = (
-                    f"{what}: still failing after {seconds:g} s of retries"
-                    " (STREAMSCORE_FEATURE_STORE_RETRY_SECONDS)"
-                )
-                raise RetryBudgetSpent(msg) from exc
+    spent = (
+        f"{what}: still failing after {seconds:g} s of retries"
+        " (STREAMSCORE_FEATURE_STORE_RETRY_SECONDS)"
+    )
+    try:
+        async for attempt in retrying:
+            with attempt:
+                remaining = max(deadline - loop.time(), 0.0)
+                try:
+                    async with asyncio.timeout(min(remaining, ATTEMPT_SECONDS)):
+                        return await call()
+                except TimeoutError as exc:
+                    if remaining > ATTEMPT_SECONDS:  # this attempt hung: try a fresh one
+                        hung = f"{what}: an attempt hung"
+                        raise _AttemptTimedOut(hung) from exc
+                    raise RetryBudgetSpent(spent) from exc  # the budget ran out in an attempt
+    except _AttemptTimedOut as exc:  # the budget ran out between attempts, the last one hung
+        raise RetryBudgetSpent(spent) from exc
     msg = "unreachable: tenacity reraises the last error"
     raise AssertionError(msg)
 

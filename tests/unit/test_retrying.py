@@ -8,6 +8,7 @@ import time
 import pytest
 import redis.exceptions
 
+import streams.retrying
 from streams.retrying import REDIS_TRANSIENT, RetryBudgetSpent, within_budget
 
 
@@ -74,3 +75,39 @@ async def test_each_retry_is_counted() -> None:
         flaky, seconds=5, what="read", transient=REDIS_TRANSIENT, on_retry=lambda: retries.append(1)
     )
     assert result == "ok" and len(retries) == 3
+
+
+async def test_an_attempt_that_hangs_is_given_up_and_a_fresh_one_succeeds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A connection caught in a server's restart can hang; with budget left, the attempt
+    is abandoned after ATTEMPT_SECONDS and the next one (a fresh connection) succeeds."""
+    monkeypatch.setattr(streams.retrying, "ATTEMPT_SECONDS", 0.2)
+    calls = 0
+
+    async def hangs_once() -> str:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await asyncio.Event().wait()
+        return "ok"
+
+    started = time.monotonic()
+    assert (
+        await within_budget(hangs_once, seconds=5, what="read", transient=REDIS_TRANSIENT) == "ok"
+    )
+    assert calls == 2 and time.monotonic() - started < 2
+
+
+async def test_attempts_that_always_hang_end_with_the_budget(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(streams.retrying, "ATTEMPT_SECONDS", 0.1)
+
+    async def hangs() -> None:
+        await asyncio.Event().wait()
+
+    started = time.monotonic()
+    with pytest.raises(RetryBudgetSpent, match=r"read: still failing after 0.5 s"):
+        await within_budget(hangs, seconds=0.5, what="read", transient=REDIS_TRANSIENT)
+    assert time.monotonic() - started < 2
