@@ -108,7 +108,6 @@ class LabelConsumer(Service):
         self._batch = asyncio.Lock()  # held while a batch runs: a revocation waits for it
         self._stopping = False
         self._last_batch = float("-inf")
-        assert spec.labels is not None
         self._grace = spec.labels.orphan_grace_seconds
         # Labels with no prediction yet, by (partition, offset): (message, first tried).
         self._held: dict[tuple[int, int], tuple[InputMessage, float]] = {}

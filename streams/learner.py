@@ -229,21 +229,21 @@ class LearnerService:
 
     def _learn(self, fresh: list[dict[str, Any]], taken: int) -> list[Any]:
         """Evaluate then learn ``fresh`` in order; return the checkpoint script's arguments."""
-        learner = self.learner
-        if fresh and learner is None:  # no online model: the served evaluation alone
-            for record in fresh:
-                for model, score in sorted(record["scores"].items()):
-                    self.evaluation.update(model, score, record["label"], self.threshold)
-        elif fresh and learner is not None and self.online is not None:
+        learner = self.learner  # None without an online model: the served evaluation alone
+        online = self.online.name if self.online is not None else ""
+        if fresh:
             matrix = np.stack([r["vector"] for r in fresh])
             labels = [r["label"] for r in fresh]
-            own = learner.predict_many(matrix)  # before learning: progressive validation
-            for record, own_score, label in zip(fresh, own.tolist(), labels, strict=True):
+            # Before learning: progressive validation (the online model's "as learned").
+            own = learner.predict_many(matrix).tolist() if learner is not None else None
+            for i, (record, label) in enumerate(zip(fresh, labels, strict=True)):
                 # Row by row in learning order: each model on the score it published.
                 for model, score in sorted(record["scores"].items()):
                     self.evaluation.update(model, score, label, self.threshold)
-                self.as_learned.update(self.online.name, own_score, label, self.threshold)
-            learner.learn(matrix, labels)
+                if own is not None:
+                    self.as_learned.update(online, own[i], label, self.threshold)
+            if learner is not None:
+                learner.learn(matrix, labels)
         ttl = max(1, int(self.window * 4))
         size = bucket_seconds(self.window)
         joined: dict[int, int] = {}
