@@ -2,8 +2,9 @@
 
 The repo's ``feature_store.yaml`` stays usable by the plain Feast CLI (its Redis connection
 string comes from ``${REDIS_CONNECTION_STRING}`` there). streamscore instead builds the
-``RepoConfig`` itself from the Redis settings (``streams.connections.RedisConnection``: the URL,
-password and TLS files), so nothing reads or writes the process environment, and registers
+``RepoConfig`` itself from the Redis settings
+(``streams.runtime.connections.RedisConnection``: the URL, password and TLS files), so
+nothing reads or writes the process environment, and registers
 the same objects in the same registry file as ``feast apply``.
 """
 
@@ -29,7 +30,7 @@ from feast.repo_operations import (
 )
 
 from features.errors import FeatureStoreError
-from streams.connections import RedisConnection, redact
+from streams.runtime.connections import RedisConnection, redact
 
 STAGE = "features.store"
 # How far back to materialize a view without a ttl.

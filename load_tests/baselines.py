@@ -4,13 +4,13 @@
     python -m load_tests.baselines naive --spec SPEC
 
 Both read the same ``STREAMSCORE_*`` settings as ``streamscore worker``, build the Faust app
-with ``streams.app.create_app`` (same transport, consumer group, fetch wait, producer) and
+with ``streams.runtime.app.create_app`` (same transport, consumer group, fetch wait, producer) and
 serve the same ``/metrics`` readiness gauge, so the run starts, waits for and stops them
 exactly like the real worker.
 
 - **passthrough**: the real agent's machinery without its work: the same micro-batches
-  (``streams.batching``) of the spec's size and wait, each input's bytes published
-  unchanged to the output topic through ``streams.publish.KafkaPublisher``, inputs acked
+  (``streams.scoring.batching``) of the spec's size and wait, each input's bytes published
+  unchanged to the output topic through ``streams.scoring.publish.KafkaPublisher``, inputs acked
   after delivery. The ceiling of what Faust + Kafka allow on this machine.
 - **naive**: what one writes without batching: for each event, validate it, one Feast
   ``get_online_features`` call, one ONNX ``session.run`` (``OnnxScorer`` on one row), one
@@ -33,22 +33,22 @@ from features.store import open_store
 from models.inputs import InputLayout
 from models.registry import ModelRegistry
 from models.scorer import OnnxScorer
-from streams.app import create_app, create_worker, track_assignment
-from streams.batching import micro_batches
-from streams.connections import RedisConnection
 from streams.errors import BadInput
 from streams.metrics import Metrics, serve
-from streams.publish import KafkaPublisher, app_producer
-from streams.records import (
+from streams.runtime.app import create_app, create_worker, track_assignment
+from streams.runtime.connections import RedisConnection
+from streams.scoring.batching import micro_batches
+from streams.scoring.publish import KafkaPublisher, app_producer
+from streams.scoring.records import (
     InputMessage,
     OutputRecord,
     encode_dead_letter,
     encode_prediction,
     iso_utc,
 )
+from streams.scoring.validation import EventValidator
 from streams.settings import Settings, load_settings
 from streams.spec import PipelineSpec, feature_column, load_spec
-from streams.validation import EventValidator
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,8 @@
 """Where a load run happens: an embedded broker (Apache Kafka by default, Tansu on request:
-``STREAMSCORE_EMBEDDED_BROKER``, streams/brokers.py) and Redis, and an isolated copy of a
+``STREAMSCORE_EMBEDDED_BROKER``, streams/runtime/brokers.py) and Redis, and an isolated copy of a
 pipeline.
 
-The pipeline is prepared as the integration tests prepare theirs (``streams.bootstrap.
+The pipeline is prepared as the integration tests prepare theirs (``streams.cli.bootstrap.
 prepare_copy``): its Feast repo is copied into a work folder, offline data written, applied
 and materialized into this run's Redis, and its models trained into the work folder's
 registry if they are not there yet. Each system under test then runs a *variant*: the same
@@ -19,13 +19,13 @@ from typing import Any
 
 import yaml
 
-from streams.bootstrap import prepare_copy
-from streams.brokers import EmbeddedBroker, choose_broker
-from streams.connections import KafkaConnection
-from streams.embedded import EmbeddedRedis, free_port
+from streams.cli.bootstrap import prepare_copy
+from streams.runtime.brokers import EmbeddedBroker, choose_broker
+from streams.runtime.connections import KafkaConnection
+from streams.runtime.embedded import EmbeddedRedis, free_port
+from streams.runtime.topics import ensure_topics, spec_topics
 from streams.settings import Settings
 from streams.spec import PipelineSpec, load_spec
-from streams.topics import ensure_topics, spec_topics
 
 # Kafka's minimum: a worker that dies is replaced in its group within this.
 SESSION_TIMEOUT = 6.0

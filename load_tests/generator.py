@@ -55,10 +55,10 @@ from load_tests.traffic import (
     event_id,
     label_record,
 )
-from streams.connections import KafkaConnection
+from streams.runtime.connections import KafkaConnection
 from streams.spec import load_spec
 
-TICK_SECONDS = 0.01  # the 10 ms slices of streams/producer.py
+TICK_SECONDS = 0.01  # the 10 ms slices of streams/cli/producer.py
 PROGRESS_SECONDS = 0.1
 MAX_BATCH_BYTES = 512 * 1024
 

@@ -23,7 +23,7 @@ import numpy.typing as npt
 from aiokafka import TopicPartition
 
 from load_tests.traffic import BAD, ID_SPACE, TimeParser
-from streams.connections import KafkaConnection
+from streams.runtime.connections import KafkaConnection
 
 UNKNOWN_FLAG = b'"entity_found":false'
 

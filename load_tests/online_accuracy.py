@@ -58,9 +58,9 @@ from load_tests.online_served import (
 )
 from load_tests.processes import Samples, scrape, sum_of
 from load_tests.report import git_state
-from streams.compare import read_topics
-from streams.connections import KafkaConnection
-from streams.processes import WorkerProcess
+from streams.cli.compare import read_topics
+from streams.runtime.connections import KafkaConnection
+from streams.runtime.processes import WorkerProcess
 from tests.specs.phishing.pages import event, rows
 
 REPORTS = Path(__file__).resolve().parent / "reports"

@@ -26,7 +26,7 @@ import numpy as np
 import orjson
 
 from load_tests.processes import Samples
-from streams.connections import KafkaConnection
+from streams.runtime.connections import KafkaConnection
 from streams.spec import OnlineModelSpec
 from tests.specs.phishing.pages import event, rows
 

@@ -1,6 +1,6 @@
 """Child processes of a load run: baseline workers and the generator, plus /metrics reads.
 
-Real workers are ``streams.processes.WorkerProcess`` (``streamscore worker``). Baselines and
+Real workers are ``streams.runtime.processes.WorkerProcess`` (``streamscore worker``). Baselines and
 the generator are started the same way: their own session (a Ctrl-C reaches only the run,
 which stops them in order), a parent-death signal (a crashed run leaves nothing behind), and
 SIGTERM then SIGKILL on stop.
@@ -19,8 +19,8 @@ from typing import IO, Any, Protocol
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
-from streams.embedded import die_with_parent
-from streams.processes import WorkerProcess
+from streams.runtime.embedded import die_with_parent
+from streams.runtime.processes import WorkerProcess
 from streams.settings import Settings
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]

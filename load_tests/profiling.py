@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from load_tests.traffic import Pattern
-from streams.embedded import die_with_parent
+from streams.runtime.embedded import die_with_parent
 
 if TYPE_CHECKING:
     from load_tests.steps import Runner, System
@@ -25,17 +25,23 @@ if TYPE_CHECKING:
 # project stage (so aiokafka code called by the publisher counts as publish), else the
 # leaf-most library group. Shares add up to 100%.
 PROJECT_STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("decode (EventValidator)", ("streams/validation.py",)),
+    ("decode (EventValidator)", ("streams/scoring/validation.py",)),
     ("enrich (feature reader: Feast + Redis)", ("features/reader.py",)),
     ("infer (model input + ONNX)", ("models/inputs.py", "models/scorer.py")),
-    ("encode prediction records", ("streams/records.py", "_predictions (streams/pipeline.py")),
-    ("shadow models", ("streams/shadow.py",)),
-    ("labels + prediction store", ("streams/labels.py", "streams/prediction_store.py")),
-    ("online learner", ("streams/learner.py", "models/online.py")),
-    ("publish (KafkaPublisher)", ("streams/publish.py",)),
+    (
+        "encode prediction records",
+        ("streams/scoring/records.py", "_predictions (streams/scoring/pipeline.py"),
+    ),
+    ("shadow models", ("streams/shadows/shadow.py",)),
+    (
+        "labels + prediction store",
+        ("streams/learning/join.py", "streams/scoring/prediction_store.py"),
+    ),
+    ("online learner", ("streams/learning/learner.py", "models/online.py")),
+    ("publish (KafkaPublisher)", ("streams/scoring/publish.py",)),
     ("metrics", ("streams/metrics.py",)),
-    ("pipeline/service other", ("streams/pipeline.py", "streams/service.py")),
-    ("agent (streams/app.py)", ("streams/app.py",)),
+    ("pipeline/service other", ("streams/scoring/pipeline.py", "streams/scoring/service.py")),
+    ("agent (streams/runtime/app.py)", ("streams/runtime/app.py",)),
 )
 LIBRARY_STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("metrics", ("prometheus_client/",)),

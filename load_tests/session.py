@@ -28,8 +28,8 @@ from load_tests.processes import GeneratorProcess, Worker, baseline_process
 from load_tests.report import build_report, git_state, write_report
 from load_tests.steps import Runner, StepResult, System
 from load_tests.usage import CpuMeter
-from streams.connections import KafkaConnection
-from streams.processes import WorkerProcess
+from streams.runtime.connections import KafkaConnection
+from streams.runtime.processes import WorkerProcess
 
 SYSTEMS = (PASSTHROUGH, NAIVE, REAL)
 QUIET_SECONDS = 1.0  # how long the machine's background load is sampled before the run

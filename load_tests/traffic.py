@@ -21,10 +21,10 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
+from streams.cli.generators import corrupt, make_generator
 from streams.errors import BadInput
-from streams.generators import corrupt, make_generator
+from streams.scoring.validation import EventValidator, parse_timestamp
 from streams.spec import PipelineSpec
-from streams.validation import EventValidator, parse_timestamp
 
 ID_SPACE = 10**9
 VALID, BAD, UNKNOWN = "v", "b", "u"

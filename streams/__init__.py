@@ -1,1 +1,3 @@
-"""The stream layer: Faust app, topics, agents, record codecs, settings and the CLI."""
+"""The stream layer, one folder per stage: ``scoring``, ``shadows``, ``learning``,
+``monitoring``, ``runtime`` and ``cli``; what they share sits here (the pipeline ``spec``,
+deployment ``settings``, ``metrics`` and ``errors``)."""

@@ -1,6 +1,6 @@
 """The stream layer's error hierarchy. The agent picks a policy by type:
 ``BadInput`` becomes a dead-letter record; anything else stops the worker loudly
-(``streams.lifecycle``)."""
+(``streams.runtime.lifecycle``)."""
 
 from __future__ import annotations
 

@@ -288,7 +288,7 @@ def observe_many(histogram: Any, values: npt.NDArray[np.float64] | Iterable[floa
     histogram._sum.inc(float(array.sum()))
 
 
-#: A probe answers (healthy?, JSON body); see ``streams.health``.
+#: A probe answers (healthy?, JSON body); see ``streams.runtime.health``.
 Probe = Callable[[], tuple[bool, dict[str, Any]]]
 
 

@@ -25,7 +25,7 @@ KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"
 KafkaSaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 
 #: The settings that say how Kafka and Redis clients secure their connections (turned into
-#: client options by ``streams.connections``; the embedded servers use none of them).
+#: client options by ``streams.runtime.connections``; the embedded servers use none of them).
 KAFKA_SECURITY_FIELDS = (
     "kafka_security_protocol",
     "kafka_sasl_mechanism",
@@ -44,7 +44,7 @@ REDIS_SECURITY_FIELDS = (
     "redis_ssl_keyfile",
 )
 
-# Defaults of the input size limits, also used by ``streams.limits.InputLimits`` so that a
+# Defaults of the input size limits, also used by ``streams.scoring.limits.InputLimits`` so that a
 # service built without settings (tests, tools) applies the same limits as a worker.
 DEFAULT_MAX_EVENT_BYTES = 256 * 1024
 DEFAULT_MAX_KEY_BYTES = 512

@@ -3,7 +3,7 @@
 Integration tests share one broker and one Redis per session and isolate themselves with
 unique topic names, consumer groups and Redis databases/prefixes, as Quix Streams and Bytewax
 do in their own suites. The broker is Apache Kafka where Java 17+ (and Maven, the first
-time) are present, else Tansu; ``STREAMSCORE_EMBEDDED_BROKER`` chooses (streams/brokers.py).
+time) are present, else Tansu; ``STREAMSCORE_EMBEDDED_BROKER`` chooses (streams/runtime/brokers.py).
 Tests marked ``tansu`` also run on an embedded Tansu, so both brokers stay proven.
 """
 
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from streams.brokers import BrokerChoice, choose_broker
-from streams.embedded import EmbeddedRedis, EmbeddedTansu
+from streams.runtime.brokers import BrokerChoice, choose_broker
+from streams.runtime.embedded import EmbeddedRedis, EmbeddedTansu
 from streams.settings import Settings
 
 

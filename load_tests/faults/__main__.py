@@ -31,7 +31,7 @@ from load_tests.faults.scenarios import SCENARIOS, Outcome, redis_outage, run_sc
 from load_tests.processes import GeneratorProcess
 from load_tests.session import start_system, stop_system
 from load_tests.usage import CpuMeter
-from streams.connections import KafkaConnection
+from streams.runtime.connections import KafkaConnection
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_SPEC = REPO_ROOT / "streams" / "specs" / "card_fraud.yaml"

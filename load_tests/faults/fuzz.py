@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 from load_tests.faults.scenarios import Outcome
 from load_tests.steps import System
 from load_tests.traffic import ID_SPACE
-from streams.connections import KafkaConnection
-from streams.generators import make_generator
+from streams.cli.generators import make_generator
+from streams.runtime.connections import KafkaConnection
 from streams.spec import PipelineSpec
 
 # Any JSON value, including what orjson refuses (ints past 64 bits) and what JSON itself

@@ -34,7 +34,7 @@ from models.errors import ModelError
 from models.profile import ProfileBins, ReferenceProfile
 from models.registry import ModelRegistry
 from streams.metrics import Metrics
-from streams.records import OutputRecord, iso_utc
+from streams.scoring.records import OutputRecord, iso_utc
 from streams.spec import PipelineSpec
 
 log = logging.getLogger(__name__)

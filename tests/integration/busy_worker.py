@@ -17,9 +17,9 @@ import time
 import faust
 import orjson
 
-from streams.batching import micro_batches
-from streams.lifecycle import Lifecycle
-from streams.transport import StreamscoreApp
+from streams.runtime.lifecycle import Lifecycle
+from streams.runtime.transport import StreamscoreApp
+from streams.scoring.batching import micro_batches
 
 MAX_SIZE = 64
 MAX_WAIT = 0.05

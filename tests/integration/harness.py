@@ -20,12 +20,12 @@ import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
-from streams.bootstrap import prepare_copy
-from streams.connections import KafkaConnection
-from streams.processes import WorkerProcess
+from streams.cli.bootstrap import prepare_copy
+from streams.runtime.connections import KafkaConnection
+from streams.runtime.processes import WorkerProcess
+from streams.runtime.topics import ensure_topics, spec_topics
 from streams.settings import Settings
 from streams.spec import PipelineSpec, load_spec
-from streams.topics import ensure_topics, spec_topics
 
 
 @dataclass

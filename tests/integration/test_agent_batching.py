@@ -8,9 +8,9 @@ import asyncio
 import pytest
 from faust.types import TP
 
-from streams.app import Progress, attach_scoring_agent, create_app
 from streams.metrics import Metrics
-from streams.records import InputMessage
+from streams.runtime.app import Progress, attach_scoring_agent, create_app
+from streams.scoring.records import InputMessage
 from streams.settings import Settings
 from tests.unit.test_pipeline import SPEC
 

@@ -14,7 +14,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from streams.apache_kafka import ApacheKafka, check_java
+from streams.runtime.apache_kafka import ApacheKafka, check_java
 from streams.settings import Settings
 
 pytestmark = [
@@ -56,7 +56,7 @@ def test_dies_with_its_parent(tmp_path) -> None:
         f"""
         import sys, time
         from pathlib import Path
-        from streams.apache_kafka import ApacheKafka
+        from streams.runtime.apache_kafka import ApacheKafka
         broker = ApacheKafka(Path({str(Settings().cache_dir)!r}))
         broker.start()
         print(broker.process.pid, broker.workdir, flush=True)

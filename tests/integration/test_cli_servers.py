@@ -14,10 +14,10 @@ from pathlib import Path
 
 import orjson
 
-from streams.processes import settings_env
+from streams.runtime.processes import settings_env
+from streams.runtime.topics import spec_topics
 from streams.settings import Settings
 from streams.spec import load_spec
-from streams.topics import spec_topics
 from tests.integration.harness import create_topics, read_to_end
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,4 +1,4 @@
-"""The consumer hands a whole fetch to the streams at once (streams/transport.py), so a busy
+"""The consumer hands a whole fetch to the streams at once (streams/runtime/transport.py), so a busy
 event loop does not throttle how fast records reach the agent's batches."""
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ import time
 import psutil
 import pytest
 
-from streams.processes import settings_env
+from streams.runtime.processes import settings_env
 from tests.integration.harness import PreparedPipeline
 
 pytestmark = pytest.mark.integration

@@ -13,8 +13,8 @@ import orjson
 import pandas as pd
 import pytest
 
-from streams.embedded import free_port
-from streams.processes import WorkerProcess
+from streams.runtime.embedded import free_port
+from streams.runtime.processes import WorkerProcess
 from tests.integration.harness import PreparedPipeline, consume, create_topics, produce
 
 pytestmark = pytest.mark.integration

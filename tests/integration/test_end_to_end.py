@@ -22,9 +22,9 @@ import pytest
 from features.store import open_store
 from models.inputs import InputLayout
 from models.registry import ModelRegistry
-from streams.connections import RedisConnection
-from streams.generators import make_generator
-from streams.records import decode_original_value
+from streams.cli.generators import make_generator
+from streams.runtime.connections import RedisConnection
+from streams.scoring.records import decode_original_value
 from streams.settings import Settings
 from streams.spec import PipelineSpec, feature_column
 from tests.integration.harness import (

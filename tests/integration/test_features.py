@@ -29,8 +29,8 @@ from features.errors import FeatureStoreError
 from features.freshness import FreshnessPolicy
 from features.reader import OnlineFeatureReader
 from features.store import apply_repo, materialize, open_store, redis_connection_string
-from streams.connections import RedisConnection
-from streams.embedded import free_port
+from streams.runtime.connections import RedisConnection
+from streams.runtime.embedded import free_port
 from streams.spec import PipelineSpec, feature_column, load_spec
 from tests.integration.harness import write_card_stats
 

@@ -16,10 +16,10 @@ import orjson
 import pytest
 
 from features.store import open_store
-from streams.connections import RedisConnection
-from streams.embedded import free_port
-from streams.generators import make_generator
-from streams.processes import WorkerProcess
+from streams.cli.generators import make_generator
+from streams.runtime.connections import RedisConnection
+from streams.runtime.embedded import free_port
+from streams.runtime.processes import WorkerProcess
 from streams.spec import feature_column
 from tests.integration.harness import (
     PreparedPipeline,

@@ -19,9 +19,9 @@ from typing import Any
 import orjson
 import pytest
 
-from streams.embedded import free_port
-from streams.generators import make_generator
-from streams.processes import WorkerProcess
+from streams.cli.generators import make_generator
+from streams.runtime.embedded import free_port
+from streams.runtime.processes import WorkerProcess
 from streams.spec import PipelineSpec
 from tests.integration.harness import (
     PreparedPipeline,

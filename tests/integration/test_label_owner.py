@@ -15,9 +15,9 @@ import redis
 import redis.asyncio as aioredis
 
 from models.online import OnlineLearner, build_river_model
-from streams.embedded import free_port
-from streams.prediction_store import Keys, PredictionStore
-from streams.processes import WorkerProcess
+from streams.runtime.embedded import free_port
+from streams.runtime.processes import WorkerProcess
+from streams.scoring.prediction_store import Keys, PredictionStore
 from streams.spec import PipelineSpec
 from tests.integration.harness import PreparedPipeline, create_topics, produce, wait_until
 

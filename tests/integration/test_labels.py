@@ -13,16 +13,16 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
-import streams.learner
+import streams.learning.learner
 from models.evaluation import EvaluationStateError, RollingEvaluation
 from models.online import OnlineLearner, SnapshotError, build_river_model
-from streams.compare import labelled_evaluation
-from streams.connections import RedisConnection
-from streams.labels import Label, LabelJoiner, joined_record
-from streams.learner import LearnerFenced, LearnerService, OnlineSnapshotModel
+from streams.cli.compare import labelled_evaluation
+from streams.learning.join import Label, LabelJoiner, joined_record
+from streams.learning.learner import LearnerFenced, LearnerService, OnlineSnapshotModel
 from streams.metrics import Metrics
-from streams.prediction_store import Keys, PredictionStore
-from streams.records import InputMessage
+from streams.runtime.connections import RedisConnection
+from streams.scoring.prediction_store import Keys, PredictionStore
+from streams.scoring.records import InputMessage
 from tests.integration.harness import PreparedPipeline
 from tests.planted import planted_pickle
 
@@ -253,7 +253,7 @@ async def test_a_pickle_planted_in_redis_runs_in_no_reader(
     await redis_client.mset({keys.snapshot: payload, keys.evaluation: payload, keys.version: 7})
 
     learner = LearnerService(spec, redis_client, Metrics(), clock=Clock(T0))
-    with caplog.at_level(logging.WARNING, logger="streams.learner"):
+    with caplog.at_level(logging.WARNING, logger="streams.learning.learner"):
         await learner.load()
     assert "starting a new online model" in caplog.text
     assert "a pickle" in caplog.text and "never loaded" in caplog.text
@@ -265,13 +265,15 @@ async def test_a_pickle_planted_in_redis_runs_in_no_reader(
     await redis_client.set(keys.evaluation, payload)  # ...with a planted evaluation
     caplog.clear()
     resumed = LearnerService(spec, redis_client, Metrics(), clock=Clock(T0))
-    with caplog.at_level(logging.WARNING, logger="streams.learner"):
+    with caplog.at_level(logging.WARNING, logger="streams.learning.learner"):
         await resumed.load()
     assert "starting a new rolling evaluation" in caplog.text and "a pickle" in caplog.text
     assert resumed.learner is not None and resumed.learner.learned == 40
     assert resumed.evaluation.models == []
 
-    monkeypatch.setattr(streams.learner, "RELOAD_SECONDS", 0.0)  # the shadow checks every batch
+    monkeypatch.setattr(
+        streams.learning.learner, "RELOAD_SECONDS", 0.0
+    )  # the shadow checks every batch
     await redis_client.mset({keys.snapshot: payload, keys.version: 8})
     shadow = OnlineSnapshotModel(spec, RedisConnection(redis_url))
     try:

@@ -19,10 +19,10 @@ from sklearn.linear_model import LogisticRegression
 
 from models.manifest import ManifestFields
 from models.registry import CHAMPION, ModelRegistry, ModelVersion
-from streams.embedded import free_port
-from streams.generators import make_generator
-from streams.processes import WorkerProcess
-from streams.validation import parse_timestamp
+from streams.cli.generators import make_generator
+from streams.runtime.embedded import free_port
+from streams.runtime.processes import WorkerProcess
+from streams.scoring.validation import parse_timestamp
 from tests.integration.harness import PreparedPipeline, consume, create_topics, produce
 
 pytestmark = pytest.mark.integration

@@ -35,11 +35,11 @@ from load_tests.online_served import (
     spread,
 )
 from load_tests.processes import scrape
-from streams.compare import labelled_evaluation
-from streams.connections import RedisConnection
-from streams.embedded import free_port
-from streams.prediction_store import Keys
-from streams.processes import WorkerProcess
+from streams.cli.compare import labelled_evaluation
+from streams.runtime.connections import RedisConnection
+from streams.runtime.embedded import free_port
+from streams.runtime.processes import WorkerProcess
+from streams.scoring.prediction_store import Keys
 from streams.settings import Settings
 from tests.integration.harness import (
     PreparedPipeline,

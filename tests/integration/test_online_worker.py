@@ -18,14 +18,14 @@ from typer.testing import CliRunner
 from models.manifest import ManifestFields
 from models.online import OnlineLearner
 from models.registry import ModelRegistry, ModelVersion
-from streams.cli import app as cli
-from streams.embedded import free_port
-from streams.generators import make_generator
-from streams.prediction_store import Keys
-from streams.processes import WorkerProcess
+from streams.cli.generators import make_generator
+from streams.cli.main import app as cli
+from streams.runtime.embedded import free_port
+from streams.runtime.processes import WorkerProcess
+from streams.runtime.worker import ALIAS_CHECK_SECONDS
+from streams.scoring.prediction_store import Keys
+from streams.scoring.validation import parse_timestamp
 from streams.spec import PipelineSpec
-from streams.validation import parse_timestamp
-from streams.worker import ALIAS_CHECK_SECONDS
 from tests.integration.harness import (
     PreparedPipeline,
     consume,

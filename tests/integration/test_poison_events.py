@@ -18,9 +18,9 @@ import orjson
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from streams.generators import make_generator
-from streams.processes import WorkerProcess
-from streams.records import decode_original_value
+from streams.cli.generators import make_generator
+from streams.runtime.processes import WorkerProcess
+from streams.scoring.records import decode_original_value
 from tests.integration.harness import (
     PreparedPipeline,
     consume,

@@ -16,9 +16,9 @@ import orjson
 import pytest
 import redis
 
-from streams.embedded import free_port
-from streams.generators import make_generator
-from streams.processes import WorkerProcess
+from streams.cli.generators import make_generator
+from streams.runtime.embedded import free_port
+from streams.runtime.processes import WorkerProcess
 from tests.integration.harness import (
     PreparedPipeline,
     consume,

@@ -34,11 +34,11 @@ import orjson
 import pytest
 import yaml
 
-from streams.connections import KafkaConnection
-from streams.embedded import die_with_parent, free_port
+from streams.cli.producer import EventProducer
 from streams.metrics import Metrics
-from streams.processes import WorkerProcess
-from streams.producer import EventProducer
+from streams.runtime.connections import KafkaConnection
+from streams.runtime.embedded import die_with_parent, free_port
+from streams.runtime.processes import WorkerProcess
 from streams.settings import Settings
 from streams.spec import PipelineSpec
 from tests.integration.harness import PreparedPipeline, create_topics, produce

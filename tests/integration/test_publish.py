@@ -8,10 +8,10 @@ import time
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from streams.connections import KafkaConnection
-from streams.publish import KafkaPublisher, OwnProducer
-from streams.records import OutputRecord
-from streams.topics import ensure_topics
+from streams.runtime.connections import KafkaConnection
+from streams.runtime.topics import ensure_topics
+from streams.scoring.publish import KafkaPublisher, OwnProducer
+from streams.scoring.records import OutputRecord
 from tests.integration.harness import consume, produce
 
 pytestmark = pytest.mark.integration

@@ -20,11 +20,11 @@ import orjson
 import pytest
 
 from models.online import OnlineLearner, build_river_model
-from streams.compare import labelled_evaluation
-from streams.connections import RedisConnection
-from streams.embedded import free_port
-from streams.prediction_store import Keys
-from streams.processes import WorkerProcess
+from streams.cli.compare import labelled_evaluation
+from streams.runtime.connections import RedisConnection
+from streams.runtime.embedded import free_port
+from streams.runtime.processes import WorkerProcess
+from streams.scoring.prediction_store import Keys
 from tests.integration.harness import (
     PreparedPipeline,
     consume,

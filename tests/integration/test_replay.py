@@ -18,10 +18,10 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 from typer.testing import CliRunner
 
-from streams.cli import app as cli
-from streams.generators import make_generator
-from streams.processes import WorkerProcess, settings_env
-from streams.replay_run import REPLAY_HEADER
+from streams.cli.generators import make_generator
+from streams.cli.main import app as cli
+from streams.cli.replay_run import REPLAY_HEADER
+from streams.runtime.processes import WorkerProcess, settings_env
 from tests.integration.harness import (
     PreparedPipeline,
     consume,

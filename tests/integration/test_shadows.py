@@ -18,19 +18,19 @@ from features.reader import OnlineFeatureReader
 from features.store import open_store
 from models.registry import ModelRegistry
 from models.scorer import OnnxScorer
-from streams.app import Shadows
-from streams.compare import compare_shadows
-from streams.connections import KafkaConnection, RedisConnection
-from streams.generators import make_generator
+from streams.cli.compare import compare_shadows
+from streams.cli.generators import make_generator
 from streams.metrics import Metrics
-from streams.pipeline import ScoringPipeline
-from streams.prediction_store import PredictionStore
-from streams.publish import KafkaPublisher, OwnProducer
-from streams.records import InputMessage, iso_utc
-from streams.service import ScoringService
-from streams.shadow import ShadowRunner
+from streams.runtime.app import Shadows
+from streams.runtime.connections import KafkaConnection, RedisConnection
+from streams.scoring.pipeline import ScoringPipeline
+from streams.scoring.prediction_store import PredictionStore
+from streams.scoring.publish import KafkaPublisher, OwnProducer
+from streams.scoring.records import InputMessage, iso_utc
+from streams.scoring.service import ScoringService
+from streams.scoring.validation import parse_timestamp
+from streams.shadows.shadow import ShadowRunner
 from streams.spec import PipelineSpec
-from streams.validation import parse_timestamp
 from tests.integration.harness import PreparedPipeline, consume, create_topics
 
 pytestmark = pytest.mark.integration

@@ -7,8 +7,8 @@ import logging
 
 import pytest
 
-from streams.connections import KafkaConnection
-from streams.topics import declare_topics, ensure_topics, spec_topics
+from streams.runtime.connections import KafkaConnection
+from streams.runtime.topics import declare_topics, ensure_topics, spec_topics
 from tests.integration.harness import PreparedPipeline
 
 pytestmark = pytest.mark.integration
@@ -23,7 +23,7 @@ def test_declare_creates_every_spec_topic_and_reports_a_partition_mismatch(
     # The output topic already exists, with one partition more than the spec says.
     out = spec.output.topic
     assert asyncio.run(ensure_topics(bootstrap, {out: wanted[out] + 1})) == {}
-    with caplog.at_level(logging.WARNING, logger="streams.topics"):
+    with caplog.at_level(logging.WARNING, logger="streams.runtime.topics"):
         differing = asyncio.run(declare_topics(spec, bootstrap))
     assert differing == {out: wanted[out] + 1}
     assert f"topic {out!r} has {wanted[out] + 1} partitions, the spec declares" in caplog.text

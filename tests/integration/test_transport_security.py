@@ -17,12 +17,12 @@ import orjson
 import pytest
 from pydantic import SecretStr
 
-from streams.apache_kafka import ApacheKafka, check_java
-from streams.connections import ConnectionFailed, KafkaConnection, RedisConnection
-from streams.embedded import EmbeddedRedis
-from streams.prediction_store import Keys
-from streams.processes import WorkerProcess
-from streams.producer import EventProducer
+from streams.cli.producer import EventProducer
+from streams.runtime.apache_kafka import ApacheKafka, check_java
+from streams.runtime.connections import ConnectionFailed, KafkaConnection, RedisConnection
+from streams.runtime.embedded import EmbeddedRedis
+from streams.runtime.processes import WorkerProcess
+from streams.scoring.prediction_store import Keys
 from streams.settings import Settings
 from streams.spec import PipelineSpec
 from tests.conftest import CARD_FRAUD_SPEC

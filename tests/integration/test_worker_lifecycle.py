@@ -22,10 +22,10 @@ from typing import Any
 import orjson
 import pytest
 
-from streams.embedded import EmbeddedRedis, free_port
-from streams.generators import make_generator
-from streams.lifecycle import EXIT_BATCH_FAILED, EXIT_DRAIN_INCOMPLETE
-from streams.processes import WorkerProcess
+from streams.cli.generators import make_generator
+from streams.runtime.embedded import EmbeddedRedis, free_port
+from streams.runtime.lifecycle import EXIT_BATCH_FAILED, EXIT_DRAIN_INCOMPLETE
+from streams.runtime.processes import WorkerProcess
 from streams.spec import PipelineSpec
 from tests.integration.harness import PreparedPipeline, consume, create_topics, produce
 

@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
-from streams.embedded import free_port
-from streams.generators import make_generator
-from streams.processes import WorkerProcess
+from streams.cli.generators import make_generator
+from streams.runtime.embedded import free_port
+from streams.runtime.processes import WorkerProcess
 from tests.integration.harness import (
     PreparedPipeline,
     consume,

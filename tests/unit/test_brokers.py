@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from streams import brokers
-from streams.apache_kafka import ApacheKafka
-from streams.apache_kafka.install import JavaCheck
-from streams.embedded import EmbeddedServerError, EmbeddedTansu
+from streams.runtime import brokers
+from streams.runtime.apache_kafka import ApacheKafka
+from streams.runtime.apache_kafka.install import JavaCheck
+from streams.runtime.embedded import EmbeddedServerError, EmbeddedTansu
 from streams.settings import Settings
 
 NO_JAVA = JavaCheck(java=None, java_major=None, mvn=None, cached=False)

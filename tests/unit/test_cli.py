@@ -7,7 +7,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from streams.cli import app
+from streams.cli.main import app
 
 runner = CliRunner()
 SPEC = Path(__file__).resolve().parents[2] / "streams" / "specs" / "card_fraud.yaml"
@@ -64,8 +64,8 @@ def test_learning_worker_needs_a_spec_with_labels(tmp_path: Path) -> None:
 
 
 def test_compare_reports_a_stored_evaluation_it_cannot_read(monkeypatch) -> None:
-    import streams.compare
-    import streams.reach
+    import streams.cli.compare
+    import streams.runtime.reach
     from models.evaluation import EvaluationStateError
 
     def report(*_: object) -> None:
@@ -74,9 +74,11 @@ def test_compare_reports_a_stored_evaluation_it_cannot_read(monkeypatch) -> None
     async def answers(*_: object) -> list[str]:
         return []
 
-    monkeypatch.setattr(streams.compare, "report", report)
-    monkeypatch.setattr(streams.reach, "missing_topics", answers)  # no servers in unit tests
-    monkeypatch.setattr(streams.reach, "check_redis", lambda _: None)
+    monkeypatch.setattr(streams.cli.compare, "report", report)
+    monkeypatch.setattr(
+        streams.runtime.reach, "missing_topics", answers
+    )  # no servers in unit tests
+    monkeypatch.setattr(streams.runtime.reach, "check_redis", lambda _: None)
     result = runner.invoke(app, ["compare", "--spec", str(SPEC)])
     assert result.exit_code == 1
     assert "stored rolling evaluation: not an evaluation of format 1" in result.output
@@ -85,8 +87,8 @@ def test_compare_reports_a_stored_evaluation_it_cannot_read(monkeypatch) -> None
 def test_compare_prints_full_model_names_whatever_the_width(monkeypatch) -> None:
     from rich.table import Table
 
-    import streams.compare
-    import streams.reach
+    import streams.cli.compare
+    import streams.runtime.reach
 
     long_name = "fraud_gradient_boosting_with_a_very_long_descriptive_name_v2"
     table = Table(title="shadows vs primary")
@@ -97,9 +99,9 @@ def test_compare_prints_full_model_names_whatever_the_width(monkeypatch) -> None
     async def answers(*_: object) -> list[str]:
         return []
 
-    monkeypatch.setattr(streams.compare, "report", lambda *_: [table])
-    monkeypatch.setattr(streams.reach, "missing_topics", answers)
-    monkeypatch.setattr(streams.reach, "check_redis", lambda _: None)
+    monkeypatch.setattr(streams.cli.compare, "report", lambda *_: [table])
+    monkeypatch.setattr(streams.runtime.reach, "missing_topics", answers)
+    monkeypatch.setattr(streams.runtime.reach, "check_redis", lambda _: None)
     result = runner.invoke(app, ["compare", "--spec", str(SPEC)], env={"COLUMNS": "80"})
     assert result.exit_code == 0, result.output
     assert long_name in result.output
@@ -111,7 +113,7 @@ def test_compare_tables_never_cut_model_names_in_80_columns() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from streams.compare import _add_column
+    from streams.cli.compare import _add_column
 
     names = ["phishing_online_river_model_a", "phishing_online_river_model_b"]
     table = Table()

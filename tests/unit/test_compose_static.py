@@ -155,8 +155,8 @@ def test_kafka_image_is_the_version_the_tests_run() -> None:
     """Production's broker is the one the integration suite and the load tests ran on."""
     from xml.etree import ElementTree
 
-    from streams.apache_kafka import KAFKA_VERSION
-    from streams.apache_kafka.install import POM
+    from streams.runtime.apache_kafka import KAFKA_VERSION
+    from streams.runtime.apache_kafka.install import POM
 
     assert SERVICES["kafka"]["image"] == f"apache/kafka:{KAFKA_VERSION}"
     ns = {"m": "http://maven.apache.org/POM/4.0.0"}
@@ -430,7 +430,7 @@ def test_dockerignore_keeps_what_the_image_needs() -> None:
         for line in DOCKERIGNORE.read_text().splitlines()
         if line.strip() and not line.startswith("#")
     ]
-    for needed in ("pyproject.toml", "streams", "features", "models", "streams/cli.py"):
+    for needed in ("pyproject.toml", "streams", "features", "models", "streams/cli/main.py"):
         excluded = [p for p in patterns if not p.startswith("!") and fnmatch.fnmatch(needed, p)]
         assert not excluded, f".dockerignore drops {needed} ({excluded})"
     for generated in (".git", ".venv", "models/registry", ".streamscore"):
@@ -482,7 +482,7 @@ def test_make_installs_the_demo_extra_for_demo_and_test() -> None:
 def test_features_are_materialized_periodically_with_a_real_command() -> None:
     import typer.main
 
-    from streams.cli import app
+    from streams.cli.main import app
 
     service = SERVICES["features-materialize"]
     command = service["command"]

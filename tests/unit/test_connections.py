@@ -1,5 +1,5 @@
 """Transport security settings become the options of every Kafka, Faust, redis-py and Feast
-client, through ``streams.connections`` alone; bad combinations are refused in one line;
+client, through ``streams.runtime.connections`` alone; bad combinations are refused in one line;
 secrets never show."""
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ from pydantic import SecretStr
 from typer.testing import CliRunner
 
 from features.store import redis_connection_string
-from streams.app import create_app
-from streams.brokers import BrokerChoice
-from streams.cli import app as cli
-from streams.connections import KafkaConnection, RedisConnection
-from streams.embedded import EmbeddedRedis, EmbeddedTansu
-from streams.processes import settings_env
+from streams.cli.main import app as cli
+from streams.runtime.app import create_app
+from streams.runtime.brokers import BrokerChoice
+from streams.runtime.connections import KafkaConnection, RedisConnection
+from streams.runtime.embedded import EmbeddedRedis, EmbeddedTansu
+from streams.runtime.processes import settings_env
 from streams.settings import (
     KAFKA_SECURITY_FIELDS,
     REDIS_SECURITY_FIELDS,
@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SPEC = ROOT / "streams" / "specs" / "card_fraud.yaml"
 SECRET = "s3cret-do-not-show"
 
-#: Constructors of network clients; only streams/connections.py may call them.
+#: Constructors of network clients; only streams/runtime/connections.py may call them.
 CLIENT_CONSTRUCTORS = re.compile(
     r"\b(AIOKafkaProducer|AIOKafkaConsumer|AIOKafkaAdminClient|AIOKafkaClient|create_conn"
     r"|Redis|StrictRedis|RedisCluster|Sentinel|ConnectionPool|SSLConnection"
@@ -51,12 +51,12 @@ PRODUCTION_CODE = ("streams", "features", "models", "load_tests")
 def test_no_kafka_or_redis_client_is_made_outside_streams_connections() -> None:
     """A client made elsewhere would ignore the security settings: make it through
     ``KafkaConnection`` / ``RedisConnection`` (``open_store`` takes a RedisConnection, Faust
-    apps get ``broker_credentials`` in ``streams.app.create_app``)."""
+    apps get ``broker_credentials`` in ``streams.runtime.app.create_app``)."""
     offenders = []
     for folder in PRODUCTION_CODE:
         for path in sorted((ROOT / folder).rglob("*.py")):
             relative = path.relative_to(ROOT).as_posix()
-            if relative == "streams/connections.py":
+            if relative == "streams/runtime/connections.py":
                 continue
             for number, line in enumerate(path.read_text().splitlines(), start=1):
                 code = line.split("#", 1)[0]

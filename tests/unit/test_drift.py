@@ -311,8 +311,8 @@ class Published:
 
 
 async def test_the_service_publishes_a_closed_windows_record_with_its_batch() -> None:
-    from streams.pipeline import ScoringPipeline
-    from streams.service import ScoringService
+    from streams.scoring.pipeline import ScoringPipeline
+    from streams.scoring.service import ScoringService
     from tests.unit.test_pipeline import SPEC, InMemoryFeatures, message
 
     spec = SPEC.model_copy(

@@ -42,7 +42,7 @@ def test_feast_is_instrumented_unless_skipped() -> None:
 WORKER = """
 import socket, sys
 from typer.testing import CliRunner
-from streams.cli import app
+from streams.cli.main import app
 
 runner = CliRunner()
 bad = runner.invoke(app, ["worker", "--spec", "no-such-spec.yaml"])

@@ -10,9 +10,9 @@ import pytest
 from typer.testing import CliRunner
 
 import features.store
-import streams.cli
+import streams.cli.main
 from features.errors import FeatureStoreError
-from streams.cli import app
+from streams.cli.main import app
 
 SPEC = str(Path(__file__).resolve().parents[2] / "streams" / "specs" / "card_fraud.yaml")
 
@@ -69,7 +69,7 @@ def test_every_keeps_going_after_a_failed_run(
         if len(slept) == 3:
             raise _Stop
 
-    monkeypatch.setattr(streams.cli.time, "sleep", fake_sleep)
+    monkeypatch.setattr(streams.cli.main.time, "sleep", fake_sleep)
     result = CliRunner().invoke(app, ["features", "materialize", "--spec", SPEC, "--every", "300"])
     assert isinstance(result.exception, _Stop), result.output
     assert store.runs == ["fail", "ok", "ok"]

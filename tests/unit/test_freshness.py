@@ -15,12 +15,12 @@ import orjson
 import pytest
 
 from features.freshness import FreshnessPolicy
+from streams.cli.validate import validate
 from streams.errors import SpecError
 from streams.metrics import Metrics
-from streams.pipeline import ScoringPipeline
-from streams.records import InputMessage
+from streams.scoring.pipeline import ScoringPipeline
+from streams.scoring.records import InputMessage
 from streams.spec import FeaturesSpec, PipelineSpec, load_spec_text
-from streams.validate import validate
 
 DEMO_SPEC = Path(__file__).resolve().parents[2] / "streams" / "specs" / "card_fraud.yaml"
 

@@ -10,9 +10,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from streams.embedded import free_port
-from streams.health import Health, Verdict
 from streams.metrics import Metrics, serve
+from streams.runtime.embedded import free_port
+from streams.runtime.health import Health, Verdict
 
 
 class Clock:

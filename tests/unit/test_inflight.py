@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.inflight import InFlight
+from streams.scoring.inflight import InFlight
 
 
 class Recorder:

@@ -208,7 +208,7 @@ def test_probes_ask_live_and_ready_on_the_metrics_port(name: str) -> None:
     assert port == Settings.model_fields["metrics_port"].default
     (metrics,) = [p for p in main["ports"] if p["name"] == "metrics"]
     assert metrics["containerPort"] == port
-    served = (ROOT / "streams" / "worker.py").read_text()
+    served = (ROOT / "streams" / "runtime" / "worker.py").read_text()
     for probe, path in (("livenessProbe", "/live"), ("readinessProbe", "/ready")):
         assert main[probe]["httpGet"] == {"path": path, "port": "metrics"}
         assert f'"{path}":' in served, f"the worker serves no {path}"

@@ -13,11 +13,11 @@ import orjson
 import pytest
 
 from streams.errors import BadInput
-from streams.labels import LabelJoiner, _label_value, parse_label
-from streams.limits import InputLimits
+from streams.learning.join import LabelJoiner, _label_value, parse_label
 from streams.metrics import Metrics
-from streams.prediction_store import StoredPrediction
-from streams.records import InputMessage
+from streams.scoring.limits import InputLimits
+from streams.scoring.prediction_store import StoredPrediction
+from streams.scoring.records import InputMessage
 from streams.spec import load_spec_text
 
 SPEC = load_spec_text(

@@ -11,7 +11,7 @@ import pytest
 
 from features.errors import FeatureStoreError
 from streams.errors import BatchTimeout
-from streams.lifecycle import (
+from streams.runtime.lifecycle import (
     EXIT_BATCH_FAILED,
     EXIT_DRAIN_INCOMPLETE,
     EXIT_OK,
@@ -47,7 +47,11 @@ def lifecycle(exits: Exits):
 
 
 def failures(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.name == "streams.lifecycle" and r.levelname == "ERROR"]
+    return [
+        r
+        for r in caplog.records
+        if r.name == "streams.runtime.lifecycle" and r.levelname == "ERROR"
+    ]
 
 
 async def test_a_failed_batch_is_one_line_and_stops_the_worker_with_status_1(

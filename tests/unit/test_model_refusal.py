@@ -26,8 +26,8 @@ from models.fitness import REFUSAL_REASONS, Layout, load_checked, load_serving
 from models.manifest import ManifestFields, TrainingData
 from models.registry import CHAMPION, ModelRegistry
 from streams.metrics import Metrics
-from streams.model_follow import AliasFollower, start_serving
-from streams.pipeline import ScoringPipeline
+from streams.scoring.pipeline import ScoringPipeline
+from streams.shadows.model_follow import AliasFollower, start_serving
 from tests.unit.test_pipeline import SPEC, InMemoryFeatures, message
 
 NAME = SPEC.model.name  # unit_lr
@@ -202,7 +202,7 @@ def test_start_serving_logs_and_flags_the_refusal(
     registry.set_alias(NAME, CHAMPION, TRUNCATED)
     metrics = Metrics()
     sample = metrics.registry.get_sample_value
-    with caplog.at_level(logging.WARNING, logger="streams.model_follow"):
+    with caplog.at_level(logging.WARNING, logger="streams.shadows.model_follow"):
         serving = start_serving(registry, SPEC, SPEC.model, metrics)
     assert serving.scorer.version == GOOD
     assert sample("streamscore_model_refused_version", labels) == TRUNCATED
@@ -239,7 +239,7 @@ async def test_a_running_worker_refuses_bad_versions_and_keeps_scoring(
         return {orjson.loads(r.value)["model_version"] for r in scored.predictions}
 
     assert await versions_scored() == {GOOD}
-    with caplog.at_level(logging.INFO, logger="streams.model_follow"):
+    with caplog.at_level(logging.INFO, logger="streams.shadows.model_follow"):
         for version, (reason, _) in BAD.items():
             registry.set_alias(NAME, CHAMPION, version)
             for _ in range(3):  # checked every second: said and counted once
@@ -276,7 +276,7 @@ def test_an_unreadable_alias_file_is_said_once_and_the_worker_keeps_serving(
     aliases = registry.root / NAME / "aliases.json"
     good = aliases.read_bytes()
     aliases.write_bytes(b"{half a file")
-    with caplog.at_level(logging.WARNING, logger="streams.model_follow"):
+    with caplog.at_level(logging.WARNING, logger="streams.shadows.model_follow"):
         assert [follower.check() for _ in range(3)] == [None, None, None]
     (record,) = caplog.records
     assert "cannot follow alias 'champion'" in record.getMessage()

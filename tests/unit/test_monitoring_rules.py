@@ -8,7 +8,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from streams.cli import app
+from streams.cli.main import app
 from streams.errors import SpecError
 from streams.monitoring.rules import DRIFT_THRESHOLDS, THRESHOLDS, render_rules
 from streams.monitoring.spec import DriftSpec, MonitoringSpec

@@ -446,7 +446,7 @@ def test_docstring_examples_run() -> None:
 def test_checkpoint_announcements_are_parsed_as_numbers_only(caplog) -> None:
     """What the online shadow hears on the checkpoints channel: a version with its label
     count and time, or the label join's forwarded total; anything else is ignored."""
-    from streams.learner import CheckpointAnnouncements
+    from streams.learning.learner import CheckpointAnnouncements
 
     heard = CheckpointAnnouncements.__new__(CheckpointAnnouncements)  # no listener thread
     heard.latest, heard.forwarded, heard._channel = 0, 0, "c"

@@ -15,8 +15,8 @@ from sklearn.linear_model import LogisticRegression
 
 from models.scorer import OnnxScorer
 from streams.metrics import Metrics
-from streams.pipeline import ScoringPipeline
-from streams.records import InputMessage
+from streams.scoring.pipeline import ScoringPipeline
+from streams.scoring.records import InputMessage
 from streams.spec import load_spec_text
 
 SPEC = load_spec_text(

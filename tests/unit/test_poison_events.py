@@ -14,12 +14,12 @@ import numpy as np
 import orjson
 import pytest
 
-from streams.limits import InputLimits
 from streams.metrics import Metrics
-from streams.pipeline import ScoringPipeline
-from streams.records import InputMessage, iso_utc
+from streams.scoring.limits import InputLimits
+from streams.scoring.pipeline import ScoringPipeline
+from streams.scoring.records import InputMessage, iso_utc
+from streams.scoring.validation import Event, EventValidator
 from streams.spec import load_spec_text
-from streams.validation import Event, EventValidator
 
 SPEC = load_spec_text(
     """

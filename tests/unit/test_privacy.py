@@ -17,16 +17,16 @@ import pytest
 from pydantic import SecretStr
 
 from streams.errors import PrivacyError, SpecError
-from streams.labels import LabelJoiner
+from streams.learning.join import LabelJoiner
 from streams.metrics import Metrics
-from streams.pipeline import ScoringPipeline
-from streams.prediction_store import StoredPrediction
-from streams.privacy import NO_PRIVACY, Privacy
-from streams.processes import settings_env
-from streams.records import InputMessage, OutputRecord
-from streams.service import ScoringService
+from streams.runtime.processes import settings_env
+from streams.scoring.pipeline import ScoringPipeline
+from streams.scoring.prediction_store import StoredPrediction
+from streams.scoring.privacy import NO_PRIVACY, Privacy
+from streams.scoring.records import InputMessage, OutputRecord
+from streams.scoring.service import ScoringService
 from streams.settings import Settings, SettingsError, load_settings
-from streams.shadow import ShadowRunner
+from streams.shadows.shadow import ShadowRunner
 from streams.spec import PipelineSpec, load_spec_text
 from tests.unit.test_pipeline import CountingScorer, onnx_scorer  # noqa: F401 - a fixture
 
@@ -379,8 +379,8 @@ async def test_labels_of_hashed_ids_join_and_their_dead_letters_withhold_the_id(
 
 def test_a_worker_refuses_to_start_without_the_key(tmp_path: Path) -> None:
     """Before it connects to anything: nothing is ever published unhashed."""
-    from streams.lifecycle import Lifecycle
-    from streams.worker import build_worker
+    from streams.runtime.lifecycle import Lifecycle
+    from streams.runtime.worker import build_worker
 
     spec = spec_with("privacy: {hash: [user]}")
     settings = Settings(data_dir=tmp_path, kafka_bootstrap_servers="unreachable:1")

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.records import (
+from streams.scoring.records import (
     ORIGINAL_KEY_KEPT_BYTES,
     ORIGINAL_VALUE_KEPT_BYTES,
     InputMessage,
@@ -19,7 +19,7 @@ from streams.records import (
     encode_prediction,
     iso_utc,
 )
-from streams.validation import parse_timestamp
+from streams.scoring.validation import parse_timestamp
 
 
 def test_prediction_record_fields() -> None:
@@ -155,7 +155,7 @@ def test_iso_utc_is_strftime_of_datetime(epoch_seconds: float) -> None:
 
 
 def test_the_online_shadows_records_say_how_many_labels_its_snapshot_learned() -> None:
-    from streams.records import encode_shadow_prediction
+    from streams.scoring.records import encode_shadow_prediction
 
     common = dict(
         event_id="e1", entity_key=None, model="m", version=3, score=0.2, decision=False,

@@ -9,11 +9,7 @@ import orjson
 import pytest
 from pydantic import SecretStr
 
-from streams.errors import ReplayError
-from streams.limits import InputLimits
-from streams.privacy import NO_PRIVACY, Privacy
-from streams.records import InputMessage, encode_dead_letter, iso_utc
-from streams.replay import (
+from streams.cli.replay import (
     ALREADY_REPLAYED,
     NO_ORIGINAL,
     NOT_SELECTED,
@@ -26,7 +22,11 @@ from streams.replay import (
     Resend,
     parse_since,
 )
-from streams.replay_run import ReplayReport, to_resend
+from streams.cli.replay_run import ReplayReport, to_resend
+from streams.errors import ReplayError
+from streams.scoring.limits import InputLimits
+from streams.scoring.privacy import NO_PRIVACY, Privacy
+from streams.scoring.records import InputMessage, encode_dead_letter, iso_utc
 from streams.spec import PipelineSpec, load_spec_text
 
 SPEC = """

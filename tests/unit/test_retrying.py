@@ -8,8 +8,8 @@ import time
 import pytest
 import redis.exceptions
 
-import streams.retrying
-from streams.retrying import REDIS_TRANSIENT, RetryBudgetSpent, within_budget
+import streams.runtime.retrying
+from streams.runtime.retrying import REDIS_TRANSIENT, RetryBudgetSpent, within_budget
 
 
 async def test_a_short_outage_is_waited_out() -> None:
@@ -82,7 +82,7 @@ async def test_an_attempt_that_hangs_is_given_up_and_a_fresh_one_succeeds(
 ) -> None:
     """A connection caught in a server's restart can hang; with budget left, the attempt
     is abandoned after ATTEMPT_SECONDS and the next one (a fresh connection) succeeds."""
-    monkeypatch.setattr(streams.retrying, "ATTEMPT_SECONDS", 0.2)
+    monkeypatch.setattr(streams.runtime.retrying, "ATTEMPT_SECONDS", 0.2)
     calls = 0
 
     async def hangs_once() -> str:
@@ -102,7 +102,7 @@ async def test_an_attempt_that_hangs_is_given_up_and_a_fresh_one_succeeds(
 async def test_attempts_that_always_hang_end_with_the_budget(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(streams.retrying, "ATTEMPT_SECONDS", 0.1)
+    monkeypatch.setattr(streams.runtime.retrying, "ATTEMPT_SECONDS", 0.1)
 
     async def hangs() -> None:
         await asyncio.Event().wait()

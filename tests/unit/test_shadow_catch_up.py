@@ -10,7 +10,7 @@ import numpy as np
 import orjson
 
 from streams.metrics import Metrics
-from streams.shadow import ShadowBatch, ShadowRunner
+from streams.shadows.shadow import ShadowBatch, ShadowRunner
 from tests.unit.test_shadow_follow import Publisher
 
 

@@ -17,9 +17,9 @@ import pytest
 
 from models.registry import CHAMPION, ModelRegistry
 from streams.metrics import Metrics
-from streams.model_follow import AliasFollower, start_serving
-from streams.publish import OutputRecord
-from streams.shadow import ShadowBatch, ShadowRunner
+from streams.scoring.publish import OutputRecord
+from streams.shadows.model_follow import AliasFollower, start_serving
+from streams.shadows.shadow import ShadowBatch, ShadowRunner
 from streams.spec import ShadowRef
 from tests.unit.test_model_refusal import COLUMNS, fields, onnx_of_width
 from tests.unit.test_pipeline import SPEC

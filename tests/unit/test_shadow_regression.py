@@ -12,11 +12,11 @@ import numpy as np
 import orjson
 import pytest
 
-import streams.compare
+import streams.cli.compare
 from models.evaluation import RollingEvaluation
-from streams.compare import compare_shadows, report
+from streams.cli.compare import compare_shadows, report
 from streams.metrics import Metrics
-from streams.shadow import ShadowBatch, ShadowRunner
+from streams.shadows.shadow import ShadowBatch, ShadowRunner
 from tests.unit.test_shadow_follow import Publisher
 from tests.unit.test_spec_task import spec
 
@@ -109,8 +109,8 @@ def test_compare_shows_no_agreement_and_mae_rmse_for_regression(monkeypatch) -> 
     def labelled(spec: object, redis: object, basis: str = "served") -> dict:
         return evaluation.snapshot() if basis == "served" else {}
 
-    monkeypatch.setattr(streams.compare, "read_topics", topics)
-    monkeypatch.setattr(streams.compare, "labelled_evaluation", labelled)
+    monkeypatch.setattr(streams.cli.compare, "read_topics", topics)
+    monkeypatch.setattr(streams.cli.compare, "labelled_evaluation", labelled)
     shadow_table, labelled_table = report(pipeline, None, None)  # type: ignore[arg-type]
     cells = {c.header: list(c.cells) for c in shadow_table.columns}
     assert cells["agreement"] == ["-"] and cells["changed"] == ["-"]

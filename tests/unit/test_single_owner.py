@@ -8,7 +8,7 @@ from aiokafka.coordinator.protocol import (
     ConsumerProtocolMemberMetadata,
 )
 
-from streams.single_owner import SingleOwnerAssignor
+from streams.learning.single_owner import SingleOwnerAssignor
 
 
 class Cluster:

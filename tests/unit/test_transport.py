@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from streams.app import create_app
-from streams.records import encode_prediction, iso_utc
+from streams.runtime.app import create_app
+from streams.scoring.records import encode_prediction, iso_utc
 from streams.settings import Settings
 from streams.spec import feature_column, load_spec
 from tests.unit.test_pipeline import SPEC

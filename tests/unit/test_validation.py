@@ -10,10 +10,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streams.errors import BadInput
-from streams.limits import InputLimits
-from streams.records import iso_utc
+from streams.scoring.limits import InputLimits
+from streams.scoring.records import iso_utc
+from streams.scoring.validation import EventValidator, parse_timestamp
 from streams.spec import EventSpec, FieldSpec
-from streams.validation import EventValidator, parse_timestamp
 
 SCHEMA = EventSpec(
     id_field="id",
@@ -184,7 +184,7 @@ def test_corrupted_events_never_validate() -> None:
     """The producer's deliberately bad events must all be rejected (load tests count them)."""
     import random
 
-    from streams.generators import corrupt, make_generator
+    from streams.cli.generators import corrupt, make_generator
     from streams.spec import load_spec
     from tests.conftest import CARD_FRAUD_SPEC
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from streams import worker as worker_module
+from streams.runtime import worker as worker_module
 from streams.settings import Settings
 from tests.unit.test_pipeline import SPEC
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.app import create_app, create_worker
+from streams.runtime.app import create_app, create_worker
 from streams.settings import Settings
 from tests.unit.test_pipeline import SPEC
 

@@ -1,0 +1,1 @@
+"""The ``streamscore`` command line (``main``) and the modules behind its larger commands."""

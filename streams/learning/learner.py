@@ -1,0 +1,424 @@
+"""The one online learner of a pipeline, and the snapshot its shadow scores with.
+
+However many learning workers run, exactly one of them learns: the labels consumer
+(``streams.learning.label_consumer``) gives every partition of the labels topic to one member of its
+group, and hands the labels it joined straight to this service. One logical online model.
+For each batch the learner
+
+1. skips labels it has already learned (duplicates, or a replay after a restart),
+2. updates the rolling evaluation of every model (primary, shadows, the online shadow) with
+   the score that model *published* for the event (stored with the prediction: the
+   "served" figure, the one to compare models on); a model that published no score for an
+   event (a shed shadow batch) is not evaluated on it. It also scores the new labels with
+   its own current state (progressive validation, the "as learned" figure: what the online
+   model would have served with no staleness at all, kept apart and named as such),
+3. learns them in order with ``learn_one``,
+4. checkpoints the model, its evaluation and the ids it learned in ONE atomic Redis script.
+
+A spec without ``online`` gets the same service minus 3: it evaluates every model on what it
+served and checkpoints that evaluation with the ids it evaluated (so a replay counts nothing
+twice).
+
+Because 3 and 4 are atomic from Redis' point of view and the input is committed only after
+4, a crash replays labels the checkpoint does not contain and skips those it does: learning
+is idempotent per event id and survives restarts.
+
+A learner that takes over (a new owner of the labels) first *claims* the model: it writes a
+token of its own to the owner key, then resumes from the checkpoint. The checkpoint script
+writes only while the owner key holds the writer's token, so a former owner that still
+finishes a batch (stalled past its session, then woken) cannot overwrite what the new owner
+resumed from: its checkpoint is refused (``LearnerFenced``) and its batch left to the owner.
+
+The checkpoint script also publishes the new version on the pipeline's checkpoints channel
+(Redis pub/sub): a scoring worker's online shadow hears it in a thread of its own and
+reloads the snapshot before it scores its next batch, in the shadow's thread (never on the
+scoring path). A missed message (a reconnect) is caught by a slow poll of the version key
+every ``RELOAD_SECONDS``. Labels are taken in small adaptive batches (no waiting for a batch
+to fill: whatever has arrived), so the online shadow serves a state that has learned the
+labels that arrived before the batch it scores, minus those still on their way through the
+label join and the learner (measured in README, "Shadows and labels").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import redis
+import redis.asyncio as aioredis
+
+from models.evaluation import EvaluationStateError, RollingEvaluation
+from models.inputs import Matrix
+from models.online import OnlineLearner, SnapshotError
+from streams.errors import StreamscoreError
+from streams.metrics import Metrics, observe_many
+from streams.runtime.connections import RedisConnection
+from streams.runtime.retrying import REDIS_TRANSIENT, within_budget
+from streams.scoring.prediction_store import Keys, bucket_seconds
+from streams.spec import PipelineSpec
+
+log = logging.getLogger(__name__)
+
+#: The online shadow's fallback poll of the version key (checkpoints are pushed too).
+RELOAD_SECONDS = 1.0
+#: Checkpoints whose label counts an online shadow remembers (it serves the newest).
+KEPT_CHECKPOINTS = 64
+#: How long the announcement thread blocks in one read (and so how fast it stops).
+LISTEN_SECONDS = 0.5
+
+CHECKPOINT = """
+if redis.call('GET', ARGV[15]) ~= ARGV[16] then
+  return -1
+end
+local ttl = tonumber(ARGV[1])
+local online = ARGV[3] ~= ''  -- without an online model: the evaluation alone
+if online then
+  redis.call('SET', ARGV[2], ARGV[3])
+  redis.call('SET', ARGV[4], ARGV[5])
+  redis.call('SET', ARGV[8], ARGV[9])
+end
+redis.call('SET', ARGV[6], ARGV[7])
+local n_learned = tonumber(ARGV[11])
+local i = 17
+for _ = 1, n_learned do
+  redis.call('SET', ARGV[i], '1', 'EX', ttl)
+  i = i + 1
+end
+while i < #ARGV do
+  redis.call('INCRBY', ARGV[i], ARGV[i + 1])
+  redis.call('EXPIRE', ARGV[i], ttl)
+  i = i + 2
+end
+local consumed = redis.call('INCRBY', ARGV[12], ARGV[13])
+if online then
+  redis.call('PUBLISH', ARGV[10], 'checkpoint ' .. ARGV[5] .. ' ' .. consumed .. ' ' .. ARGV[14])
+end
+return n_learned
+"""
+
+
+class LearnerFenced(StreamscoreError):
+    """Another learner claimed the model since this one did: its checkpoint was refused."""
+
+
+class LearnerService:
+    def __init__(
+        self,
+        spec: PipelineSpec,
+        client: aioredis.Redis,
+        metrics: Metrics,
+        clock: Callable[[], float] = time.time,
+        retry_for_seconds: float = 60.0,
+    ) -> None:
+        if spec.labels is None:
+            msg = f"pipeline {spec.name}: a learner needs 'labels' in the spec"
+            raise ValueError(msg)
+        self.spec = spec
+        self.online = spec.online  # None: evaluate every model, learn nothing
+        self.window = spec.labels.window_seconds
+        # Accuracy's decision rule; a regression evaluation has none and ignores it.
+        self.threshold = spec.model.threshold if spec.model.threshold is not None else 0.5
+        self.task = spec.task
+        self.keys = Keys(spec.name)
+        self.client = client
+        self.clock = clock
+        self.retry_for_seconds = retry_for_seconds  # a Redis outage shorter than this: waited
+        self.learner: OnlineLearner | None = None
+        self._claimed = False  # the owner key holds this learner's token (``load``)
+        self._owner_token = ""  # written to the owner key by ``load``
+        self.evaluation = RollingEvaluation(task=self.task)  # served scores, every model
+        self.as_learned = RollingEvaluation(task=self.task)  # the online model's own
+        self._checkpoint = client.register_script(CHECKPOINT)
+        name = spec.name
+        self._m_learned = (
+            metrics.online_learned.labels(name, self.online.name) if self.online else None
+        )
+        self._m_retries = metrics.redis_retries.labels(name, "learn")
+        self._m_duplicates = metrics.labels.labels(name, "duplicate")
+        self._m_metric = metrics.online_metric
+        self._m_as_learned = metrics.online_as_learned_metric
+        # Created on its first value: absent, not 0, before any prediction's window closed.
+        self._m_coverage = metrics.label_coverage
+
+    def forget(self) -> None:
+        """Drop the state in memory: the next batch claims the model and resumes from the
+        checkpoint (another learner may have learned since this one last did)."""
+        self.learner = None
+        self._claimed = False
+
+    async def load(self) -> None:
+        """Claim the model, then resume from the last checkpoint, or start a new model."""
+        keys = self.keys
+        token = uuid.uuid4().hex
+        await self._redis("owner claim", lambda: self.client.set(keys.learner_owner, token))
+        self._owner_token = token
+        self._claimed = True
+        snapshot, evaluation, as_learned = await self._redis(
+            "snapshot read",
+            lambda: self.client.mget(keys.snapshot, keys.evaluation, keys.as_learned_evaluation),
+        )
+        if self.online is None:
+            self.evaluation = self._restored(evaluation, "rolling evaluation")
+            return
+        columns = self.spec.input_columns()
+        if snapshot is not None:
+            try:
+                self.learner = OnlineLearner.from_bytes(snapshot, spec=self.online, columns=columns)
+            except SnapshotError as exc:  # the spec or River changed: its state no longer fits
+                log.warning("pipeline %s: starting a new online model: %s", self.spec.name, exc)
+            else:
+                self.evaluation = self._restored(evaluation, "rolling evaluation")
+                self.as_learned = self._restored(as_learned, "as-learned evaluation")
+                return
+        self.learner = OnlineLearner(self.online, columns)
+
+    def _restored(self, data: bytes | None, what: str) -> RollingEvaluation:
+        if data is not None:
+            try:
+                return RollingEvaluation.from_bytes(data, task=self.task)
+            except EvaluationStateError as exc:
+                log.warning("pipeline %s: starting a new %s: %s", self.spec.name, what, exc)
+        return RollingEvaluation(task=self.task)
+
+    async def handle(self, records: Sequence[dict[str, Any]]) -> int:
+        """Learn a batch of joined labels (``streams.learning.join.joined_record``); returns how
+        many were new. Raises ``LearnerFenced`` if another learner claimed the model."""
+        if not self._claimed:
+            await self.load()
+        learned_keys = [self.keys.learned(r["event_id"]) for r in records]
+        flags = await self._redis("learned-ids read", lambda: self.client.mget(learned_keys))
+        fresh: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        for record, flag in zip(records, flags, strict=True):
+            if flag is not None or record["event_id"] in seen:
+                continue
+            seen.add(record["event_id"])
+            fresh.append(record)
+        duplicates = len(records) - len(fresh)
+        if duplicates:
+            self._m_duplicates.inc(duplicates)
+        # River is pure Python: learning and serializing the checkpoint would stall the event
+        # loop (and with it the scoring agent), so they run in a thread.
+        args = await asyncio.to_thread(self._learn, fresh, len(records))
+        # Atomic and idempotent (the same state again), so safe to retry.
+        written = await self._redis("checkpoint", lambda: self._checkpoint(args=args))
+        if written == -1:
+            self.forget()  # what this batch did in memory is not the model's state
+            msg = (
+                f"learn: pipeline {self.spec.name}: another learning worker claimed the online"
+                " model; this one's checkpoint was refused"
+            )
+            raise LearnerFenced(msg)
+        self._publish_metrics(len(fresh))
+        await self._update_coverage()
+        return len(fresh)
+
+    async def _redis(self, what: str, call: Callable[[], Awaitable[Any]]) -> Any:
+        return await within_budget(
+            call, seconds=self.retry_for_seconds, what=f"learn: {what}",
+            transient=REDIS_TRANSIENT, on_retry=self._m_retries.inc,
+        )  # fmt: skip
+
+    def _learn(self, fresh: list[dict[str, Any]], taken: int) -> list[Any]:
+        """Evaluate then learn ``fresh`` in order; return the checkpoint script's arguments."""
+        learner = self.learner  # None without an online model: the served evaluation alone
+        online = self.online.name if self.online is not None else ""
+        if fresh:
+            matrix = np.stack([r["vector"] for r in fresh])
+            labels = [r["label"] for r in fresh]
+            # Before learning: progressive validation (the online model's "as learned").
+            own = learner.predict_many(matrix).tolist() if learner is not None else None
+            for i, (record, label) in enumerate(zip(fresh, labels, strict=True)):
+                # Row by row in learning order: each model on the score it published.
+                for model, score in sorted(record["scores"].items()):
+                    self.evaluation.update(model, score, label, self.threshold)
+                if own is not None:
+                    self.as_learned.update(online, own[i], label, self.threshold)
+            if learner is not None:
+                learner.learn(matrix, labels)
+        ttl = max(1, int(self.window * 4))
+        size = bucket_seconds(self.window)
+        joined: dict[int, int] = {}
+        for record in fresh:
+            if not record.get("late"):
+                bucket = int(record["predicted_at"] // size)
+                joined[bucket] = joined.get(bucket, 0) + 1
+        args: list[Any] = [
+            ttl,
+            # Empty without an online model: the script then writes the evaluation alone.
+            self.keys.snapshot, learner.to_bytes() if learner else b"",
+            self.keys.version, learner.version if learner else "",
+            self.keys.evaluation, self.evaluation.to_bytes(),
+            self.keys.as_learned_evaluation, self.as_learned.to_bytes() if learner else b"",
+            self.keys.checkpoints,
+            len(fresh),
+            self.keys.labels_consumed, taken,  # every joined label taken in, duplicates too
+            repr(self.clock()),  # the checkpoint's time: the snapshot's age is from it
+            self.keys.learner_owner, self._owner_token,  # written only by the owner
+        ]  # fmt: skip
+        args += [self.keys.learned(r["event_id"]) for r in fresh]
+        for bucket, count in joined.items():
+            args += [self.keys.joined_bucket(bucket), count]
+        return args
+
+    def _publish_metrics(self, learned: int) -> None:
+        if learned and self._m_learned is not None:
+            self._m_learned.inc(learned)
+        for model, values in self.evaluation.snapshot().items():
+            for metric, value in values.items():
+                if metric != "count":
+                    self._m_metric.labels(self.spec.name, model, metric).set(value)
+        for model, values in self.as_learned.snapshot().items():
+            for metric, value in values.items():
+                if metric != "count":
+                    self._m_as_learned.labels(self.spec.name, model, metric).set(value)
+
+    async def _update_coverage(self) -> None:
+        """Share of predictions made in the last closed stretch (older than the window)
+        that got a label: 10 buckets ending one window ago."""
+        size = bucket_seconds(self.window)
+        last = int((self.clock() - self.window) // size) - 1
+        buckets = range(last - 9, last + 1)
+        predicted_keys = [self.keys.predicted_bucket(b) for b in buckets]
+        joined_keys = [self.keys.joined_bucket(b) for b in buckets]
+        predicted = await self._redis("coverage read", lambda: self.client.mget(predicted_keys))
+        joined = await self._redis("coverage read", lambda: self.client.mget(joined_keys))
+        total = sum(int(v) for v in predicted if v is not None)
+        if total:
+            covered = sum(int(v) for v in joined if v is not None)
+            self._m_coverage.labels(self.spec.name).set(covered / total)
+
+
+class CheckpointAnnouncements:
+    """What the pipeline's checkpoints channel says, heard by a daemon thread (redis-py's
+    blocking pub/sub client): ``checkpoint <version> <labels consumed> <time>`` from the
+    learner, ``forwarded <labels>`` from the labels consumer. Messages are only ever parsed as
+    numbers; anything else is ignored."""
+
+    def __init__(self, redis: RedisConnection, channel: str) -> None:
+        self.latest = 0  # the newest version announced
+        self.forwarded = 0  # labels the labels consumer has handed to the learner, in all
+        self._checkpoints: collections.OrderedDict[int, tuple[int, float]] = (
+            collections.OrderedDict()
+        )  # version -> (labels consumed, written at), the last few
+        self._redis = redis
+        self._channel = channel
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._listen, name="online-checkpoints", daemon=True)
+        self._thread.start()
+
+    def checkpoint(self, version: int) -> tuple[int, float] | None:
+        """(labels consumed, written at) of ``version`` if it was heard."""
+        return self._checkpoints.get(version)
+
+    def _listen(self) -> None:
+        while not self._stop.is_set():
+            client = self._redis.client()
+            pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+            try:
+                pubsub.subscribe(self._channel)
+                while not self._stop.is_set():
+                    message = pubsub.get_message(timeout=LISTEN_SECONDS)
+                    if message is not None:
+                        self.heard(message.get("data"))
+            except redis.RedisError as exc:  # the version-key poll covers the gap
+                log.warning("online shadow: checkpoint channel %s: %s", self._channel, exc)
+                self._stop.wait(RELOAD_SECONDS)
+            finally:
+                pubsub.close()
+                client.close()
+
+    def heard(self, data: object) -> None:
+        words = data.split() if isinstance(data, bytes) else []
+        try:
+            if len(words) == 4 and words[0] == b"checkpoint":
+                version, consumed, at = int(words[1]), int(words[2]), float(words[3])
+                self._checkpoints[version] = (consumed, at)
+                while len(self._checkpoints) > KEPT_CHECKPOINTS:
+                    self._checkpoints.popitem(last=False)
+                self.latest = max(self.latest, version)
+                return
+            if len(words) == 2 and words[0] == b"forwarded":
+                self.forwarded = max(self.forwarded, int(words[1]))
+                return
+        except ValueError:
+            pass
+        log.warning("online shadow: ignored a message on %s: %.60r", self._channel, data)
+
+    def close(self) -> None:
+        self._stop.set()
+
+
+class OnlineSnapshotModel:
+    """The online model as a shadow: the learner's latest snapshot, reloaded on change.
+
+    Called from its shadow's thread, so it uses a synchronous Redis client.
+    """
+
+    def __init__(
+        self, spec: PipelineSpec, redis: RedisConnection, metrics: Metrics | None = None
+    ) -> None:
+        assert spec.online is not None
+        self.name = spec.online.name
+        self._m_behind = self._m_age = None
+        if metrics is not None:
+            self._m_behind = metrics.online_labels_behind.labels(spec.name, self.name)
+            self._m_age = metrics.online_snapshot_age_seconds.labels(spec.name, self.name)
+        self._spec = spec
+        self._keys = Keys(spec.name)
+        self._client = redis.client()
+        self._learner = OnlineLearner(spec.online, spec.input_columns())
+        self._checked_at = 0.0
+        self._announced = CheckpointAnnouncements(redis, self._keys.checkpoints)
+
+    @property
+    def version(self) -> int:
+        return self._learner.version
+
+    @property
+    def learned(self) -> int:
+        """Labels the serving snapshot has learned (its shadow records carry it)."""
+        return self._learner.learned
+
+    def score(self, matrix: Matrix) -> npt.NDArray[np.float64]:
+        now = time.monotonic()
+        announced = self._announced.latest > self._learner.version
+        if announced or now - self._checked_at >= RELOAD_SECONDS:
+            self._checked_at = now
+            self._reload()
+        scores = self._learner.predict_many(matrix)
+        self._observe_staleness(len(scores))
+        return scores
+
+    def _observe_staleness(self, n: int) -> None:
+        """Per prediction: labels handed to the learner that the serving snapshot lacks,
+        and its age. Unknown (not observed) for a snapshot whose announcement was missed."""
+        heard = self._announced.checkpoint(self._learner.version)
+        if heard is None or self._m_behind is None or self._m_age is None or not n:
+            return
+        consumed, written_at = heard
+        behind = max(0, self._announced.forwarded - consumed)
+        observe_many(self._m_behind, np.full(n, float(behind)))
+        observe_many(self._m_age, np.full(n, max(0.0, time.time() - written_at)))
+
+    def close(self) -> None:
+        self._announced.close()
+
+    def _reload(self) -> None:
+        version: bytes | None = self._client.get(self._keys.version)  # type: ignore[assignment]
+        if version is None or int(version) == self._learner.version:
+            return
+        snapshot: bytes | None = self._client.get(self._keys.snapshot)  # type: ignore[assignment]
+        if snapshot is not None:
+            # Built from this worker's spec, never from the snapshot's: a snapshot of another
+            # model or layout (or not a snapshot) raises, and the shadow keeps its model.
+            online, columns = self._learner.spec, self._learner.columns
+            self._learner = OnlineLearner.from_bytes(snapshot, spec=online, columns=columns)
