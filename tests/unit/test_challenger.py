@@ -11,7 +11,9 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pytest
+from typer.testing import CliRunner
 
+from models.cli import models_app
 from models.errors import RegistryError
 from models.registry import CHALLENGER, CHAMPION, ModelRegistry
 from streams.learning.join import LabelJoiner
@@ -135,3 +137,16 @@ def test_a_challenger_model_scores_as_its_version(registry: ModelRegistry) -> No
     assert model.version == 3
     np.testing.assert_array_equal(model.score(matrix), change.scorer.score(matrix))
     assert watch.check() is None  # nothing moved since
+
+
+def test_models_unalias_removes_the_challenger_and_never_the_champion(
+    registry: ModelRegistry,
+) -> None:
+    env = {"STREAMSCORE_MODEL_DIR": str(registry.root), "COLUMNS": "200"}
+    registry.set_alias(NAME, CHALLENGER, 2)
+    done = CliRunner().invoke(models_app, ["unalias", NAME, "--alias", CHALLENGER], env=env)
+    assert done.exit_code == 0 and "challenger removed (was version 2)" in done.output
+    assert registry.aliases(NAME) == {CHAMPION: 1}
+    refused = CliRunner().invoke(models_app, ["unalias", NAME, "--alias", CHAMPION], env=env)
+    assert refused.exit_code == 2 and "cannot be removed" in refused.output
+    assert registry.aliases(NAME) == {CHAMPION: 1}
