@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from models.registry import CHALLENGER, ModelRegistry
 from streams.cli.main import app as cli
+from streams.cli.train_stream import read_labelled
 from streams.learning.labelled import decode_batch
 from streams.learning.labelled_frame import LabelledRecord, build_frame
 from streams.runtime.embedded import free_port
@@ -79,6 +80,16 @@ def test_a_challenger_trained_from_the_stream_is_shadowed_without_a_restart(
         )
         assert (lineage.rows, lineage.sha256) == (TRAINED_ON, frame.sha256())
         assert lineage.holdout_rows == 60 and set(lineage.metrics) >= {"accuracy", "log_loss"}
+        # --since: only records written from then on (here none), and a refusal in one line.
+        everything = asyncio.run(read_labelled(spec, settings, since=0.0))
+        assert [(r.offset, r.batch.event_ids) for r in everything if r.batch] == [
+            (r.offset, decode_batch(r.value).event_ids) for r in kept
+        ]
+        assert asyncio.run(read_labelled(spec, settings, since=time.time() + 3600)) == []
+        args = ["train", "--spec", str(spec_path), "--from-stream", "--since", "2099-01-01"]
+        refused = CliRunner().invoke(cli, args, env=env)
+        assert refused.exit_code == 1 and "0 labelled rows" in refused.output
+        assert registry.aliases(name)[CHALLENGER] == version.version
 
         # The running worker picks the alias up and scores the challenger in shadow.
         wait_for(lambda: challenger_info() == 1, 30, worker, "the challenger shadow")
