@@ -201,3 +201,19 @@ def _rollback_target(registry: ModelRegistry, name: str, alias: str) -> tuple[in
         )
         raise RegistryError(msg)
     return last.previous, current
+
+
+@models_app.command()
+def unalias(
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    alias: Annotated[str, typer.Option("--alias", "-a", help="The alias to remove.")],
+) -> None:
+    """Remove ALIAS of NAME (not the champion): e.g. the 'challenger', which workers then
+    stop shadowing."""
+    registry = _registry()
+    try:
+        was = registry.remove_alias(name, alias)
+    except StreamscoreError as exc:
+        msg = f"cannot remove {name} {alias!r}: {exc}"
+        raise _fail(msg) from exc
+    _err().print(f"{name}: {alias} removed (was version {was})", highlight=False)

@@ -37,6 +37,9 @@ def spec_topics(spec: PipelineSpec) -> dict[str, int]:
         topics[spec.shadow_topic] = out
     if spec.labels is not None:
         topics[spec.labels.topic] = spec.labels.partitions
+    if spec.labelled_topic is not None:
+        # One record per label batch from the one learner: one partition keeps their order.
+        topics[spec.labelled_topic] = 1
     return topics
 
 
