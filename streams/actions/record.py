@@ -28,7 +28,7 @@ import orjson
 from aiokafka.structs import TopicPartition
 
 from streams.runtime.connections import KafkaConnection
-from streams.runtime.topics import ensure_topics
+from streams.runtime.topics import ensure_topics, topic_partitions
 from streams.scoring.records import iso_utc
 
 Action = Literal["promotion", "refusal", "rollback"]
@@ -90,15 +90,13 @@ async def publish_actions(
 async def read_actions(kafka: KafkaConnection, topic: str) -> list[dict[str, Any]]:
     """Every record on ``topic`` up to its end at the call, in order; records that are not
     JSON objects are skipped."""
+    partitions = await topic_partitions(kafka, topic)
+    if not partitions:
+        return []
     consumer = kafka.consumer(group_id=None, enable_auto_commit=False)
     await kafka.start(consumer)
     try:
-        if topic not in await consumer.topics():  # also fetches the topic's metadata
-            return []
-        partitions = consumer.partitions_for_topic(topic) or set()
-        assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
-        if not assigned:
-            return []
+        assigned = [TopicPartition(topic, p) for p in range(partitions)]
         consumer.assign(assigned)
         await consumer.seek_to_beginning(*assigned)
         ends = await consumer.end_offsets(assigned)

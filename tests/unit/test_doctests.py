@@ -25,6 +25,8 @@ import pytest
         "streams.runtime.connections",
         "streams.runtime.apache_kafka.install",
         "streams.cli.compare",
+        "streams.actions.spec",
+        "streams.actions.compare",
     ],
 )
 def test_docstring_examples(module: str) -> None:
