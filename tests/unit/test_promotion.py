@@ -288,3 +288,11 @@ def test_a_regression_pipeline_compares_on_its_own_metrics(tmp_path) -> None:
     doc["actions"] = {"promote": {"metric": "roc_auc"}}
     with pytest.raises(SpecError, match="'roc_auc' is not a regression metric; use mae, rmse"):
         load_spec_text(yaml.safe_dump(doc), tmp_path)
+
+
+def test_the_counter_labels_each_record_by_a_known_action_or_other() -> None:
+    from streams.actions.counter import counted_action
+
+    assert counted_action(b'{"action": "refusal"}') == "refusal"
+    assert counted_action(b'{"action": "retrain_started"}') == "other"  # until it is known
+    assert counted_action(b"[1, 2]") == "other" and counted_action(None) == "other"
