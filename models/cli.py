@@ -33,7 +33,8 @@ from streams.settings import Settings, load_settings
 from streams.spec import PipelineSpec, load_spec
 
 models_app = typer.Typer(
-    help="The model registry: versions, aliases, promote and roll back.", no_args_is_help=True
+    help="The model registry: versions, aliases, promote, roll back, history.",
+    no_args_is_help=True,
 )
 
 AliasOption = Annotated[str, typer.Option("--alias", "-a", help="The alias to move.")]
