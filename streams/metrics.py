@@ -268,6 +268,14 @@ class Metrics:
             ["pipeline", "model"], registry=r,
         )  # fmt: skip
 
+        # --- actions (streams/actions/) ---------------------------------------------------
+        self.actions = Counter(
+            "streamscore_actions_total",
+            "Records on the pipeline's actions topic since this learning worker started, by"
+            " action: promotion, refusal, rollback (other: anything else).",
+            ["pipeline", "action"], registry=r,
+        )  # fmt: skip
+
 
 def observe_many(histogram: Any, values: npt.NDArray[np.float64] | Iterable[float]) -> None:
     """Observe a whole batch of values in one pass.

@@ -39,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from models.manifest import Task
 from models.online import OnlineModelSpec
+from streams.actions.spec import TASK_METRICS, ActionsSpec
 from streams.errors import SpecError
 from streams.monitoring.spec import MonitoringSpec
 
@@ -456,6 +457,11 @@ class PipelineSpec(_Strict):
         description="Optional 'module:callable' making synthetic events for the producer;"
         " events are drawn from the schema when absent.",
     )
+    actions: ActionsSpec = Field(
+        default=ActionsSpec(),
+        description="Guarded promotion (streams/actions/spec.py): evidence, metric, margin,"
+        " guards; the actions topic.",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -604,6 +610,19 @@ class PipelineSpec(_Strict):
             else:
                 names.append(column.event or "")
         return names
+
+    @property
+    def actions_topic(self) -> str:
+        return self.actions.topic or f"{self.name}-actions"
+
+    @model_validator(mode="after")
+    def _check_actions(self) -> PipelineSpec:
+        metric = self.actions.promote.metric
+        if metric is not None and metric not in TASK_METRICS[self.task]:
+            choices = ", ".join(TASK_METRICS[self.task])
+            msg = f"actions.promote.metric: {metric!r} is not a {self.task} metric; use {choices}"
+            raise ValueError(msg)
+        return self
 
 
 def feature_column(ref: str) -> str:

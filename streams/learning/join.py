@@ -116,12 +116,14 @@ def joined_record(
     late: bool,
     vector: npt.NDArray[np.float32],
     scores: dict[str, float],
+    versions: dict[str, int] | None = None,
     *,
     primary: str = "",
     primary_version: int = 0,
 ) -> dict[str, Any]:
     """A label with what was predicted for its event, as the learner takes it (and the
-    labelled log keeps it: ``streams.learning.labelled``)."""
+    labelled log keeps it: ``streams.learning.labelled``); ``versions`` names the version
+    behind each score (where known)."""
     return {
         "event_id": label.event_id,
         "label": label.label,
@@ -132,6 +134,7 @@ def joined_record(
         "scores": scores,
         "primary": primary,  # the model that served, and its version
         "primary_version": primary_version,
+        "versions": versions or {},
     }
 
 
@@ -232,6 +235,7 @@ class LabelJoiner:
                     late,
                     prediction.vector,
                     prediction.scores,
+                    prediction.versions,
                     primary=prediction.primary,
                     primary_version=prediction.primary_version,
                 )

@@ -17,6 +17,7 @@ from features.store import open_store
 from models.fitness import Serving
 from models.registry import ModelRegistry
 from models.scorer import OnnxScorer
+from streams.actions.counter import ActionsCounter
 from streams.errors import CannotListen, WorkerRoleError
 from streams.learning.join import LabelJoiner
 from streams.learning.label_consumer import LabelConsumer
@@ -92,6 +93,8 @@ def build_worker(
             report_joined=role == "learning",
         )  # fmt: skip
         attach_label_consumer(app, consumer)
+        # The actions topic, counted where Prometheus scrapes (streams/actions/counter.py).
+        app.add_dependency(ActionsCounter(spec, KafkaConnection.from_settings(settings), metrics))
     attach_health_checks(app, health, RedisConnection.from_settings(settings))
     return create_worker(app, settings)
 

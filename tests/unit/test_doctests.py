@@ -26,6 +26,8 @@ import pytest
         "streams.runtime.apache_kafka.install",
         "streams.cli.compare",
         "streams.learning.labelled_frame",
+        "streams.actions.spec",
+        "streams.actions.compare",
     ],
 )
 def test_docstring_examples(module: str) -> None:
