@@ -28,6 +28,7 @@ import pytest
         "streams.learning.labelled_frame",
         "streams.actions.spec",
         "streams.actions.compare",
+        "streams.actions.evidence",
     ],
 )
 def test_docstring_examples(module: str) -> None:

@@ -233,6 +233,18 @@ def test_entries_keep_registry_versions_and_leave_out_the_online_model() -> None
     assert _parsed(b"not json") is None and _parsed(b'{"e": "x", "y": [], "t": 0, "s": {}}') is None
 
 
+def test_a_challenger_shadows_scores_are_evidence_for_its_registry_version() -> None:
+    # The challenger shadow is named fraud_gbt@challenger in the join; promote compares
+    # registry versions, so its scores must be fraud_gbt@<version>, paired with the champion.
+    records = [
+        {"event_id": "a", "label": 1, "label_time": 5.0,
+         "scores": {"fraud_gbt": 0.6, "fraud_gbt@challenger": 0.9},
+         "versions": {"fraud_gbt": 2, "fraud_gbt@challenger": 3}},
+    ]  # fmt: skip
+    (entry,) = [orjson.loads(e) for e in entries(records, skip=None)]
+    assert entry["s"] == {"fraud_gbt@2": 0.6, "fraud_gbt@3": 0.9}
+
+
 # --- the spec's actions: section --------------------------------------------------------
 
 
