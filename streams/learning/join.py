@@ -116,8 +116,11 @@ def joined_record(
     late: bool,
     vector: npt.NDArray[np.float32],
     scores: dict[str, float],
+    entity_key: str | int | None = None,
+    event_time: float | None = None,
 ) -> dict[str, Any]:
-    """A label with what was predicted for its event, as the learner takes it."""
+    """A label with what was predicted for its event, as the learner takes it (and the
+    skew check: the entity key and event time, None unless monitoring.skew is on)."""
     return {
         "event_id": label.event_id,
         "label": label.label,
@@ -126,6 +129,8 @@ def joined_record(
         "late": late,
         "vector": vector,
         "scores": scores,
+        "entity_key": entity_key,
+        "event_time": event_time,
     }
 
 
@@ -219,7 +224,13 @@ class LabelJoiner:
                 continue
             out.joined.append(
                 joined_record(
-                    label, prediction.predicted_at, late, prediction.vector, prediction.scores
+                    label,
+                    prediction.predicted_at,
+                    late,
+                    prediction.vector,
+                    prediction.scores,
+                    prediction.entity_key,
+                    prediction.event_time,
                 )
             )
         if out.joined:  # before they are learned: a shadow never sees fewer than in flight

@@ -44,6 +44,7 @@ from mode import Service
 from streams.learning.join import LabelJoiner
 from streams.learning.learner import LearnerFenced, LearnerService
 from streams.learning.single_owner import SingleOwnerAssignor
+from streams.learning.skew_check import SkewChecker
 from streams.runtime.connections import KafkaConnection
 from streams.runtime.health import Health
 from streams.runtime.lifecycle import Lifecycle
@@ -83,6 +84,7 @@ class LabelConsumer(Service):
         partitions_gauge: Any,
         *,
         report_joined: bool,
+        skew: SkewChecker | None = None,
     ) -> None:
         super().__init__()
         assert spec.labels is not None
@@ -94,6 +96,7 @@ class LabelConsumer(Service):
         self._lifecycle = lifecycle
         self._joiner = joiner
         self._learner = learner
+        self._skew = skew  # monitoring.skew: checks a sample of each joined batch, off-loop
         # With role 'learning' this group's assignment is the worker's (readiness, the
         # partitions gauge); with 'all' the scoring agent's is.
         self._ownership = _Ownership(
@@ -147,6 +150,8 @@ class LabelConsumer(Service):
                 task.cancel()
                 self._lifecycle.abandoned(f"a {LABELS} batch in progress")
             await asyncio.gather(task, return_exceptions=True)
+        if self._skew is not None:
+            await self._skew.close(self._lifecycle.drain_budget())
         if self._consumer is not None:
             await self._consumer.stop()
         await self._producer.stop()
@@ -208,6 +213,8 @@ class LabelConsumer(Service):
             self._held[key] = (message, first_tried.get(key, now))
         self._m_held.set(len(self._held))
         await self._dead_letters.publish(outcome.dead_letters)  # delivered before the commit
+        if self._skew is not None and outcome.joined:
+            self._skew.offer(outcome.joined)  # never waits, never raises
         if self._learner is not None and outcome.joined:
             try:
                 await self._learner.handle(outcome.joined)

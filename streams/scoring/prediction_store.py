@@ -85,6 +85,16 @@ class Keys:
     def joined_bucket(self, bucket: int) -> str:
         return f"{self.prefix}:count:joined:{bucket}"
 
+    @property
+    def skew_totals(self) -> str:
+        """The skew check's counts since it began (a hash; streams.monitoring.skew)."""
+        return f"{self.prefix}:skew:totals"
+
+    @property
+    def skew_recent(self) -> str:
+        """The skew check's latest mismatches (a list of JSON objects, newest first)."""
+        return f"{self.prefix}:skew:recent"
+
 
 def bucket_seconds(window_seconds: float) -> float:
     """Coverage is counted in buckets of 1/60 of the label window (at least 1 s)."""
@@ -99,12 +109,24 @@ class StoredPrediction:
     primary_version: int
     vector: npt.NDArray[np.float32]
     scores: dict[str, float]  # model name -> score, for the primary and each shadow that ran
+    # Kept only with monitoring.skew on: what the offline store is asked for (skew check).
+    entity_key: str | int | None = None
+    event_time: float | None = None  # epoch seconds
 
 
 def encode_record(
-    predicted_at: float, model: str, version: int, score: float, vector: npt.NDArray[np.float32]
+    predicted_at: float,
+    model: str,
+    version: int,
+    score: float,
+    vector: npt.NDArray[np.float32],
+    entity_key: str | int | None = None,
+    event_time: float | None = None,
 ) -> bytes:
-    header = orjson.dumps({"t": predicted_at, "m": model, "v": version, "s": score})
+    fields: dict[str, Any] = {"t": predicted_at, "m": model, "v": version, "s": score}
+    if event_time is not None:  # the skew check's: the event's entity key and time
+        fields["k"], fields["e"] = entity_key, event_time
+    header = orjson.dumps(fields)
     return _HEADER.pack(len(header)) + header + vector.astype(np.float32).tobytes()
 
 
@@ -119,6 +141,8 @@ def decode_record(event_id: str, data: bytes) -> StoredPrediction:
         primary_version=header["v"],
         vector=vector,
         scores={header["m"]: header["s"]},
+        entity_key=header.get("k"),
+        event_time=header.get("e"),
     )
 
 
@@ -140,12 +164,24 @@ class PredictionStore:
         version: int,
         scores: Sequence[float],
         matrix: npt.NDArray[np.float32],
+        skew_keys: tuple[Sequence[str | int], Sequence[float]] | None = None,
     ) -> None:
+        """``skew_keys``: each event's entity key and event time, kept with its vector for
+        the skew check (only when the spec's monitoring.skew is on)."""
         bucket = int(predicted_at // self._bucket_seconds)
         args: list[Any] = [self.ttl_seconds, self.keys.predicted_bucket(bucket), len(event_ids)]
-        for event_id, score, row in zip(event_ids, scores, matrix, strict=True):
-            args.append(self.keys.prediction(event_id))
-            args.append(encode_record(predicted_at, model, version, score, row))
+        if skew_keys is None:
+            for event_id, score, row in zip(event_ids, scores, matrix, strict=True):
+                args.append(self.keys.prediction(event_id))
+                args.append(encode_record(predicted_at, model, version, score, row))
+        else:
+            entity_keys, event_times = skew_keys
+            rows = zip(event_ids, scores, matrix, entity_keys, event_times, strict=True)
+            for event_id, score, row, entity_key, event_time in rows:
+                args.append(self.keys.prediction(event_id))
+                args.append(
+                    encode_record(predicted_at, model, version, score, row, entity_key, event_time)
+                )
         await self._set_many(args=args)
 
     async def put_shadow_scores(
