@@ -1,4 +1,5 @@
-"""The spec's ``monitoring:`` section: how the scoring worker watches its data drift.
+"""The spec's ``monitoring:`` section: how the scoring worker watches its data drift, and
+the learner's sampled online/offline skew check (``skew``).
 
 >>> MonitoringSpec.model_validate({"window": {"seconds": 300}}).window
 WindowSpec(events=None, seconds=300.0)

@@ -6,6 +6,9 @@ and evaluates on exactly what the models saw (no leakage). Records live for the 
 window plus a grace period, so a label arriving a little after its window is recognised as
 *late* rather than as an *orphan* (a label for an event never predicted).
 
+With ``monitoring.skew`` on, each record also keeps its event's entity key and time: what
+the skew check (``streams.learning.skew_check``) asks Feast's offline store for.
+
 One Redis round trip per batch: a small Lua script sets every key of the batch with its TTL
 (client-side cost is building one argument list, not one command object per event).
 """
