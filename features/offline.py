@@ -2,9 +2,10 @@
 point-in-time value from Feast's offline store, as ``streamscore train`` reads them.
 
 One ``get_historical_features`` call per batch of pairs. It is slow and blocking (the file
-offline store scans its source: ~0.15 s for the demo's 150,000 rows), so callers run it in
-a thread (``streams.learning.skew_check``); the store itself is opened on the first read,
-in that thread too (~0.5 s).
+offline store scans its source: 0.1-0.4 s for the demo's 150,000 rows and up to 100 keys,
+more for more keys or on a busy machine; README "Online/offline skew"), so callers run it
+in a thread (``streams.learning.skew_check``); the store itself is opened on the first
+read, in that thread too (~0.5 s).
 
 Feast's file offline store collapses entity rows that share both key and time
 (feast-dev/feast#6787) and returns rows in no particular order, so each distinct pair is

@@ -7,7 +7,7 @@ hashed there. Only labelled predictions can be checked: the prediction store kee
 served vector until the label comes, and the labels consumer already reads it.
 
 ``offer`` never waits and never raises: the sampled rows of a batch become one task that
-reads Feast's offline store in a thread (``features.offline``, ~0.15 s and more, blocking),
+reads Feast's offline store in a thread (``features.offline``, tenths of a second, blocking),
 compares (``streams.monitoring.skew.compare``), records the result in Redis and then the
 metrics. At most ``monitoring.skew.max_in_flight`` such tasks are pending; a sample taken
 while they are is dropped and counted (``busy``), and a check that fails is counted
