@@ -275,6 +275,32 @@ class Metrics:
             " action: promotion, refusal, rollback (other: anything else).",
             ["pipeline", "action"], registry=r,
         )  # fmt: skip
+        # --- online/offline skew (streams/learning/skew_check.py) -------------------------
+        self.skew_checked = Counter(
+            "streamscore_skew_checked_total",
+            "Sampled labelled predictions whose served features were compared with Feast's"
+            " offline point-in-time values (monitoring.skew).",
+            ["pipeline"], registry=r,
+        )  # fmt: skip
+        self.skew_mismatched = Counter(
+            "streamscore_skew_mismatched_total",
+            "Checked predictions whose feature differed from its offline value by more than"
+            " monitoring.skew.tolerance, by feature.",
+            ["pipeline", "feature"], registry=r,
+        )  # fmt: skip
+        self.skew_max_abs_difference = Gauge(
+            "streamscore_skew_max_abs_difference",
+            "Largest |online - offline| of a feature over the checks of the last"
+            " monitoring.skew.window_seconds (0: every checked value matched).",
+            ["pipeline", "feature"], registry=r,
+        )  # fmt: skip
+        self.skew_unchecked = Counter(
+            "streamscore_skew_unchecked_total",
+            "Sampled predictions left unchecked, by reason: busy (monitoring.skew.max_in_flight"
+            " lookups pending), failed (the offline read or its record failed; logged),"
+            " no_key (stored without entity key and time: scored with the check off).",
+            ["pipeline", "reason"], registry=r,
+        )  # fmt: skip
 
 
 def observe_many(histogram: Any, values: npt.NDArray[np.float64] | Iterable[float]) -> None:

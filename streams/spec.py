@@ -574,6 +574,26 @@ class PipelineSpec(_Strict):
             raise ValueError(msg)
         return self
 
+    @model_validator(mode="after")
+    def _check_skew(self) -> PipelineSpec:
+        """The skew check runs in the learner (labels) and asks the offline store with the
+        entity key the prediction store keeps, which privacy must leave as it came."""
+        if not self.monitoring.skew.enabled:
+            return self
+        where = "monitoring.skew.sample_rate"
+        if self.labels is None:
+            msg = f"{where}: the skew check runs on labelled predictions; declare 'labels'"
+            raise ValueError(msg)
+        withheld = self.privacy.fields if self.privacy is not None else ()
+        if self.entity.field in withheld:
+            msg = (
+                f"{where}: entity.field {self.entity.field!r} is in privacy.hash/drop, but"
+                " the check keeps it in the prediction store to ask the offline store with"
+                " it; turn the check off (0) or keep the entity key"
+            )
+            raise ValueError(msg)
+        return self
+
     @property
     def shadow_topic(self) -> str:
         return self.output.shadow_topic or f"{self.output.topic}-shadow"

@@ -440,6 +440,45 @@ def compare(spec: SpecOption) -> None:
         )
 
 
+@app.command()
+def skew(
+    spec: SpecOption,
+    examples: Annotated[int, typer.Option(min=0, help="Latest mismatches to show.")] = 10,
+) -> None:
+    """What the online/offline skew check (spec monitoring.skew) found: predictions checked,
+    mismatches and the largest difference per feature, the latest mismatches."""
+    from streams.cli.skew import read_report, summary, tables
+    from streams.runtime.connections import RedisConnection
+    from streams.runtime.reach import check_redis
+
+    settings = load_settings()
+    pipeline = _spec(spec)
+    try:
+        check_redis(settings)  # the learner's record of the checks is in Redis
+        report = read_report(pipeline, RedisConnection.from_settings(settings), examples)
+    except StreamscoreError as exc:
+        raise _fail(exc) from exc
+    console = Console()
+    console.print(summary(pipeline, report), highlight=False, soft_wrap=True)
+    for table in tables(pipeline, report)[: 2 if report.examples else 1]:
+        needed = Console(width=10_000).measure(table).maximum
+        Console(width=max(console.width, needed)).print(table)
+    if report.checked == 0:
+        off = pipeline.monitoring.skew.sample_rate == 0
+        why = (
+            "the spec's monitoring.skew.sample_rate is 0 (the check is off)"
+            if off
+            else "no sampled prediction has got its label yet"
+        )
+        err.print(
+            f"nothing checked yet: {why}. The check runs in the learning worker on labelled"
+            f" predictions: set monitoring.skew.sample_rate, run `streamscore worker --spec"
+            f" {spec}` and send traffic with labels",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
 @dlq_app.command("replay")
 def dlq_replay(
     spec: SpecOption,

@@ -120,10 +120,13 @@ def joined_record(
     *,
     primary: str = "",
     primary_version: int = 0,
+    entity_key: str | int | None = None,
+    event_time: float | None = None,
 ) -> dict[str, Any]:
     """A label with what was predicted for its event, as the learner takes it (and the
     labelled log keeps it: ``streams.learning.labelled``); ``versions`` names the version
-    behind each score (where known)."""
+    behind each score (where known); the entity key and event time are for the skew check
+    (None unless monitoring.skew is on)."""
     return {
         "event_id": label.event_id,
         "label": label.label,
@@ -135,6 +138,8 @@ def joined_record(
         "primary": primary,  # the model that served, and its version
         "primary_version": primary_version,
         "versions": versions or {},
+        "entity_key": entity_key,
+        "event_time": event_time,
     }
 
 
@@ -238,6 +243,8 @@ class LabelJoiner:
                     prediction.versions,
                     primary=prediction.primary,
                     primary_version=prediction.primary_version,
+                    entity_key=prediction.entity_key,
+                    event_time=prediction.event_time,
                 )
             )
         if out.joined:  # before they are learned: a shadow never sees fewer than in flight

@@ -45,6 +45,7 @@ from streams.learning.join import LabelJoiner
 from streams.learning.labelled import LabelledLog
 from streams.learning.learner import LearnerFenced, LearnerService
 from streams.learning.single_owner import SingleOwnerAssignor
+from streams.learning.skew_check import SkewChecker
 from streams.runtime.connections import KafkaConnection
 from streams.runtime.health import Health
 from streams.runtime.lifecycle import Lifecycle
@@ -84,6 +85,7 @@ class LabelConsumer(Service):
         partitions_gauge: Any,
         *,
         report_joined: bool,
+        skew: SkewChecker | None = None,
     ) -> None:
         super().__init__()
         assert spec.labels is not None
@@ -95,6 +97,7 @@ class LabelConsumer(Service):
         self._lifecycle = lifecycle
         self._joiner = joiner
         self._learner = learner
+        self._skew = skew  # monitoring.skew: checks a sample of each joined batch, off-loop
         # With role 'learning' this group's assignment is the worker's (readiness, the
         # partitions gauge); with 'all' the scoring agent's is.
         self._ownership = _Ownership(
@@ -150,6 +153,8 @@ class LabelConsumer(Service):
                 task.cancel()
                 self._lifecycle.abandoned(f"a {LABELS} batch in progress")
             await asyncio.gather(task, return_exceptions=True)
+        if self._skew is not None:
+            await self._skew.close(self._lifecycle.drain_budget())
         if self._consumer is not None:
             await self._consumer.stop()
         await self._producer.stop()
@@ -211,6 +216,8 @@ class LabelConsumer(Service):
             self._held[key] = (message, first_tried.get(key, now))
         self._m_held.set(len(self._held))
         await self._dead_letters.publish(outcome.dead_letters)  # delivered before the commit
+        if self._skew is not None and outcome.joined:
+            self._skew.offer(outcome.joined)  # never waits, never raises
         # Kept for training while the learner works, delivered before the commit too (a
         # replay may write a batch twice; readers keep an event id's first row).
         keeping = asyncio.ensure_future(self._keep_labelled(outcome.joined))

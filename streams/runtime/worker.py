@@ -12,6 +12,7 @@ from typing import Any
 
 import faust
 
+from features.offline import PointInTimeReader
 from features.reader import OnlineFeatureReader
 from features.store import open_store
 from models.fitness import Serving
@@ -22,8 +23,10 @@ from streams.errors import CannotListen, WorkerRoleError
 from streams.learning.join import LabelJoiner
 from streams.learning.label_consumer import LabelConsumer
 from streams.learning.learner import LearnerService, OnlineSnapshotModel
+from streams.learning.skew_check import SkewChecker
 from streams.metrics import Metrics, serve
 from streams.monitoring.drift import DriftMonitor, load_reference
+from streams.monitoring.skew import SkewLog
 from streams.runtime.app import (
     Progress,
     Shadows,
@@ -88,15 +91,29 @@ def build_worker(
         )  # fmt: skip
         # Without an online model it still evaluates every model on the scores it served.
         learner = LearnerService(spec, client, metrics, retry_for_seconds=budget)
+        skew = _skew_checker(spec, settings, client, metrics)
         consumer = LabelConsumer(
             spec, settings, lifecycle, joiner, learner, partitions,
-            report_joined=role == "learning",
+            report_joined=role == "learning", skew=skew,
         )  # fmt: skip
         attach_label_consumer(app, consumer)
         # The actions topic, counted where Prometheus scrapes (streams/actions/counter.py).
         app.add_dependency(ActionsCounter(spec, KafkaConnection.from_settings(settings), metrics))
     attach_health_checks(app, health, RedisConnection.from_settings(settings))
     return create_worker(app, settings)
+
+
+def _skew_checker(
+    spec: PipelineSpec, settings: Settings, client: Any, metrics: Metrics
+) -> SkewChecker | None:
+    """The sampled online/offline skew check (``monitoring.skew``), or None when it is off.
+    Its Feast store is opened on the first check, in the check's thread (~0.5 s)."""
+    if not spec.monitoring.skew.enabled:
+        return None
+    redis = RedisConnection.from_settings(settings)
+    reader = PointInTimeReader(lambda: open_store(spec.features.repo, redis), spec)
+    record = SkewLog(client, spec.name, keep=spec.monitoring.skew.examples)
+    return SkewChecker(spec, reader, record, metrics)
 
 
 def check_before_connecting(spec: PipelineSpec, settings: Settings) -> Privacy:

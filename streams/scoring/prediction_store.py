@@ -6,6 +6,9 @@ and evaluates on exactly what the models saw (no leakage). Records live for the 
 window plus a grace period, so a label arriving a little after its window is recognised as
 *late* rather than as an *orphan* (a label for an event never predicted).
 
+With ``monitoring.skew`` on, each record also keeps its event's entity key and time: what
+the skew check (``streams.learning.skew_check``) asks Feast's offline store for.
+
 One Redis round trip per batch: a small Lua script sets every key of the batch with its TTL
 (client-side cost is building one argument list, not one command object per event).
 """
@@ -100,6 +103,16 @@ class Keys:
     def joined_bucket(self, bucket: int) -> str:
         return f"{self.prefix}:count:joined:{bucket}"
 
+    @property
+    def skew_totals(self) -> str:
+        """The skew check's counts since it began (a hash; streams.monitoring.skew)."""
+        return f"{self.prefix}:skew:totals"
+
+    @property
+    def skew_recent(self) -> str:
+        """The skew check's latest mismatches (a list of JSON objects, newest first)."""
+        return f"{self.prefix}:skew:recent"
+
 
 def bucket_seconds(window_seconds: float) -> float:
     """Coverage is counted in buckets of 1/60 of the label window (at least 1 s)."""
@@ -117,12 +130,24 @@ class StoredPrediction:
     # model name -> the version that served the score (shadow scores stored before versions
     # were: none)
     versions: dict[str, int] = field(default_factory=dict)
+    # Kept only with monitoring.skew on: what the offline store is asked for (skew check).
+    entity_key: str | int | None = None
+    event_time: float | None = None  # epoch seconds
 
 
 def encode_record(
-    predicted_at: float, model: str, version: int, score: float, vector: npt.NDArray[np.float32]
+    predicted_at: float,
+    model: str,
+    version: int,
+    score: float,
+    vector: npt.NDArray[np.float32],
+    entity_key: str | int | None = None,
+    event_time: float | None = None,
 ) -> bytes:
-    header = orjson.dumps({"t": predicted_at, "m": model, "v": version, "s": score})
+    fields: dict[str, Any] = {"t": predicted_at, "m": model, "v": version, "s": score}
+    if event_time is not None:  # the skew check's: the event's entity key and time
+        fields["k"], fields["e"] = entity_key, event_time
+    header = orjson.dumps(fields)
     return _HEADER.pack(len(header)) + header + vector.astype(np.float32).tobytes()
 
 
@@ -138,6 +163,8 @@ def decode_record(event_id: str, data: bytes) -> StoredPrediction:
         vector=vector,
         scores={header["m"]: header["s"]},
         versions={header["m"]: header["v"]},
+        entity_key=header.get("k"),
+        event_time=header.get("e"),
     )
 
 
@@ -160,15 +187,27 @@ class PredictionStore:
         scores: Sequence[float],
         matrix: npt.NDArray[np.float32],
         infer_seconds: float | None = None,
+        skew_keys: tuple[Sequence[str | int], Sequence[float]] | None = None,
     ) -> None:
         """Store the batch's predictions; with ``infer_seconds`` (the model's time on the
-        batch) also add it to the version's inference totals (promotion's latency guard)."""
+        batch) also add it to the version's inference totals (promotion's latency guard).
+        ``skew_keys``: each event's entity key and event time, kept with its vector for the
+        skew check (only when the spec's monitoring.skew is on)."""
         bucket = int(predicted_at // self._bucket_seconds)
         args: list[Any] = [self.ttl_seconds, self.keys.predicted_bucket(bucket), len(event_ids)]
         args += self._inference_args(model, version, infer_seconds, len(event_ids))
-        for event_id, score, row in zip(event_ids, scores, matrix, strict=True):
-            args.append(self.keys.prediction(event_id))
-            args.append(encode_record(predicted_at, model, version, score, row))
+        if skew_keys is None:
+            for event_id, score, row in zip(event_ids, scores, matrix, strict=True):
+                args.append(self.keys.prediction(event_id))
+                args.append(encode_record(predicted_at, model, version, score, row))
+        else:
+            entity_keys, event_times = skew_keys
+            rows = zip(event_ids, scores, matrix, entity_keys, event_times, strict=True)
+            for event_id, score, row, entity_key, event_time in rows:
+                args.append(self.keys.prediction(event_id))
+                args.append(
+                    encode_record(predicted_at, model, version, score, row, entity_key, event_time)
+                )
         await self._set_many(args=args)
 
     async def put_shadow_scores(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from streams.metrics import Metrics, observe_many
 from streams.monitoring.drift import DriftMonitor
@@ -69,6 +70,10 @@ class ScoringService:
 
     async def _remember(self, scored: ScoredBatch) -> None:
         assert self.store is not None and scored.matrix is not None and scored.scores is not None
+        skew: dict[str, Any] = {}
+        if self.pipeline.spec.monitoring.skew.enabled:  # what the learner asks Feast offline
+            entity_keys = [event.entity_key for event in scored.events]
+            skew["skew_keys"] = (entity_keys, scored.event_times.tolist())
         await self.store.put_predictions(
             scored.event_ids,
             self.clock(),
@@ -77,6 +82,7 @@ class ScoringService:
             scored.scores.tolist(),
             scored.matrix,
             infer_seconds=scored.model_seconds,
+            **skew,
         )
 
     def _offer_to_shadows(self, scored: ScoredBatch) -> None:

@@ -19,6 +19,7 @@ import pytest
         "streams.monitoring.rules",
         "streams.monitoring.spec",
         "streams.monitoring.drift",
+        "streams.monitoring.skew",
         "models.profile",
         "features.store",
         "features.freshness",
