@@ -19,6 +19,8 @@ import pytest
         "streams.monitoring.rules",
         "streams.monitoring.spec",
         "streams.monitoring.drift",
+        "streams.monitoring.window",
+        "streams.monitoring.quality",
         "models.profile",
         "features.store",
         "features.freshness",
