@@ -55,7 +55,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from operator import attrgetter
 from typing import Any
 
 import numpy as np
@@ -73,7 +72,6 @@ KIND = "quality"  # the monitoring record's kind (drift records are "drift")
 CHECKS = ("missing", "at_min", "at_max", "unknown")
 #: Absent-field bits taken from the events per ``fromiter`` (an int64 holds 62 safely).
 _BITS_PER_WORD = 62
-_absent_of = attrgetter("absent")
 
 
 @dataclass(frozen=True)
@@ -144,7 +142,7 @@ class _Layout:
             return out
         for word in sorted({bit // _BITS_PER_WORD for bit in self.absent_bit}):
             if word == 0 and max(self.absent_bit) < _BITS_PER_WORD:  # the usual case
-                values = np.fromiter(map(_absent_of, events), dtype=np.int64, count=len(events))
+                values = np.fromiter((e.absent for e in events), np.int64, len(events))
             else:
                 shift, mask = word * _BITS_PER_WORD, (1 << _BITS_PER_WORD) - 1
                 values = np.fromiter(
