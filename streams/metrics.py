@@ -57,7 +57,7 @@ AGE_BUCKETS = (
 DEFAULTED_REASONS = ("missing", "stale")
 
 #: Stage names, stable across logs, metric labels and dead-letter records.
-STAGES = ("decode", "enrich", "infer", "drift", "publish")
+STAGES = ("decode", "enrich", "infer", "drift", "quality", "publish")
 
 
 class Metrics:
@@ -84,7 +84,8 @@ class Metrics:
         )  # fmt: skip
         self.stage_seconds = Histogram(
             "streamscore_stage_duration_seconds",
-            "Time one micro-batch spends in a stage (decode, enrich, infer, drift, publish).",
+            "Time one micro-batch spends in a stage (decode, enrich, infer, drift, quality,"
+            " publish).",
             ["pipeline", "stage"], buckets=STAGE_BUCKETS, registry=r,
         )  # fmt: skip
         self.inference_seconds = Histogram(
@@ -175,6 +176,21 @@ class Metrics:
             "1 when the primary's served version has a training reference profile (drift is"
             " measured), 0 when not (registered before profiles: no PSI series).",
             ["pipeline", "model"], registry=r,
+        )  # fmt: skip
+
+        # --- data quality per model input column (streams/monitoring/quality.py) ----------
+        self.data_quality = Gauge(
+            "streamscore_data_quality_ratio",
+            "Share of a model input column's values in the last closed window failing a"
+            " check: missing (a defaulted feature, an absent optional event field), at_min /"
+            " at_max (at the event schema's declared bound), unknown (input events"
+            " dead-lettered for an unknown category of the field, of all input events).",
+            ["pipeline", "column", "check"], registry=r,
+        )  # fmt: skip
+        self.data_quality_windows = Counter(
+            "streamscore_data_quality_windows_total",
+            "Data quality windows closed (each sets the ratios and writes a monitoring record).",
+            ["pipeline"], registry=r,
         )  # fmt: skip
 
         # --- shadows ----------------------------------------------------------------------

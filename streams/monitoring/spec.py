@@ -113,6 +113,24 @@ class SkewSpec(_Strict):
         return self.sample_rate > 0
 
 
+class VolumeSpec(_Strict):
+    """Events per second against the same time of day on the previous days (Prometheus
+    recording rules; StreamscoreVolumeDrop and StreamscoreVolumeSpike compare with these)."""
+
+    drop: float = Field(
+        default=0.5,
+        gt=0,
+        lt=1,
+        description="Alert when the rate falls below this share of its baseline.",
+    )
+    spike: float = Field(
+        default=2.0,
+        gt=1,
+        le=1000,
+        description="Alert when the rate rises above this multiple of its baseline.",
+    )
+
+
 class MonitoringSpec(_Strict):
     """Drift of the served inputs and scores against the primary's training reference."""
 
@@ -127,4 +145,15 @@ class MonitoringSpec(_Strict):
     skew: SkewSpec = Field(
         default_factory=lambda: SkewSpec(),
         description="The sampled online/offline skew check (off unless sample_rate > 0).",
+    )
+    quality: bool = Field(
+        default=True,
+        description="Data quality per model input column and window (missing, at the"
+        " declared min/max, unknown category): gauges and a 'quality' record per window"
+        " (streams/monitoring/quality.py). Cheap (a few numpy sums per batch); false: off.",
+    )
+    volume: VolumeSpec = Field(
+        default=VolumeSpec(),
+        description="Thresholds of the volume alerts (events/s against the same time of day"
+        " on the previous days).",
     )

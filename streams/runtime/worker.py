@@ -26,6 +26,7 @@ from streams.learning.learner import LearnerService, OnlineSnapshotModel
 from streams.learning.skew_check import SkewChecker
 from streams.metrics import Metrics, serve
 from streams.monitoring.drift import DriftMonitor, load_reference
+from streams.monitoring.quality import QualityMonitor
 from streams.monitoring.skew import SkewLog
 from streams.runtime.app import (
     Progress,
@@ -188,8 +189,9 @@ def _attach_scoring(
     running = attach_shadows(app, shadows, shadow_producer, more=spec.challenger_shadow is not None)
     drift = DriftMonitor(spec, metrics)
     drift.use(scorer.name, scorer.version, load_reference(registry, scorer.name, scorer.version))
+    quality = QualityMonitor(spec, metrics) if spec.monitoring.quality else None
     service = ScoringService(
-        pipeline, publisher, metrics, store=store, shadows=shadows, drift=drift
+        pipeline, publisher, metrics, store=store, shadows=shadows, drift=drift, quality=quality
     )
     attach_scoring_agent(app, spec, service, Progress(spec, metrics))
     _watch_primary_alias(app, spec, registry, primary, pipeline, metrics, drift)

@@ -81,6 +81,11 @@ class ScoredBatch:
     # The primary model's own time on the batch (no matrix building): promotion's latency
     # guard compares versions on it.
     model_seconds: float | None = None
+    # For data quality (streams/monitoring/quality.py): which feature values of ``events``
+    # were replaced by the spec's defaults (n, refs: missing or stale), and the field of
+    # each of the batch's dead letters for an unknown category.
+    feature_defaulted: npt.NDArray[np.bool_] | None = None
+    unknown_categories: list[str] = field(default_factory=list)
 
     @property
     def records(self) -> list[OutputRecord]:
@@ -158,6 +163,8 @@ class ScoringPipeline:
                 out.events.append(self.validator.parse(message.value, message.timestamp))
             except BadInput as bad:
                 out.dead_letters.append(self._dead_letter(message, bad))
+                if bad.reason == "unknown_category" and bad.field is not None:
+                    out.unknown_categories.append(bad.field)
             else:
                 sources.append(message)
         self._m_stage["decode"].observe(time.perf_counter() - started)
@@ -183,6 +190,7 @@ class ScoringPipeline:
             elapsed
         )
         out.model, out.model_version = scorer.name, scorer.version
+        out.feature_defaulted = rows.defaulted
         out.predictions, out.event_time_texts, failed = self._predictions(
             scorer, out.events, out.entity_keys, rows, out.scores
         )
@@ -208,6 +216,8 @@ class ScoringPipeline:
         out.entity_keys = [out.entity_keys[i] for i in keep]
         assert out.matrix is not None and out.scores is not None
         out.matrix, out.scores = out.matrix[keep], out.scores[keep]
+        if out.feature_defaulted is not None:
+            out.feature_defaulted = out.feature_defaulted[keep]
 
     def _apply_privacy(self, out: ScoredBatch) -> None:
         """Event ids and entity keys as records carry them. An event keeps its hashed id

@@ -20,6 +20,8 @@ import pytest
         "streams.monitoring.spec",
         "streams.monitoring.drift",
         "streams.monitoring.skew",
+        "streams.monitoring.window",
+        "streams.monitoring.quality",
         "models.profile",
         "features.store",
         "features.freshness",
