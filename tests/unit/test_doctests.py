@@ -25,6 +25,9 @@ import pytest
         "streams.runtime.connections",
         "streams.runtime.apache_kafka.install",
         "streams.cli.compare",
+        "streams.monitoring.estimate",
+        "streams.learning.concept_drift",
+        "streams.learning.realized",
     ],
 )
 def test_docstring_examples(module: str) -> None:
