@@ -6,6 +6,7 @@ broadcast comparisons against the bin edges, one matrix product for the one-hot 
 window closes (``monitoring.window``: a number of events, or seconds) the population
 stability index of every column and of the score is computed against the reference shares,
 the PSI gauges are set, and one record describing the window goes to the monitoring topic.
+The window also sums the primary's label-free accuracy estimate (``estimate.py``).
 
 PSI = sum over bins of (a - e) * ln(a / e), with ``a`` the window's share of a bin and ``e``
 the reference's; both are floored at ``EPSILON`` so that an empty bin counts as a rare one
