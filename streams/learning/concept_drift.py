@@ -36,6 +36,7 @@ import base64
 import binascii
 import collections
 import math
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -166,9 +167,12 @@ class ConceptDrift:
         return {"format": _FORMAT, "errors": models}
 
     @classmethod
-    def from_data(cls, data: Any, delta: float, history: int) -> ConceptDrift:
+    def from_data(
+        cls, data: Any, delta: float, history: int, models: Collection[str] | None = None
+    ) -> ConceptDrift:
         """Rebuild from ``to_data`` by replaying each model's errors (read as numbers only;
-        raises ``ConceptDriftStateError`` on anything else)."""
+        raises ``ConceptDriftStateError`` on anything else). With ``models``, only theirs:
+        a model the spec no longer has is dropped."""
         if not isinstance(data, dict) or data.get("format") != _FORMAT:
             msg = f"not format {_FORMAT}"
             raise ConceptDriftStateError(msg)
@@ -178,6 +182,8 @@ class ConceptDrift:
             raise ConceptDriftStateError(msg)
         restored = cls(delta, history)
         for model, text in stored.items():
+            if models is not None and model not in models:
+                continue
             if not isinstance(text, str):
                 msg = f"errors of model {model!r} are not a string"
                 raise ConceptDriftStateError(msg)

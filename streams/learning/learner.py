@@ -308,6 +308,7 @@ class LearnerService:
         self._changes: list[Change] = []  # found by the batch in hand, counted once written
         models = [spec.model.name, *(s.name for s in spec.shadows)]
         models += [spec.online.name] if spec.online is not None else []
+        self._models = frozenset(models)
         self._m_detections = metrics.concept_drift_detections
         for model in models:  # at 0 from the start: a first detection is an increase
             for direction in ("worse", "better"):
@@ -338,7 +339,9 @@ class LearnerService:
             if not isinstance(state, dict):
                 msg = f"not an object: {data[:40]!r}"
                 raise ConceptDriftStateError(msg)
-            self.concept_drift = ConceptDrift.from_data(state.get("concept_drift"), delta, history)
+            self.concept_drift = ConceptDrift.from_data(
+                state.get("concept_drift"), delta, history, models=self._models
+            )
             if self.realized is not None and "realized" in state:
                 self.realized = RealizedAccuracy.from_data(
                     state["realized"], self.realized.bucket_seconds, self.realized.min_labels

@@ -222,6 +222,14 @@ def test_a_restored_detector_continues_exactly_as_the_original() -> None:
     ]
 
 
+def test_a_model_no_longer_in_the_spec_is_not_restored() -> None:
+    drift = ConceptDrift(delta=0.002, history=1000)
+    for model in ("primary", "removed_shadow"):
+        drift.update(model, error_stream([(0.1, 300)], seed=18))
+    restored = ConceptDrift.from_data(drift.to_data(), 0.002, 1000, models={"primary"})
+    assert restored.models == ["primary"]
+
+
 def test_the_checkpointed_history_is_bounded() -> None:
     drift = ConceptDrift(delta=0.002, history=1000)
     feed_in_batches(drift, "m", error_stream([(0.1, 5000)], seed=17))
