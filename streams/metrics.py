@@ -268,6 +268,14 @@ class Metrics:
             ["pipeline", "model"], registry=r,
         )  # fmt: skip
 
+        # --- actions (streams/actions/) ---------------------------------------------------
+        self.actions = Counter(
+            "streamscore_actions_total",
+            "Records on the pipeline's actions topic since this learning worker started, by"
+            " action: promotion, refusal, rollback (other: anything else).",
+            ["pipeline", "action"], registry=r,
+        )  # fmt: skip
+
         # --- performance: estimated without labels, realized with them, concept drift ----
         # (streams/monitoring/estimate.py, streams/learning/realized.py, concept_drift.py)
         self.estimated_accuracy = Gauge(

@@ -231,12 +231,36 @@ def features_materialize(
 def train(
     spec: SpecOption,
     force: Annotated[bool, typer.Option(help="Train even if the spec's model resolves.")] = False,
+    from_stream: Annotated[
+        bool,
+        typer.Option(
+            help="Fit the primary's estimator on the labelled vectors the service served (the"
+            " labelled topic) and register it as the 'challenger', with its lineage."
+        ),
+    ] = False,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            metavar="TIME",
+            help="With --from-stream: only records written since this ISO 8601 time, or this"
+            " long ago (2h, 7d).",
+        ),
+    ] = None,
+    min_rows: Annotated[
+        int | None,
+        typer.Option(
+            help="With --from-stream: fewest rows to train on (training.min_stream_rows)."
+        ),
+    ] = None,
 ) -> None:
     """Fit the spec's training models on its offline data and register them (ONNX)."""
     from streams.cli.bootstrap import train_if_needed
 
     settings = load_settings()
     pipeline = _spec(spec)
+    if from_stream:
+        _train_from_stream(pipeline, settings, since, min_rows)
+        return
     try:
         versions = train_if_needed(pipeline, settings, force=force)
     except StreamscoreError as exc:
@@ -245,6 +269,34 @@ def train(
         err.print(f"model {pipeline.model.name}@{pipeline.model.version} exists; --force retrains")
     for version in versions:
         err.print(f"registered {version.name} v{version.version}: {version.manifest.metrics}")
+
+
+def _train_from_stream(
+    pipeline: PipelineSpec, settings: Settings, since: str | None, min_rows: int | None
+) -> None:
+    from streams.cli.replay import parse_since
+    from streams.cli.train_stream import read_labelled, train_challenger
+    from streams.runtime.reach import check_kafka
+
+    try:
+        asyncio.run(check_kafka(settings))
+        start = None if since is None else parse_since(since, time.time())
+        records = asyncio.run(read_labelled(pipeline, settings, start))
+        done = train_challenger(pipeline, settings, records, since=start, min_rows=min_rows)
+    except StreamscoreError as exc:
+        raise _fail(exc) from exc
+    version = done.version
+    lineage = version.manifest.lineage
+    assert lineage is not None
+    spans = ", ".join(f"{p}: {a}-{b}" for p, (a, b) in sorted(lineage.offsets.items()))
+    err.print(
+        f"registered {version.name} v{version.version} as 'challenger': {lineage.rows} rows"
+        f" of {lineage.topic} (partition: offsets {spans}), sha256 {lineage.sha256[:12]},"
+        f" held-out tail from {lineage.holdout_from} ({lineage.holdout_rows} rows):"
+        f" {lineage.metrics}",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 @app.command()

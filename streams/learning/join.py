@@ -116,8 +116,14 @@ def joined_record(
     late: bool,
     vector: npt.NDArray[np.float32],
     scores: dict[str, float],
+    versions: dict[str, int] | None = None,
+    *,
+    primary: str = "",
+    primary_version: int = 0,
 ) -> dict[str, Any]:
-    """A label with what was predicted for its event, as the learner takes it."""
+    """A label with what was predicted for its event, as the learner takes it (and the
+    labelled log keeps it: ``streams.learning.labelled``); ``versions`` names the version
+    behind each score (where known)."""
     return {
         "event_id": label.event_id,
         "label": label.label,
@@ -126,6 +132,9 @@ def joined_record(
         "late": late,
         "vector": vector,
         "scores": scores,
+        "primary": primary,  # the model that served, and its version
+        "primary_version": primary_version,
+        "versions": versions or {},
     }
 
 
@@ -161,6 +170,8 @@ class LabelJoiner:
         self.shadow_models = [s.name for s in spec.shadows] + (
             [spec.online.name] if spec.online else []
         )
+        if spec.challenger_shadow is not None:  # scored while the alias is set, like a shadow
+            self.shadow_models.append(spec.challenger_shadow)
         self.metrics = metrics
         self._m_labels = metrics.labels
         self._m_retries = metrics.redis_retries.labels(spec.name, STAGE)
@@ -219,7 +230,14 @@ class LabelJoiner:
                 continue
             out.joined.append(
                 joined_record(
-                    label, prediction.predicted_at, late, prediction.vector, prediction.scores
+                    label,
+                    prediction.predicted_at,
+                    late,
+                    prediction.vector,
+                    prediction.scores,
+                    prediction.versions,
+                    primary=prediction.primary,
+                    primary_version=prediction.primary_version,
                 )
             )
         if out.joined:  # before they are learned: a shadow never sees fewer than in flight

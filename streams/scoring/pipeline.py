@@ -78,6 +78,9 @@ class ScoredBatch:
     # ISO event times of ``events``, formatted once, while the primary's records are encoded,
     # for those records and every shadow's.
     event_time_texts: list[str] = field(default_factory=list)
+    # The primary model's own time on the batch (no matrix building): promotion's latency
+    # guard compares versions on it.
+    model_seconds: float | None = None
 
     @property
     def records(self) -> list[OutputRecord]:
@@ -171,8 +174,10 @@ class ScoringPipeline:
 
         started = time.perf_counter()
         out.matrix = self.layout.build([event.fields for event in out.events], rows.values)
+        built = time.perf_counter()
         out.scores = scorer.score(out.matrix)
         elapsed = time.perf_counter() - started
+        out.model_seconds = elapsed - (built - started)
         self._m_stage["infer"].observe(elapsed)
         self._metrics.inference_seconds.labels(self.spec.name, scorer.name, "primary").observe(
             elapsed

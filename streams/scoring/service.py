@@ -76,6 +76,7 @@ class ScoringService:
             scored.model_version,
             scored.scores.tolist(),
             scored.matrix,
+            infer_seconds=scored.model_seconds,
         )
 
     def _offer_to_shadows(self, scored: ScoredBatch) -> None:
