@@ -314,6 +314,7 @@ class LearnerService:
         self._changes: list[Change] = []  # found by the batch in hand, counted once written
         models = [spec.model.name, *(s.name for s in spec.shadows)]
         models += [spec.online.name] if spec.online is not None else []
+        models += [spec.challenger_shadow] if spec.challenger_shadow is not None else []
         self._models = frozenset(models)
         self._m_detections = metrics.concept_drift_detections
         for model in models:  # at 0 from the start: a first detection is an increase
