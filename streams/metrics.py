@@ -318,6 +318,48 @@ class Metrics:
             ["pipeline", "reason"], registry=r,
         )  # fmt: skip
 
+        # --- performance: estimated without labels, realized with them, concept drift ----
+        # (streams/monitoring/estimate.py, streams/learning/realized.py, concept_drift.py)
+        self.estimated_accuracy = Gauge(
+            "streamscore_estimated_accuracy",
+            "The primary's expected accuracy at the spec's threshold in the last closed"
+            " monitoring window, from its scores alone (mean of p or 1-p by decision: right"
+            " if the scores are calibrated); classification only.",
+            ["pipeline", "model"], registry=r,
+        )  # fmt: skip
+        self.realized_accuracy = Gauge(
+            "streamscore_realized_accuracy",
+            "The primary's accuracy on the labels of the latest window of prediction time"
+            " that has monitoring.performance.min_labels of them (learner).",
+            ["pipeline", "model"], registry=r,
+        )  # fmt: skip
+        self.estimated_minus_realized_accuracy = Gauge(
+            "streamscore_estimated_minus_realized_accuracy",
+            "For the window of streamscore_realized_accuracy: the label-free estimate on the"
+            " same labelled predictions minus the realized accuracy (above 0: the scores are"
+            " overconfident, the calibration broke).",
+            ["pipeline", "model"], registry=r,
+        )  # fmt: skip
+        self.realized_accuracy_window_start = Gauge(
+            "streamscore_realized_accuracy_window_start_timestamp_seconds",
+            "Start (Unix time) of the window of prediction time streamscore_realized_accuracy"
+            " is of: labels arrive late, so it trails the estimate's window.",
+            ["pipeline", "model"], registry=r,
+        )  # fmt: skip
+        self.concept_drift_detections = Counter(
+            "streamscore_concept_drift_detections_total",
+            "Changes ADWIN detected in a model's error stream (classification: wrong at the"
+            " threshold, 0/1; regression: absolute error), by direction: worse (errors went"
+            " up) or better.",
+            ["pipeline", "model", "direction"], registry=r,
+        )  # fmt: skip
+        self.concept_drift_error_mean = Gauge(
+            "streamscore_concept_drift_error_mean",
+            "Mean error of a model in ADWIN's current window (the labels since its last"
+            " detected change): error rate, or mean absolute error for regression.",
+            ["pipeline", "model"], registry=r,
+        )  # fmt: skip
+
 
 def observe_many(histogram: Any, values: npt.NDArray[np.float64] | Iterable[float]) -> None:
     """Observe a whole batch of values in one pass.

@@ -13,6 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 #: The topic name pattern of streams/spec.py (a Kafka topic name).
 TOPIC_PATTERN = r"^[A-Za-z0-9._-]+$"
+#: Realized accuracy's windows of prediction time when the drift window counts events.
+DEFAULT_PERFORMANCE_BUCKET_SECONDS = 300.0
 
 
 class _Strict(BaseModel):
@@ -131,6 +133,42 @@ class VolumeSpec(_Strict):
     )
 
 
+class PerformanceSpec(_Strict):
+    """Model performance without and with labels: the scoring worker's label-free accuracy
+    estimate per window, and, in the learner, the realized accuracy per window of prediction
+    time and an adaptive-window (ADWIN) detector of concept drift on each model's errors."""
+
+    min_labels: int = Field(
+        default=100,
+        ge=1,
+        le=10_000_000,
+        description="Labels a window of prediction time needs before its realized accuracy"
+        " is published (the latest window that has them is the one shown).",
+    )
+    bucket_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        le=7 * 24 * 3600,
+        description="Length of the windows of prediction time the realized accuracy is"
+        " counted in; absent: monitoring.window.seconds, or 300 when the window counts"
+        " events.",
+    )
+    adwin_delta: float = Field(
+        default=0.002,
+        gt=0,
+        lt=1,
+        description="ADWIN's significance on each model's error stream (River's default):"
+        " smaller detects fewer, and later, changes.",
+    )
+    error_history: int = Field(
+        default=1000,
+        ge=10,
+        le=100_000,
+        description="Errors per model the learner checkpoints to rebuild its ADWIN after a"
+        " restart (River cannot export one): the rebuilt window holds at most this many.",
+    )
+
+
 class MonitoringSpec(_Strict):
     """Drift of the served inputs and scores against the primary's training reference."""
 
@@ -157,3 +195,13 @@ class MonitoringSpec(_Strict):
         description="Thresholds of the volume alerts (events/s against the same time of day"
         " on the previous days).",
     )
+    performance: PerformanceSpec = Field(
+        default_factory=PerformanceSpec,
+        description="Estimated (label-free) and realized accuracy, concept drift on errors.",
+    )
+
+    @property
+    def performance_bucket_seconds(self) -> float:
+        """The windows of prediction time the learner counts realized accuracy in."""
+        bucket = self.performance.bucket_seconds or self.window.seconds
+        return bucket if bucket is not None else DEFAULT_PERFORMANCE_BUCKET_SECONDS

@@ -65,6 +65,8 @@ class Keys:
         self.version = f"{self.prefix}:online:version"
         self.evaluation = f"{self.prefix}:online:evaluation"  # every model, served scores
         self.as_learned_evaluation = f"{self.prefix}:online:evaluation:as_learned"
+        #: The learner's concept-drift detectors and realized accuracy per window (JSON).
+        self.performance = f"{self.prefix}:online:performance"
         #: Pub/sub channel: the learner publishes each checkpoint's version on it.
         self.checkpoints = f"{self.prefix}:online:checkpoints"
         #: Joined labels handed to the learner, and those it has checkpointed (counters).

@@ -32,6 +32,9 @@ import pytest
         "streams.actions.spec",
         "streams.actions.compare",
         "streams.actions.evidence",
+        "streams.monitoring.estimate",
+        "streams.learning.concept_drift",
+        "streams.learning.realized",
     ],
 )
 def test_docstring_examples(module: str) -> None:

@@ -198,9 +198,7 @@ def joined(event_id: str, user: str | None, vector: list[float]) -> dict[str, An
     label = Label(event_id, 1, 0.0)
     served = np.array(vector, dtype=np.float32)
     time = None if user is None else 1_700_000_000.0
-    return joined_record(
-        label, 0.0, False, served, {"m": 0.5}, entity_key=user, event_time=time
-    )
+    return joined_record(label, 0.0, False, served, {"m": 0.5}, entity_key=user, event_time=time)
 
 
 OFFLINE = {"u1": [0.1, 3.0, 0.0], "u2": [0.2, 4.0, 0.0]}
