@@ -116,8 +116,10 @@ def joined_record(
     late: bool,
     vector: npt.NDArray[np.float32],
     scores: dict[str, float],
+    slices: tuple[str | bool | None, ...] | None = None,
 ) -> dict[str, Any]:
-    """A label with what was predicted for its event, as the learner takes it."""
+    """A label with what was predicted for its event, as the learner takes it (``slices``:
+    the event's monitoring.slices values, when stored with the prediction)."""
     return {
         "event_id": label.event_id,
         "label": label.label,
@@ -126,6 +128,7 @@ def joined_record(
         "late": late,
         "vector": vector,
         "scores": scores,
+        "slices": slices,
     }
 
 
@@ -219,7 +222,12 @@ class LabelJoiner:
                 continue
             out.joined.append(
                 joined_record(
-                    label, prediction.predicted_at, late, prediction.vector, prediction.scores
+                    label,
+                    prediction.predicted_at,
+                    late,
+                    prediction.vector,
+                    prediction.scores,
+                    prediction.slices,
                 )
             )
         if out.joined:  # before they are learned: a shadow never sees fewer than in flight

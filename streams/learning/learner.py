@@ -15,6 +15,10 @@ For each batch the learner
 3. learns them in order with ``learn_one``,
 4. checkpoints the model, its evaluation and the ids it learned in ONE atomic Redis script.
 
+With ``monitoring.slices``, step 2 also updates each model's evaluation of the event's
+slice values (``streams.learning.slice_evaluation``; the values were stored with the
+prediction), checkpointed in 4 with the rest.
+
 A spec without ``online`` gets the same service minus 3: it evaluates every model on what it
 served and checkpoints that evaluation with the ids it evaluated (so a replay counts nothing
 twice).
@@ -59,7 +63,9 @@ from models.evaluation import EvaluationStateError, RollingEvaluation
 from models.inputs import Matrix
 from models.online import OnlineLearner, SnapshotError
 from streams.errors import StreamscoreError
+from streams.learning.slice_evaluation import SlicedEvaluation, restored
 from streams.metrics import Metrics, observe_many
+from streams.monitoring.slices import SliceLayout
 from streams.runtime.connections import RedisConnection
 from streams.runtime.retrying import REDIS_TRANSIENT, within_budget
 from streams.scoring.prediction_store import Keys, bucket_seconds
@@ -86,8 +92,11 @@ if online then
   redis.call('SET', ARGV[8], ARGV[9])
 end
 redis.call('SET', ARGV[6], ARGV[7])
+if ARGV[17] ~= '' then  -- the slice evaluations (monitoring.slices)
+  redis.call('SET', ARGV[17], ARGV[18])
+end
 local n_learned = tonumber(ARGV[11])
-local i = 17
+local i = 19
 for _ = 1, n_learned do
   redis.call('SET', ARGV[i], '1', 'EX', ttl)
   i = i + 1
@@ -136,6 +145,8 @@ class LearnerService:
         self._owner_token = ""  # written to the owner key by ``load``
         self.evaluation = RollingEvaluation(task=self.task)  # served scores, every model
         self.as_learned = RollingEvaluation(task=self.task)  # the online model's own
+        self.slice_layout = SliceLayout.of(spec)  # monitoring.slices; None without
+        self.sliced = self._new_sliced()
         self._checkpoint = client.register_script(CHECKPOINT)
         name = spec.name
         self._m_learned = (
@@ -145,6 +156,7 @@ class LearnerService:
         self._m_duplicates = metrics.labels.labels(name, "duplicate")
         self._m_metric = metrics.online_metric
         self._m_as_learned = metrics.online_as_learned_metric
+        self._m_slice_metric = metrics.slice_online_metric
         # Created on its first value: absent, not 0, before any prediction's window closed.
         self._m_coverage = metrics.label_coverage
 
@@ -161,12 +173,15 @@ class LearnerService:
         await self._redis("owner claim", lambda: self.client.set(keys.learner_owner, token))
         self._owner_token = token
         self._claimed = True
-        snapshot, evaluation, as_learned = await self._redis(
+        snapshot, evaluation, as_learned, sliced = await self._redis(
             "snapshot read",
-            lambda: self.client.mget(keys.snapshot, keys.evaluation, keys.as_learned_evaluation),
+            lambda: self.client.mget(
+                keys.snapshot, keys.evaluation, keys.as_learned_evaluation, keys.slice_evaluation
+            ),
         )
         if self.online is None:
             self.evaluation = self._restored(evaluation, "rolling evaluation")
+            self.sliced = self._new_sliced(sliced)
             return
         columns = self.spec.input_columns()
         if snapshot is not None:
@@ -177,8 +192,14 @@ class LearnerService:
             else:
                 self.evaluation = self._restored(evaluation, "rolling evaluation")
                 self.as_learned = self._restored(as_learned, "as-learned evaluation")
+                self.sliced = self._new_sliced(sliced)
                 return
         self.learner = OnlineLearner(self.online, columns)
+
+    def _new_sliced(self, data: bytes | None = None) -> SlicedEvaluation | None:
+        if self.slice_layout is None:
+            return None
+        return restored(data, self.slice_layout, self.task, self.spec.name)
 
     def _restored(self, data: bytes | None, what: str) -> RollingEvaluation:
         if data is not None:
@@ -236,10 +257,15 @@ class LearnerService:
             labels = [r["label"] for r in fresh]
             # Before learning: progressive validation (the online model's "as learned").
             own = learner.predict_many(matrix).tolist() if learner is not None else None
+            sliced = self.sliced
             for i, (record, label) in enumerate(zip(fresh, labels, strict=True)):
+                # The evaluations of the event's slice values (monitoring.slices), if any.
+                slices = sliced.of(record.get("slices")) if sliced is not None else ()
                 # Row by row in learning order: each model on the score it published.
                 for model, score in sorted(record["scores"].items()):
                     self.evaluation.update(model, score, label, self.threshold)
+                    for evaluation in slices:
+                        evaluation.update(model, score, label, self.threshold)
                 if own is not None:
                     self.as_learned.update(online, own[i], label, self.threshold)
             if learner is not None:
@@ -263,6 +289,9 @@ class LearnerService:
             self.keys.labels_consumed, taken,  # every joined label taken in, duplicates too
             repr(self.clock()),  # the checkpoint's time: the snapshot's age is from it
             self.keys.learner_owner, self._owner_token,  # written only by the owner
+            # Empty without monitoring.slices: the script then writes none.
+            self.keys.slice_evaluation if self.sliced is not None else "",
+            self.sliced.to_bytes() if self.sliced is not None else b"",
         ]  # fmt: skip
         args += [self.keys.learned(r["event_id"]) for r in fresh]
         for bucket, count in joined.items():
@@ -280,6 +309,9 @@ class LearnerService:
             for metric, value in values.items():
                 if metric != "count":
                     self._m_as_learned.labels(self.spec.name, model, metric).set(value)
+        if self.sliced is not None:
+            for model, field, label, metric, value in self.sliced.metrics():
+                self._m_slice_metric.labels(self.spec.name, model, field, label, metric).set(value)
 
     async def _update_coverage(self) -> None:
         """Share of predictions made in the last closed stretch (older than the window)

@@ -12,6 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 #: The topic name pattern of streams/spec.py (a Kafka topic name).
 TOPIC_PATTERN = r"^[A-Za-z0-9._-]+$"
+#: The most categories a slice field may declare: each value is a label value of the slice
+#: metrics, for every model (and each slice field multiplies the learner's evaluation work).
+MAX_SLICE_VALUES = 20
 
 
 class _Strict(BaseModel):
@@ -76,4 +79,10 @@ class MonitoringSpec(_Strict):
         pattern=TOPIC_PATTERN,
         description="Where each closed window's drift record goes; '<pipeline>-monitoring'"
         " when absent.",
+    )
+    slices: tuple[str, ...] = Field(
+        default=(),
+        description="Event fields (category or bool, at most MAX_SLICE_VALUES categories)"
+        " whose every value gets its own label metrics per model and its own score drift;"
+        " checked against event.fields by the pipeline spec.",
     )

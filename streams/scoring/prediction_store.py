@@ -8,6 +8,18 @@ window plus a grace period, so a label arriving a little after its window is rec
 
 One Redis round trip per batch: a small Lua script sets every key of the batch with its TTL
 (client-side cost is building one argument list, not one command object per event).
+
+A record is a 4-byte header length, a JSON header (``t`` predicted at, ``m`` model, ``v``
+version, ``s`` score, and with ``monitoring.slices`` ``x``: the event's slice values in
+the spec's order, a category, a bool or null) and the float32 vector. ``x`` is optional
+both ways: records stored before it (or without slices) decode with ``slices`` None, and a
+reader that does not know it ignores it. Never a pickle.
+
+>>> data = encode_record(1.5, "m", 2, 0.25, np.ones(2, np.float32), ["web", True])
+>>> record = decode_record("e1", data)
+>>> record.slices, record.vector.tolist()
+(('web', True), [1.0, 1.0])
+>>> decode_record("e1", encode_record(1.5, "m", 2, 0.25, np.ones(2, np.float32))).slices
 """
 
 from __future__ import annotations
@@ -57,6 +69,8 @@ class Keys:
         self.version = f"{self.prefix}:online:version"
         self.evaluation = f"{self.prefix}:online:evaluation"  # every model, served scores
         self.as_learned_evaluation = f"{self.prefix}:online:evaluation:as_learned"
+        #: Every model's rolling evaluation per monitoring.slices value (served scores).
+        self.slice_evaluation = f"{self.prefix}:online:evaluation:slices"
         #: Pub/sub channel: the learner publishes each checkpoint's version on it.
         self.checkpoints = f"{self.prefix}:online:checkpoints"
         #: Joined labels handed to the learner, and those it has checkpointed (counters).
@@ -99,12 +113,22 @@ class StoredPrediction:
     primary_version: int
     vector: npt.NDArray[np.float32]
     scores: dict[str, float]  # model name -> score, for the primary and each shadow that ran
+    #: The event's monitoring.slices values as stored (None: stored without them).
+    slices: tuple[str | bool | None, ...] | None = None
 
 
 def encode_record(
-    predicted_at: float, model: str, version: int, score: float, vector: npt.NDArray[np.float32]
+    predicted_at: float,
+    model: str,
+    version: int,
+    score: float,
+    vector: npt.NDArray[np.float32],
+    slices: Sequence[str | bool | None] | None = None,
 ) -> bytes:
-    header = orjson.dumps({"t": predicted_at, "m": model, "v": version, "s": score})
+    fields: dict[str, Any] = {"t": predicted_at, "m": model, "v": version, "s": score}
+    if slices is not None:
+        fields["x"] = slices
+    header = orjson.dumps(fields)
     return _HEADER.pack(len(header)) + header + vector.astype(np.float32).tobytes()
 
 
@@ -119,7 +143,18 @@ def decode_record(event_id: str, data: bytes) -> StoredPrediction:
         primary_version=header["v"],
         vector=vector,
         scores={header["m"]: header["s"]},
+        slices=_slice_values(header.get("x")),
     )
+
+
+def _slice_values(stored: object) -> tuple[str | bool | None, ...] | None:
+    """The header's slice values, if they are a list of categories, bools and nulls (what
+    the learner labels a metric with is then checked against the spec's values)."""
+    if not isinstance(stored, list):
+        return None
+    if not all(value is None or isinstance(value, str | bool) for value in stored):
+        return None
+    return tuple(stored)
 
 
 class PredictionStore:
@@ -140,12 +175,15 @@ class PredictionStore:
         version: int,
         scores: Sequence[float],
         matrix: npt.NDArray[np.float32],
+        slices: Sequence[Sequence[str | bool | None]] | None = None,
     ) -> None:
+        """``slices``: each event's monitoring.slices values (``SliceLayout.stored``)."""
         bucket = int(predicted_at // self._bucket_seconds)
         args: list[Any] = [self.ttl_seconds, self.keys.predicted_bucket(bucket), len(event_ids)]
-        for event_id, score, row in zip(event_ids, scores, matrix, strict=True):
+        sliced = slices if slices is not None else [None] * len(event_ids)
+        for event_id, score, row, values in zip(event_ids, scores, matrix, sliced, strict=True):
             args.append(self.keys.prediction(event_id))
-            args.append(encode_record(predicted_at, model, version, score, row))
+            args.append(encode_record(predicted_at, model, version, score, row, values))
         await self._set_many(args=args)
 
     async def put_shadow_scores(

@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 
 from streams.metrics import Metrics, observe_many
 from streams.monitoring.drift import DriftMonitor
+from streams.monitoring.slices import Codes, SliceLayout
 from streams.scoring.pipeline import ScoredBatch, ScoringPipeline
 from streams.scoring.prediction_store import PredictionStore
 from streams.scoring.publish import Publisher
@@ -38,17 +39,20 @@ class ScoringService:
         self._m_publish = metrics.stage_seconds.labels(name, "publish")
         self._m_drift = metrics.stage_seconds.labels(name, "drift")
         self._m_end_to_end = metrics.end_to_end_seconds.labels(name)
+        # monitoring.slices: each event's slice values, for drift and the label join.
+        self.slices = SliceLayout.of(pipeline.spec)
 
     async def handle(self, messages: Sequence[InputMessage]) -> ScoredBatch:
         scored = await self.pipeline.score_batch(messages)
         records = scored.records
+        codes = self._slice_codes(scored)
         # A closed drift window's record is published with the batch: no extra round trip.
-        if closed := self._count_drift(scored):
+        if closed := self._count_drift(scored, codes):
             records += closed
         started = time.perf_counter()
         if self.store is not None and scored.events:
             # Remembered for the label join before the inputs are acked: at-least-once too.
-            await asyncio.gather(self.publisher.publish(records), self._remember(scored))
+            await asyncio.gather(self.publisher.publish(records), self._remember(scored, codes))
         else:
             await self.publisher.publish(records)
         self._m_publish.observe(time.perf_counter() - started)
@@ -57,17 +61,22 @@ class ScoringService:
             self._offer_to_shadows(scored)
         return scored
 
-    def _count_drift(self, scored: ScoredBatch) -> list[OutputRecord]:
+    def _slice_codes(self, scored: ScoredBatch) -> Codes | None:
+        if self.slices is None or not scored.events:
+            return None
+        return self.slices.codes([event.fields for event in scored.events])
+
+    def _count_drift(self, scored: ScoredBatch, codes: Codes | None) -> list[OutputRecord]:
         if self.drift is None or scored.matrix is None or scored.scores is None:
             return []
         started = time.perf_counter()
         closed = self.drift.observe(
-            scored.model, scored.model_version, scored.matrix, scored.scores
+            scored.model, scored.model_version, scored.matrix, scored.scores, codes
         )
         self._m_drift.observe(time.perf_counter() - started)
         return closed
 
-    async def _remember(self, scored: ScoredBatch) -> None:
+    async def _remember(self, scored: ScoredBatch, codes: Codes | None) -> None:
         assert self.store is not None and scored.matrix is not None and scored.scores is not None
         await self.store.put_predictions(
             scored.event_ids,
@@ -76,6 +85,7 @@ class ScoringService:
             scored.model_version,
             scored.scores.tolist(),
             scored.matrix,
+            slices=None if codes is None or self.slices is None else self.slices.stored(codes),
         )
 
     def _offer_to_shadows(self, scored: ScoredBatch) -> None:

@@ -25,6 +25,9 @@ import pytest
         "streams.runtime.connections",
         "streams.runtime.apache_kafka.install",
         "streams.cli.compare",
+        "streams.monitoring.slices",
+        "streams.learning.slice_evaluation",
+        "streams.scoring.prediction_store",
     ],
 )
 def test_docstring_examples(module: str) -> None:
