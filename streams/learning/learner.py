@@ -52,7 +52,7 @@ import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -92,11 +92,17 @@ if online then
   redis.call('SET', ARGV[8], ARGV[9])
 end
 redis.call('SET', ARGV[6], ARGV[7])
-if ARGV[17] ~= '' then  -- the slice evaluations (monitoring.slices)
-  redis.call('SET', ARGV[17], ARGV[18])
+local i = 20
+if ARGV[17] ~= '' then  -- the slice evaluations (monitoring.slices): a hash
+  if ARGV[18] == 'replace' then
+    redis.call('DEL', ARGV[17])
+  end
+  for _ = 1, tonumber(ARGV[19]) do
+    redis.call('HSET', ARGV[17], ARGV[i], ARGV[i + 1])
+    i = i + 2
+  end
 end
 local n_learned = tonumber(ARGV[11])
-local i = 19
 for _ = 1, n_learned do
   redis.call('SET', ARGV[i], '1', 'EX', ttl)
   i = i + 1
@@ -173,12 +179,17 @@ class LearnerService:
         await self._redis("owner claim", lambda: self.client.set(keys.learner_owner, token))
         self._owner_token = token
         self._claimed = True
-        snapshot, evaluation, as_learned, sliced = await self._redis(
+        snapshot, evaluation, as_learned = await self._redis(
             "snapshot read",
-            lambda: self.client.mget(
-                keys.snapshot, keys.evaluation, keys.as_learned_evaluation, keys.slice_evaluation
-            ),
+            lambda: self.client.mget(keys.snapshot, keys.evaluation, keys.as_learned_evaluation),
         )
+        sliced = None
+        if self.slice_layout is not None:
+            # redis-py types hgetall as sync-or-async; on this client it is awaitable.
+            read = cast(
+                Callable[[], Awaitable[Any]], lambda: self.client.hgetall(keys.slice_evaluation)
+            )
+            sliced = await self._redis("slice evaluations read", read)
         if self.online is None:
             self.evaluation = self._restored(evaluation, "rolling evaluation")
             self.sliced = self._new_sliced(sliced)
@@ -195,11 +206,14 @@ class LearnerService:
                 self.sliced = self._new_sliced(sliced)
                 return
         self.learner = OnlineLearner(self.online, columns)
+        self.sliced = self._new_sliced()  # a new model: its checkpoint replaces the old ones
 
-    def _new_sliced(self, data: bytes | None = None) -> SlicedEvaluation | None:
+    def _new_sliced(self, stored: dict[bytes, bytes] | None = None) -> SlicedEvaluation | None:
         if self.slice_layout is None:
             return None
-        return restored(data, self.slice_layout, self.task, self.spec.name)
+        if stored is None:
+            return SlicedEvaluation(self.slice_layout, self.task)
+        return restored(stored, self.slice_layout, self.task, self.spec.name)
 
     def _restored(self, data: bytes | None, what: str) -> RollingEvaluation:
         if data is not None:
@@ -289,14 +303,20 @@ class LearnerService:
             self.keys.labels_consumed, taken,  # every joined label taken in, duplicates too
             repr(self.clock()),  # the checkpoint's time: the snapshot's age is from it
             self.keys.learner_owner, self._owner_token,  # written only by the owner
-            # Empty without monitoring.slices: the script then writes none.
-            self.keys.slice_evaluation if self.sliced is not None else "",
-            self.sliced.to_bytes() if self.sliced is not None else b"",
+            # The slice values this batch updated; '' without monitoring.slices.
+            self.keys.slice_evaluation if self.sliced is not None else "", *self._sliced_args(),
         ]  # fmt: skip
         args += [self.keys.learned(r["event_id"]) for r in fresh]
         for bucket, count in joined.items():
             args += [self.keys.joined_bucket(bucket), count]
         return args
+
+    def _sliced_args(self) -> list[Any]:
+        """'replace' or '', how many hash fields, then each field and its evaluation."""
+        if self.sliced is None:
+            return ["", 0]
+        replace, flat = self.sliced.touched()
+        return ["replace" if replace else "", len(flat) // 2, *flat]
 
     def _publish_metrics(self, learned: int) -> None:
         if learned and self._m_learned is not None:

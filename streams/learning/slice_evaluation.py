@@ -7,8 +7,12 @@ of the same size, so ``accuracy`` of ``channel=online`` is over the last labelle
 events, however rare they are. A prediction stored without slice values (before the spec
 had them) counts in the overall evaluation only.
 
-Checkpointed with the learner's other state, atomically, as JSON: one
-``RollingEvaluation`` document per slice value (never a pickle).
+Checkpointed with the learner's other state, atomically, as JSON: a Redis hash with one
+field per slice value (``["channel", "online"]``) holding that value's
+``RollingEvaluation`` (never a pickle). A checkpoint rewrites only the values its batch
+touched (a full window is ~15 KB per model, and a slice field of 8 categories would
+otherwise rewrite all of them with every small batch), or, after a fresh start, replaces
+the whole hash.
 
 >>> from streams.spec import EventSpec, FieldSpec
 >>> fields = {"id": FieldSpec(type="string"), "new": FieldSpec(type="bool")}
@@ -18,14 +22,18 @@ Checkpointed with the learner's other state, atomically, as JSON: one
 ...     evaluation.update("m", 0.9, 1)
 >>> sliced.snapshot()[("new", "true")]["m"]["accuracy"]
 1.0
->>> SlicedEvaluation.from_bytes(sliced.to_bytes(), layout).snapshot() == sliced.snapshot()
+>>> replace, touched = sliced.touched()  # [hash field, evaluation, ...] to checkpoint
+>>> replace, touched[0], sliced.touched()
+(True, b'["new","true"]', (False, []))
+>>> restored = SlicedEvaluation.restore({touched[0]: touched[1]}, layout)
+>>> restored.snapshot() == sliced.snapshot()
 True
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import orjson
 
@@ -35,8 +43,8 @@ from streams.monitoring.slices import SliceLayout, StoredValue
 
 log = logging.getLogger(__name__)
 
-_FORMAT = 1
 _WINDOW = RollingEvaluation().window  # the learner's overall evaluation window
+Key = tuple[str, str]  # (slice field, value label)
 
 
 class SlicedEvaluation:
@@ -49,7 +57,11 @@ class SlicedEvaluation:
         self.task: Task = task
         self.window = window
         self._known = {(f.name, label) for f in layout.fields for label in f.labels}
-        self._evaluations: dict[tuple[str, str], RollingEvaluation] = {}
+        self._evaluations: dict[Key, RollingEvaluation] = {}
+        self._touched: set[Key] = set()
+        #: The next checkpoint replaces the stored hash (a fresh start, or a stored one that
+        #: held values the spec no longer declares) instead of updating it.
+        self.replace = True
 
     def of(self, values: Sequence[StoredValue] | None) -> list[RollingEvaluation]:
         """The evaluations one labelled event counts in: one per slice field (none for an
@@ -59,54 +71,53 @@ class SlicedEvaluation:
             evaluation = self._evaluations.get(key)
             if evaluation is None:
                 evaluation = self._evaluations[key] = RollingEvaluation(self.window, self.task)
+            self._touched.add(key)
             found.append(evaluation)
         return found
 
-    def snapshot(self) -> dict[tuple[str, str], dict[str, dict[str, float]]]:
+    def snapshot(self) -> dict[Key, dict[str, dict[str, float]]]:
         """Per (slice, value): per model, as ``RollingEvaluation.snapshot``."""
         return {key: self._evaluations[key].snapshot() for key in sorted(self._evaluations)}
 
-    def to_bytes(self) -> bytes:
-        entries = [
-            [field, value, orjson.Fragment(evaluation.to_bytes())]
-            for (field, value), evaluation in sorted(self._evaluations.items())
-        ]
-        return orjson.dumps({"format": _FORMAT, "task": self.task, "slices": entries})
+    def touched(self) -> tuple[bool, list[bytes]]:
+        """For the checkpoint: whether to replace the stored hash, and the hash fields and
+        evaluations (flat: field, evaluation, ...) of the slice values updated since the
+        last call (of every one when replacing)."""
+        replace, self.replace = self.replace, False
+        keys = sorted(self._evaluations if replace else self._touched)
+        flat: list[bytes] = []
+        for key in keys:
+            flat += [orjson.dumps(list(key)), self._evaluations[key].to_bytes()]
+        self._touched.clear()
+        return replace, flat
 
     @classmethod
-    def from_bytes(
-        cls, data: bytes, layout: SliceLayout, task: Task = "classification"
+    def restore(
+        cls, stored: Mapping[bytes, bytes], layout: SliceLayout, task: Task = "classification"
     ) -> SlicedEvaluation:
-        """Restore ``to_bytes`` output; a slice value the spec no longer declares is left
-        out. Anything else than this JSON raises ``EvaluationStateError``."""
-        try:
-            state = orjson.loads(data)
-        except orjson.JSONDecodeError as exc:
-            msg = f"slice evaluations: not JSON ({exc})"
-            raise EvaluationStateError(msg) from exc
-        if not isinstance(state, dict) or state.get("format") != _FORMAT:
-            msg = f"slice evaluations: not of format {_FORMAT}"
-            raise EvaluationStateError(msg)
-        entries = state.get("slices")
-        if state.get("task") != task or not isinstance(entries, list):
-            msg = f"slice evaluations: task {state.get('task')!r:.40} (the pipeline's is {task})"
-            raise EvaluationStateError(msg)
+        """The evaluations of a checkpoint's hash. A value the spec no longer declares is
+        left out; anything but ``touched``'s JSON raises ``EvaluationStateError``."""
         sliced = cls(layout, task)
         dropped = []
-        for entry in entries:
-            if not (isinstance(entry, list) and len(entry) == 3):
-                msg = f"slice evaluations: not a [slice, value, evaluation]: {entry!r:.80}"
+        for field, data in stored.items():
+            try:
+                key = orjson.loads(field)
+            except orjson.JSONDecodeError as exc:
+                msg = f"slice evaluations: hash field {field[:60]!r} is not JSON"
+                raise EvaluationStateError(msg) from exc
+            if not (isinstance(key, list) and len(key) == 2 and all(type(k) is str for k in key)):
+                msg = f"slice evaluations: hash field {field[:60]!r} is not [slice, value]"
                 raise EvaluationStateError(msg)
-            field, value, evaluation = entry
-            if (field, value) not in sliced._known:
-                dropped.append(f"{field}={value}")
+            if (key[0], key[1]) not in sliced._known:
+                dropped.append("=".join(key))
                 continue
-            restored = RollingEvaluation.from_bytes(orjson.dumps(evaluation), task=task)
-            sliced.window = restored.window
-            sliced._evaluations[(field, value)] = restored
+            sliced._evaluations[(key[0], key[1])] = RollingEvaluation.from_bytes(data, task=task)
+        sliced.replace = bool(dropped)
         if dropped:
-            log.info("slice evaluations of values the spec no longer declares left out: %s",
-                     ", ".join(dropped[:10]))  # fmt: skip
+            log.info(
+                "slice evaluations of values the spec no longer declares left out: %s",
+                ", ".join(sorted(dropped)[:10]),
+            )
         return sliced
 
     def metrics(self) -> list[tuple[str, str, str, str, float]]:
@@ -119,12 +130,11 @@ class SlicedEvaluation:
 
 
 def restored(
-    data: bytes | None, layout: SliceLayout, task: Task, pipeline: str
+    stored: Mapping[bytes, bytes], layout: SliceLayout, task: Task, pipeline: str
 ) -> SlicedEvaluation:
-    """The checkpointed slice evaluations, or new ones (none yet, or unreadable: logged)."""
-    if data is not None:
-        try:
-            return SlicedEvaluation.from_bytes(data, layout, task)
-        except EvaluationStateError as exc:
-            log.warning("pipeline %s: starting new slice evaluations: %s", pipeline, exc)
+    """The checkpointed slice evaluations, or new ones (unreadable: logged)."""
+    try:
+        return SlicedEvaluation.restore(stored, layout, task)
+    except EvaluationStateError as exc:
+        log.warning("pipeline %s: starting new slice evaluations: %s", pipeline, exc)
     return SlicedEvaluation(layout, task)

@@ -6,9 +6,11 @@ label value of the slice metrics: the declared categories, or ``false``/``true``
 ``(none)`` for an event that lacks an optional field without a default. So the series are
 bounded by the spec, never by the traffic.
 
-``SliceLayout`` turns a batch's events into one small code matrix (a column per slice
-field, one list comprehension each, as ``models.inputs.InputLayout`` does for the model
-input), and codes back into the values the prediction store keeps for the learner.
+``SliceLayout`` turns a batch into one small code matrix (a column per slice field) and
+codes back into the values the prediction store keeps for the learner. A slice field that
+is also a model input is read from the matrix scored (a one-hot group's hot column, a
+bool's 0/1), in numpy; any other is read from the events, one list comprehension per field
+(as ``models.inputs.InputLayout`` builds the model input).
 
 ``SliceDrift`` counts a batch's scores per slice value into the reference's score bins with
 one ``bincount`` (flat index = slice value x score bin), and at a window's close gives each
@@ -26,6 +28,9 @@ its change. A value with fewer than ``MIN_SLICE_EVENTS`` events in the window ge
 >>> codes = layout.codes([{"channel": "app", "new": True}, {"channel": "web"}])
 >>> codes.tolist()
 [[1, 1], [0, 2]]
+>>> layout.from_matrix = {0: np.array([0, 1])}  # channel one-hot in the model input's 0, 1
+>>> layout.codes([{"new": True}] * 3, np.array([[0, 1], [1, 0], [0, 0]], np.float32)).tolist()
+[[1, 1], [0, 1], [2, 1]]
 >>> layout.stored(codes)
 [['app', True], ['web', None]]
 >>> [(f.name, f.labels) for f in layout.fields]
@@ -78,13 +83,20 @@ class SliceField:
 class SliceLayout:
     """The slice fields of a spec, in ``monitoring.slices`` order."""
 
-    def __init__(self, fields: Sequence[SliceField]) -> None:
+    def __init__(
+        self, fields: Sequence[SliceField], from_matrix: Mapping[int, Any] | None = None
+    ) -> None:
         self.fields = tuple(fields)
+        #: Field index -> its model input columns: a one-hot group's, in declared order
+        #: (an int array), or a bool's one column (an int).
+        self.from_matrix = dict(from_matrix or {})
+        sizes = [len(f.labels) for f in self.fields]
+        self._radix = np.cumprod([1, *sizes[:-1]]).astype(np.int64)  # one code per combination
+        self._rows: dict[int, list[StoredValue]] = {}  # combination -> stored values
         # Codes of the values events carry; bools and strings never meet in one field.
         self._lookups: list[dict[Any, int]] = [
             {value: code for code, value in enumerate(f.stored[:-1])} for f in self.fields
         ]
-        self._stored = [np.array(f.stored, dtype=object) for f in self.fields]
 
     @classmethod
     def compile(cls, event: EventSpec, names: Sequence[str]) -> SliceLayout:
@@ -103,20 +115,52 @@ class SliceLayout:
     @classmethod
     def of(cls, spec: PipelineSpec) -> SliceLayout | None:
         """The spec's slice layout, or None when it declares no slices."""
-        return cls.compile(spec.event, spec.monitoring.slices) if spec.monitoring.slices else None
+        if not spec.monitoring.slices:
+            return None
+        layout = cls.compile(spec.event, spec.monitoring.slices)
+        index = {name: i for i, name in enumerate(spec.input_columns())}
+        inputs = {entry.event: entry.encode for entry in spec.model_input if entry.event}
+        for j, field in enumerate(layout.fields):
+            if field.name not in inputs:
+                continue
+            if inputs[field.name] == "one_hot":
+                columns = [index[f"{field.name}={value}"] for value in field.stored[:-1]]
+                layout.from_matrix[j] = np.asarray(columns, dtype=np.intp)
+            else:  # a bool model input: 0 or 1 (an optional one has a default)
+                layout.from_matrix[j] = index[field.name]
+        return layout
 
-    def codes(self, events: Sequence[Mapping[str, Any]]) -> Codes:
-        """(events, slice fields) codes of validated events' field values."""
+    def codes(
+        self, events: Sequence[Mapping[str, Any]], matrix: npt.NDArray[np.float32] | None = None
+    ) -> Codes:
+        """(events, slice fields) codes of validated events, or of the ``matrix`` built
+        from them for the fields that are model inputs."""
         codes = np.empty((len(events), len(self.fields)), dtype=np.int64)
         for j, (field, lookup) in enumerate(zip(self.fields, self._lookups, strict=True)):
-            name, absent = field.name, field.absent
-            codes[:, j] = [lookup.get(event.get(name), absent) for event in events]
+            columns = self.from_matrix.get(j)
+            if matrix is not None and isinstance(columns, np.ndarray):
+                # The hot column's rank (1..k), 0 when none is set (an absent value).
+                hot = matrix[:, columns] @ np.arange(1, len(columns) + 1, dtype=np.float32)
+                codes[:, j] = np.where(hot > 0, hot.astype(np.int64) - 1, field.absent)
+            elif matrix is not None and columns is not None:
+                codes[:, j] = matrix[:, columns] != 0
+            else:
+                name, absent = field.name, field.absent
+                codes[:, j] = [lookup.get(event.get(name), absent) for event in events]
         return codes
 
     def stored(self, codes: Codes) -> list[list[StoredValue]]:
-        """Each event's slice values as the prediction store keeps them."""
-        columns = [table[codes[:, j]].tolist() for j, table in enumerate(self._stored)]
-        return [list(row) for row in zip(*columns, strict=True)]
+        """Each event's slice values as the prediction store keeps them. Events with the
+        same values share one list, made once per combination seen (the spec bounds them)."""
+        rows = self._rows
+        return [rows[c] if c in rows else self._row(c) for c in (codes @ self._radix).tolist()]
+
+    def _row(self, combined: int) -> list[StoredValue]:
+        values = []
+        for field, radix in zip(self.fields, self._radix.tolist(), strict=True):
+            values.append(field.stored[combined // radix % len(field.labels)])
+        self._rows[combined] = values
+        return values
 
     def labelled(self, values: Sequence[StoredValue] | None) -> list[tuple[str, str]]:
         """(slice, value label) of each field for one stored prediction; none for a record

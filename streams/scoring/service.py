@@ -64,7 +64,7 @@ class ScoringService:
     def _slice_codes(self, scored: ScoredBatch) -> Codes | None:
         if self.slices is None or not scored.events:
             return None
-        return self.slices.codes([event.fields for event in scored.events])
+        return self.slices.codes([event.fields for event in scored.events], scored.matrix)
 
     def _count_drift(self, scored: ScoredBatch, codes: Codes | None) -> list[OutputRecord]:
         if self.drift is None or scored.matrix is None or scored.scores is None:
