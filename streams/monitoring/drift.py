@@ -41,6 +41,7 @@ from streams.monitoring.slices import (
     SliceGauges,
     SliceLayout,
 )
+from streams.monitoring.window import Windows
 from streams.scoring.records import OutputRecord, iso_utc
 from streams.spec import PipelineSpec
 
@@ -137,8 +138,7 @@ class DriftMonitor:
         self.pipeline = spec.name
         self.topic = spec.monitoring_topic
         self.columns = spec.input_columns()
-        self.window_events = spec.monitoring.window.events
-        self.window_seconds = spec.monitoring.window.seconds
+        self.windows = Windows(spec.monitoring.window)
         self.warn = spec.monitoring.drift.warn
         self.alert = spec.monitoring.drift.alert
         self.clock = clock
@@ -181,30 +181,14 @@ class DriftMonitor:
         window = self._window
         if window is None:
             return []
-        now = self.clock()
         closed: list[OutputRecord] = []
-        if (
-            self.window_seconds is not None
-            and window.events
-            and (now - window.started >= self.window_seconds)
-        ):
-            closed.append(self._close(window))
-        n, start = len(scores), 0
-        while start < n:
-            take = n - start
-            if self.window_events is not None:
-                take = min(take, self.window_events - window.events)
-            part = slice(start, start + take)
-            window.counts += window.reference.bins.count(matrix[part], scores[part])
-            sliced = window.reference.slices
-            if sliced is not None and slices is not None and window.slice_counts is not None:
-                window.slice_counts += sliced.count(scores[part], slices[part])
-            if not window.events:
-                window.started = now
-            window.events += take
-            window.last = now
-            start += take
-            if self.window_events is not None and window.events >= self.window_events:
+        for rows, closes in self.windows.split(window, len(scores), self.clock()):
+            if rows.stop > rows.start:
+                window.counts += window.reference.bins.count(matrix[rows], scores[rows])
+                sliced = window.reference.slices
+                if sliced is not None and slices is not None and window.slice_counts is not None:
+                    window.slice_counts += sliced.count(scores[rows], slices[rows])
+            if closes:
                 closed.append(self._close(window))
         return closed
 
@@ -267,7 +251,6 @@ class DriftMonitor:
         window.counts = np.zeros_like(window.counts)
         if window.slice_counts is not None:
             window.slice_counts = np.zeros_like(window.slice_counts)
-        window.events = 0
         return record
 
     def _record(self, window: _Window, values: list[float]) -> OutputRecord:

@@ -1,14 +1,16 @@
-"""The scoring service the agent calls: score a batch, count it for drift, publish it (and
-remember it for the label join), hand it to the shadows, measure."""
+"""The scoring service the agent calls: score a batch, count it for drift and data quality,
+publish it (and remember it for the label join), hand it to the shadows, measure."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from streams.metrics import Metrics, observe_many
 from streams.monitoring.drift import DriftMonitor
+from streams.monitoring.quality import QualityMonitor
 from streams.monitoring.slices import Codes, SliceLayout
 from streams.scoring.pipeline import ScoredBatch, ScoringPipeline
 from streams.scoring.prediction_store import PredictionStore
@@ -28,8 +30,10 @@ class ScoringService:
         shadows: Sequence[ShadowRunner] = (),
         drift: DriftMonitor | None = None,
         clock: Callable[[], float] = time.time,
+        quality: QualityMonitor | None = None,
     ) -> None:
         self.pipeline = pipeline
+        self.quality = quality
         self.drift = drift
         self.publisher = publisher
         self.store = store
@@ -39,6 +43,7 @@ class ScoringService:
         self._m_publish = metrics.stage_seconds.labels(name, "publish")
         self._m_drift = metrics.stage_seconds.labels(name, "drift")
         self._m_end_to_end = metrics.end_to_end_seconds.labels(name)
+        self._m_quality = metrics.stage_seconds.labels(name, "quality")
         # monitoring.slices: each event's slice values, for drift and the label join.
         self.slices = SliceLayout.of(pipeline.spec)
 
@@ -48,6 +53,8 @@ class ScoringService:
         codes = self._slice_codes(scored)
         # A closed drift window's record is published with the batch: no extra round trip.
         if closed := self._count_drift(scored, codes):
+            records += closed
+        if closed := self._count_quality(scored):
             records += closed
         started = time.perf_counter()
         if self.store is not None and scored.events:
@@ -76,8 +83,28 @@ class ScoringService:
         self._m_drift.observe(time.perf_counter() - started)
         return closed
 
+    def _count_quality(self, scored: ScoredBatch) -> list[OutputRecord]:
+        if self.quality is None:
+            return []
+        started = time.perf_counter()
+        closed = self.quality.observe(
+            scored.matrix,
+            scored.feature_defaulted,
+            scored.events,
+            len(scored.dead_letters),
+            scored.unknown_categories,
+        )
+        self._m_quality.observe(time.perf_counter() - started)
+        return closed
+
     async def _remember(self, scored: ScoredBatch, codes: Codes | None) -> None:
         assert self.store is not None and scored.matrix is not None and scored.scores is not None
+        kept: dict[str, Any] = {}  # what the spec's monitoring asks the store to keep too
+        if self.pipeline.spec.monitoring.skew.enabled:  # what the learner asks Feast offline
+            entity_keys = [event.entity_key for event in scored.events]
+            kept["skew_keys"] = (entity_keys, scored.event_times.tolist())
+        if codes is not None and self.slices is not None:  # monitoring.slices, for the learner
+            kept["slices"] = self.slices.stored(codes)
         await self.store.put_predictions(
             scored.event_ids,
             self.clock(),
@@ -85,7 +112,8 @@ class ScoringService:
             scored.model_version,
             scored.scores.tolist(),
             scored.matrix,
-            slices=None if codes is None or self.slices is None else self.slices.stored(codes),
+            infer_seconds=scored.model_seconds,
+            **kept,
         )
 
     def _offer_to_shadows(self, scored: ScoredBatch) -> None:

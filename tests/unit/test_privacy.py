@@ -98,11 +98,11 @@ class Recorder:
         self.records.extend(records)
 
     async def put_predictions(
-        self, event_ids, predicted_at, model, version, scores, matrix, slices=None
+        self, event_ids, predicted_at, model, version, scores, matrix, infer_seconds=None
     ):
         self.stored_ids.extend(event_ids)
 
-    async def put_shadow_scores(self, model, event_ids, scores):
+    async def put_shadow_scores(self, model, event_ids, scores, version=None, infer_seconds=None):
         self.stored_ids.extend(event_ids)
 
 

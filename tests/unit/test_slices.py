@@ -81,11 +81,11 @@ def test_a_field_withheld_by_privacy_is_not_a_slice() -> None:
 
 def test_a_record_round_trips_with_and_without_slice_values() -> None:
     vector = np.arange(4, dtype=np.float32)
-    with_slices = decode_record("e1", encode_record(2.5, "m", 3, 0.75, vector, ["b", True]))
+    with_slices = decode_record("e1", encode_record(2.5, "m", 3, 0.75, vector, slices=["b", True]))
     assert with_slices.slices == ("b", True)
     assert (with_slices.primary, with_slices.primary_version) == ("m", 3)
     assert with_slices.scores == {"m": 0.75} and with_slices.vector.tolist() == [0, 1, 2, 3]
-    absent = decode_record("e1", encode_record(2.5, "m", 3, 0.75, vector, ["c", None]))
+    absent = decode_record("e1", encode_record(2.5, "m", 3, 0.75, vector, slices=["c", None]))
     assert absent.slices == ("c", None)
     without = decode_record("e1", encode_record(2.5, "m", 3, 0.75, vector))
     assert without.slices is None and without.vector.tolist() == [0, 1, 2, 3]
