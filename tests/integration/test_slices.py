@@ -188,8 +188,9 @@ async def test_slice_values_travel_from_the_store_to_a_checkpointed_evaluation(
     codes = layout.codes([{"channel": c} for c in channels])
     vectors = np.zeros((n, width), dtype=np.float32)
     scores = [0.9] * n  # every decision "fraud"
+    stored = layout.stored(codes[:-4])
     await store.put_predictions(
-        ids[:-4], now, spec.model.name, 1, scores[:-4], vectors[:-4], layout.stored(codes[:-4])
+        ids[:-4], now, spec.model.name, 1, scores[:-4], vectors[:-4], slices=stored
     )
     # The last four as stored before slices: they count in the overall evaluation only.
     await store.put_predictions(ids[-4:], now, spec.model.name, 1, scores[-4:], vectors[-4:])
