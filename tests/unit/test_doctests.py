@@ -25,6 +25,7 @@ import pytest
         "streams.runtime.connections",
         "streams.runtime.apache_kafka.install",
         "streams.cli.compare",
+        "streams.cli.drift_switch",
     ],
 )
 def test_docstring_examples(module: str) -> None:
