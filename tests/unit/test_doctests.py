@@ -26,6 +26,7 @@ import pytest
         "streams.runtime.apache_kafka.install",
         "streams.cli.compare",
         "streams.cli.drift_switch",
+        "streams.monitoring.reading",
     ],
 )
 def test_docstring_examples(module: str) -> None:
