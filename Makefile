@@ -15,7 +15,7 @@ DRIFT_AFTER ?= 20
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev,load,demo]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,load,demo,health]"
 	touch $(INSTALLED)
 
 ## Start embedded Kafka + Redis, materialize features, train if needed, run a worker and a producer.

@@ -430,6 +430,58 @@ def compare(spec: SpecOption) -> None:
         )
 
 
+@app.command()
+def health(
+    spec: SpecOption,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="DIR",
+            help="Also write health.md and PNG plots (PSI per column and of the score over the"
+            " windows) into this folder (needs matplotlib: the 'health' extra).",
+            show_default=False,
+        ),
+    ] = None,
+    windows: Annotated[int, typer.Option(min=1, help="Latest windows shown per table.")] = 6,
+) -> None:
+    """The latest monitoring windows (drift per column and of the score, any other section
+    they carry) and the features' freshness, read from the topics a worker wrote."""
+    from streams.cli.health import read_health, tables, write
+    from streams.runtime.connections import KafkaConnection
+    from streams.runtime.reach import missing_topics
+
+    settings = load_settings()
+    pipeline = _spec(spec)
+    try:
+        if asyncio.run(missing_topics(settings, [pipeline.monitoring_topic])):
+            _say_error(
+                f"health: no topic {pipeline.monitoring_topic} on"
+                f" {settings.kafka_bootstrap_servers}: no worker has run this spec there yet."
+                f" Start `streamscore worker --spec {spec}` and send traffic (`streamscore"
+                f" produce --spec {spec}`), or check STREAMSCORE_KAFKA_BOOTSTRAP_SERVERS"
+            )
+            raise typer.Exit(1)
+        report = read_health(pipeline, KafkaConnection.from_settings(settings))
+        written = write(pipeline, report, windows, out) if out is not None else []
+    except StreamscoreError as exc:
+        raise _fail(exc) from exc
+    console = Console()
+    for table in tables(report, windows):
+        needed = Console(width=10_000).measure(table).maximum
+        Console(width=max(console.width, needed)).print(table)
+    if not report.models:
+        window = pipeline.monitoring.window
+        size = f"{window.events:,} events" if window.events else f"{window.seconds:g} s"
+        err.print(
+            f"no drift window on {pipeline.monitoring_topic} yet: a worker writes one per"
+            f" {size} scored (monitoring.window)",
+            highlight=False,
+            soft_wrap=True,
+        )
+    for path in written:
+        err.print(f"wrote {path}", highlight=False, soft_wrap=True)
+
+
 @dlq_app.command("replay")
 def dlq_replay(
     spec: SpecOption,

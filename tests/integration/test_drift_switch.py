@@ -1,7 +1,8 @@
 """The producer's drift switch on a real worker: the live generator's events, with
 `--drift amount=x3` from half a second in. The window after the switch shows the amount's
 PSI above the alert threshold while every other column stays below warn, on the worker's
-gauges, on the monitoring topic and in the demo's live summary (which reads that topic)."""
+gauges, on the monitoring topic, in the demo's live summary (which reads that topic) and in
+`streamscore health`'s report."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import orjson
 import pytest
 
 from streams.cli.drift_switch import DriftSwitch, parse_shifts
+from streams.cli.health import read_health
 from streams.cli.producer import EventProducer
 from streams.cli.summary import LiveSummary
 from streams.runtime.connections import KafkaConnection
@@ -70,6 +72,7 @@ def test_produce_with_a_drift_switch_alerts_on_the_shifted_column_only(
         received = asyncio.run(
             consume(settings.kafka_bootstrap_servers, [spec.monitoring_topic], 2, timeout=30)
         )
+        health = read_health(spec, KafkaConnection.from_settings(settings))
     finally:
         worker.stop()
 
@@ -87,3 +90,9 @@ def test_produce_with_a_drift_switch_alerts_on_the_shifted_column_only(
     assert headline.column_psi == pytest.approx(shifted["amount"]["psi"])
     # Every prediction says how old its features were: the freshness row has the view.
     assert "card_stats" in summary.freshness.text(), summary.freshness.text()
+    # `streamscore health` reads the same tail of the topics.
+    drift = health.models[spec.model.name]
+    assert drift.psi["amount"] == [r["columns"]["amount"]["psi"] for r in records]
+    assert drift.level(drift.psi["amount"][-1]) == "alert"
+    assert health.predictions == 2 * WINDOW
+    assert [v.view for v in health.freshness] == ["card_stats"]

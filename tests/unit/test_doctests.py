@@ -27,6 +27,7 @@ import pytest
         "streams.cli.compare",
         "streams.cli.drift_switch",
         "streams.monitoring.reading",
+        "streams.monitoring.health",
     ],
 )
 def test_docstring_examples(module: str) -> None:
