@@ -28,6 +28,7 @@ import pytest
         "streams.cli.drift_switch",
         "streams.monitoring.reading",
         "streams.monitoring.health",
+        "streams.monitoring.dashboard",
     ],
 )
 def test_docstring_examples(module: str) -> None:
