@@ -77,3 +77,8 @@ class MonitoringSpec(_Strict):
         description="Where each closed window's drift record goes; '<pipeline>-monitoring'"
         " when absent.",
     )
+    enabled: bool = Field(
+        default=True,
+        description="false: the scoring worker keeps no monitoring windows (no drift"
+        " counting, PSI series or monitoring records); the load test measures its cost so.",
+    )
