@@ -157,6 +157,32 @@ def progressive_decisions(
     return right
 
 
+def decisions_at_served_staleness(
+    online: OnlineModelSpec, learned: Mapping[int, int], threshold: float = 0.5
+) -> dict[int, bool]:
+    """Per served event k, whether River's model would have decided it right had it learned
+    exactly the first ``learned[k]`` labels (in the order they were sent), as the snapshot
+    that served k had (its record's ``learned_labels``). Progressive validation with the
+    staleness each event really met instead of a fixed delay: the served accuracy should
+    match it on any machine, however loaded, where the fixed-delay figure only matches on
+    one quiet enough to keep up. With ``learned[k] = max(0, k - delay + 1)`` it is
+    ``progressive_decisions(online, delay)``. Labels learned out of send order (a held
+    label learned after later ones) make it approximate, by those few labels."""
+    from models.online import build_river_model
+
+    model = build_river_model(online)
+    data = stream(1 + max(learned, default=0) // len(rows()))
+    taught = 0
+    right = {}
+    for k in sorted(learned, key=lambda k: learned[k]):  # teach each label once, in order
+        while taught < learned[k]:
+            model.learn_one(*data[taught])
+            taught += 1
+        x, y = data[k]
+        right[k] = (model.predict_proba_one(x).get(True, 0.0) >= threshold) == y
+    return right
+
+
 def per_pass_from_cumulative(cumulative: Sequence[float]) -> list[float]:
     """Each pass's own accuracy from the running accuracy after each (equal-sized) pass:
     after pass p the running figure covers p passes, so pass p's correct share is

@@ -38,6 +38,8 @@ from models.manifest import ArtifactRef, Manifest, ManifestFields
 from models.profile import PROFILE_FILE, ReferenceProfile
 
 CHAMPION = "champion"
+#: The version ``streamscore train --from-stream`` registers; workers score it in shadow.
+CHALLENGER = "challenger"
 MODEL_FILE = "model.onnx"
 MANIFEST_FILE = "manifest.json"
 ALIASES_FILE = "aliases.json"
@@ -200,6 +202,21 @@ class ModelRegistry:
                     raise AliasMoved(name, alias, expected, found)
             self._move_alias(folder, alias, version)
 
+    def remove_alias(self, name: str, alias: str) -> int:
+        """Remove ``alias`` (``ModelNotFound`` if it is not set); returns the version it
+        pointed at. The champion cannot be removed: workers serve it."""
+        if alias == CHAMPION:
+            msg = f"model {name!r}: the {CHAMPION!r} alias cannot be removed (workers serve it)"
+            raise RegistryError(msg)
+        folder = self._model_dir(name)
+        with _locked(folder):
+            current = self._read_aliases(folder)
+            version = self.alias_version(name, alias)
+            aliases = {a: v for a, v in current.aliases.items() if a != alias}
+            updated = _AliasFile(aliases=aliases, history=current.history)
+            self._write_aliases(folder, updated)
+        return version
+
     def register(
         self,
         name: str,
@@ -304,6 +321,9 @@ class ModelRegistry:
         updated = _AliasFile(
             aliases={**current.aliases, alias: version}, history=[*current.history, change]
         )
+        self._write_aliases(folder, updated)
+
+    def _write_aliases(self, folder: Path, updated: _AliasFile) -> None:
         try:
             _atomic_write(folder / ALIASES_FILE, orjson.dumps(updated.model_dump(), option=_JSON))
         except OSError as exc:

@@ -57,7 +57,7 @@ AGE_BUCKETS = (
 DEFAULTED_REASONS = ("missing", "stale")
 
 #: Stage names, stable across logs, metric labels and dead-letter records.
-STAGES = ("decode", "enrich", "infer", "drift", "publish")
+STAGES = ("decode", "enrich", "infer", "drift", "quality", "publish")
 
 
 class Metrics:
@@ -84,7 +84,8 @@ class Metrics:
         )  # fmt: skip
         self.stage_seconds = Histogram(
             "streamscore_stage_duration_seconds",
-            "Time one micro-batch spends in a stage (decode, enrich, infer, drift, publish).",
+            "Time one micro-batch spends in a stage (decode, enrich, infer, drift, quality,"
+            " publish).",
             ["pipeline", "stage"], buckets=STAGE_BUCKETS, registry=r,
         )  # fmt: skip
         self.inference_seconds = Histogram(
@@ -177,6 +178,21 @@ class Metrics:
             ["pipeline", "model"], registry=r,
         )  # fmt: skip
 
+        # --- data quality per model input column (streams/monitoring/quality.py) ----------
+        self.data_quality = Gauge(
+            "streamscore_data_quality_ratio",
+            "Share of a model input column's values in the last closed window failing a"
+            " check: missing (a defaulted feature, an absent optional event field), at_min /"
+            " at_max (at the event schema's declared bound), unknown (input events"
+            " dead-lettered for an unknown category of the field, of all input events).",
+            ["pipeline", "column", "check"], registry=r,
+        )  # fmt: skip
+        self.data_quality_windows = Counter(
+            "streamscore_data_quality_windows_total",
+            "Data quality windows closed (each sets the ratios and writes a monitoring record).",
+            ["pipeline"], registry=r,
+        )  # fmt: skip
+
         # --- shadows ----------------------------------------------------------------------
         self.shadow_agreement = Gauge(
             "streamscore_shadow_agreement_ratio",
@@ -266,6 +282,40 @@ class Metrics:
         self.online_learned = Counter(
             "streamscore_online_learned_total", "Labelled events the online model learned.",
             ["pipeline", "model"], registry=r,
+        )  # fmt: skip
+
+        # --- actions (streams/actions/) ---------------------------------------------------
+        self.actions = Counter(
+            "streamscore_actions_total",
+            "Records on the pipeline's actions topic since this learning worker started, by"
+            " action: promotion, refusal, rollback (other: anything else).",
+            ["pipeline", "action"], registry=r,
+        )  # fmt: skip
+        # --- online/offline skew (streams/learning/skew_check.py) -------------------------
+        self.skew_checked = Counter(
+            "streamscore_skew_checked_total",
+            "Sampled labelled predictions whose served features were compared with Feast's"
+            " offline point-in-time values (monitoring.skew).",
+            ["pipeline"], registry=r,
+        )  # fmt: skip
+        self.skew_mismatched = Counter(
+            "streamscore_skew_mismatched_total",
+            "Checked predictions whose feature differed from its offline value by more than"
+            " monitoring.skew.tolerance, by feature.",
+            ["pipeline", "feature"], registry=r,
+        )  # fmt: skip
+        self.skew_max_abs_difference = Gauge(
+            "streamscore_skew_max_abs_difference",
+            "Largest |online - offline| of a feature over the checks of the last"
+            " monitoring.skew.window_seconds (0: every checked value matched).",
+            ["pipeline", "feature"], registry=r,
+        )  # fmt: skip
+        self.skew_unchecked = Counter(
+            "streamscore_skew_unchecked_total",
+            "Sampled predictions left unchecked, by reason: busy (monitoring.skew.max_in_flight"
+            " lookups pending), failed (the offline read or its record failed; logged),"
+            " no_key (stored without entity key and time: scored with the check off).",
+            ["pipeline", "reason"], registry=r,
         )  # fmt: skip
 
 

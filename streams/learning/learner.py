@@ -58,6 +58,7 @@ import redis.asyncio as aioredis
 from models.evaluation import EvaluationStateError, RollingEvaluation
 from models.inputs import Matrix
 from models.online import OnlineLearner, SnapshotError
+from streams.actions.evidence import EvidenceLog, entries
 from streams.errors import StreamscoreError
 from streams.metrics import Metrics, observe_many
 from streams.runtime.connections import RedisConnection
@@ -147,6 +148,8 @@ class LearnerService:
         self._m_as_learned = metrics.online_as_learned_metric
         # Created on its first value: absent, not 0, before any prediction's window closed.
         self._m_coverage = metrics.label_coverage
+        # Promotion's evidence: each learned label with every registry version's served score.
+        self._evidence = EvidenceLog(client, spec.name, spec.actions.promote.evidence_labels)
 
     def forget(self) -> None:
         """Drop the state in memory: the next batch claims the model and resumes from the
@@ -217,6 +220,9 @@ class LearnerService:
                 " model; this one's checkpoint was refused"
             )
             raise LearnerFenced(msg)
+        # After the checkpoint: a replayed batch's labels are not fresh, so none counts twice.
+        evidence = entries(fresh, skip=self.online.name if self.online is not None else None)
+        await self._redis("evidence", lambda: self._evidence.add(evidence))
         self._publish_metrics(len(fresh))
         await self._update_coverage()
         return len(fresh)

@@ -34,6 +34,7 @@ from models.errors import ModelError
 from models.profile import ProfileBins, ReferenceProfile
 from models.registry import ModelRegistry
 from streams.metrics import Metrics
+from streams.monitoring.window import Windows
 from streams.scoring.records import OutputRecord, iso_utc
 from streams.spec import PipelineSpec
 
@@ -114,8 +115,7 @@ class DriftMonitor:
         self.pipeline = spec.name
         self.topic = spec.monitoring_topic
         self.columns = spec.input_columns()
-        self.window_events = spec.monitoring.window.events
-        self.window_seconds = spec.monitoring.window.seconds
+        self.windows = Windows(spec.monitoring.window)
         self.warn = spec.monitoring.drift.warn
         self.alert = spec.monitoring.drift.alert
         self.clock = clock
@@ -154,27 +154,11 @@ class DriftMonitor:
         window = self._window
         if window is None:
             return []
-        now = self.clock()
         closed: list[OutputRecord] = []
-        if (
-            self.window_seconds is not None
-            and window.events
-            and (now - window.started >= self.window_seconds)
-        ):
-            closed.append(self._close(window))
-        n, start = len(scores), 0
-        while start < n:
-            take = n - start
-            if self.window_events is not None:
-                take = min(take, self.window_events - window.events)
-            part = slice(start, start + take)
-            window.counts += window.reference.bins.count(matrix[part], scores[part])
-            if not window.events:
-                window.started = now
-            window.events += take
-            window.last = now
-            start += take
-            if self.window_events is not None and window.events >= self.window_events:
+        for rows, closes in self.windows.split(window, len(scores), self.clock()):
+            if rows.stop > rows.start:
+                window.counts += window.reference.bins.count(matrix[rows], scores[rows])
+            if closes:
                 closed.append(self._close(window))
         return closed
 
@@ -231,7 +215,6 @@ class DriftMonitor:
         record = self._record(window, values)
         self._say_alerts(window, values)
         window.counts = np.zeros_like(window.counts)
-        window.events = 0
         return record
 
     def _record(self, window: _Window, values: list[float]) -> OutputRecord:

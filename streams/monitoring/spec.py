@@ -1,4 +1,5 @@
-"""The spec's ``monitoring:`` section: how the scoring worker watches its data drift.
+"""The spec's ``monitoring:`` section: how the scoring worker watches its data drift, and
+the learner's sampled online/offline skew check (``skew``).
 
 >>> MonitoringSpec.model_validate({"window": {"seconds": 300}}).window
 WindowSpec(events=None, seconds=300.0)
@@ -66,6 +67,70 @@ class DriftSpec(_Strict):
         return self
 
 
+class SkewSpec(_Strict):
+    """The online/offline skew check: for a sample of labelled predictions, the learner
+    asks Feast's offline store for the point-in-time features at the event's time and
+    compares them with the ones the prediction served (streams/learning/skew_check.py)."""
+
+    sample_rate: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="Share of labelled predictions checked, chosen by a hash of the event"
+        " id (the same events whatever the worker); 0 (the default) turns the check off.",
+    )
+    tolerance: float = Field(
+        default=1e-6,
+        ge=0,
+        lt=1,
+        description="A feature differs when |online - offline| > tolerance x max(1,"
+        " |online|, |offline|): relative, absolute below 1.",
+    )
+    max_in_flight: int = Field(
+        default=2,
+        ge=1,
+        le=16,
+        description="Label batches whose offline lookup may be pending at once (they run"
+        " one at a time, in a thread); a sample taken while this many wait is skipped and"
+        " counted (streamscore_skew_unchecked_total{reason='busy'}).",
+    )
+    window_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        le=7 * 24 * 3600,
+        description="streamscore_skew_max_abs_difference is the largest difference found"
+        " by the checks of this trailing span.",
+    )
+    examples: int = Field(
+        default=100,
+        ge=1,
+        le=10_000,
+        description="Recent mismatches kept in Redis for `streamscore skew`.",
+    )
+
+    @property
+    def enabled(self) -> bool:
+        return self.sample_rate > 0
+
+
+class VolumeSpec(_Strict):
+    """Events per second against the same time of day on the previous days (Prometheus
+    recording rules; StreamscoreVolumeDrop and StreamscoreVolumeSpike compare with these)."""
+
+    drop: float = Field(
+        default=0.5,
+        gt=0,
+        lt=1,
+        description="Alert when the rate falls below this share of its baseline.",
+    )
+    spike: float = Field(
+        default=2.0,
+        gt=1,
+        le=1000,
+        description="Alert when the rate rises above this multiple of its baseline.",
+    )
+
+
 class MonitoringSpec(_Strict):
     """Drift of the served inputs and scores against the primary's training reference."""
 
@@ -77,8 +142,24 @@ class MonitoringSpec(_Strict):
         description="Where each closed window's drift record goes; '<pipeline>-monitoring'"
         " when absent.",
     )
+    skew: SkewSpec = Field(
+        default_factory=lambda: SkewSpec(),
+        description="The sampled online/offline skew check (off unless sample_rate > 0).",
+    )
+    quality: bool = Field(
+        default=True,
+        description="Data quality per model input column and window (missing, at the"
+        " declared min/max, unknown category): gauges and a 'quality' record per window"
+        " (streams/monitoring/quality.py). Cheap (a few numpy sums per batch); false: off.",
+    )
+    volume: VolumeSpec = Field(
+        default=VolumeSpec(),
+        description="Thresholds of the volume alerts (events/s against the same time of day"
+        " on the previous days).",
+    )
     enabled: bool = Field(
         default=True,
         description="false: the scoring worker keeps no monitoring windows (no drift"
-        " counting, PSI series or monitoring records); the load test measures its cost so.",
+        " counting, PSI series or monitoring records, no data quality); the load test"
+        " measures monitoring's cost so.",
     )

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import time
 from pathlib import Path
 
 import orjson
@@ -29,11 +28,12 @@ def test_tiny_load_run_reports_every_section_and_loses_nothing(
     env = Environment(card_fraud.spec, card_fraud.settings, workdir)
     out = tmp_path / "report"
     console = Console(file=io.StringIO(), width=120)
-    started = time.monotonic()
+    # Bounded: a step that never ends fails here instead of holding the suite (a minute on
+    # a quiet machine; the bound is a hang guard, not a speed claim).
+    report = asyncio.run(
+        asyncio.wait_for(run_load(env, PROFILES["tiny"], out, console), timeout=300)
+    )
 
-    report = asyncio.run(run_load(env, PROFILES["tiny"], out, console))
-
-    assert time.monotonic() - started < 90, "the tiny preset should take well under a minute"
     for section in SECTIONS:
         assert report.get(section) is not None, f"section {section!r} missing"
     for name in (PASSTHROUGH, NAIVE, REAL):

@@ -26,6 +26,7 @@ import redis
 from load_tests.online_served import (
     PHISHING_SPEC,
     buckets,
+    decisions_at_served_staleness,
     progressive_decisions,
     replay,
     river_reference,
@@ -154,11 +155,21 @@ def test_the_online_model_serves_fresh_and_is_reported_on_what_it_served(
         f" {share_within(age, 0.1):.1%}"
     )
     assert behind_metric[float("inf")] >= n / 2  # observed for (nearly) every prediction
-    # Fresh: within a point of River's progressive validation deciding the same way (the
-    # gap is staleness alone), and of River's own figure but for the ties it breaks the
-    # other way (4 of the first 50 rows: computed, 0.32 points).
-    assert abs(accuracy - same_rule) <= 0.01
-    assert abs(accuracy - reference) <= 0.01 + abs(reference - same_rule)
+    # What it served is River's model at the staleness each event met: progressive
+    # validation replayed with every event's own learned count decides the same, but for
+    # the few labels learned out of send order (held ones). This holds however loaded the
+    # machine: a loaded one serves staler, and the replay is as stale.
+    staleness = {k: int(record["learned_labels"]) for k, record in served.items()}
+    at_staleness = decisions_at_served_staleness(spec.online, staleness, threshold)
+    replayed = float(np.mean([at_staleness[k] == correct[k] for k in correct]))
+    print(f"served decisions River's at their staleness: {replayed:.2%}")
+    assert replayed >= 0.99, f"only {replayed:.2%} of served decisions are River's then"
+    # Fresh: near River's progressive validation deciding the same way (the gap is
+    # staleness alone: within a point on a quiet machine, as the benchmark in README
+    # measures; 3 here, where other tests share the cores), and near River's own figure
+    # but for the ties it breaks the other way (4 of the first 50 rows: computed).
+    assert abs(accuracy - same_rule) <= 0.03
+    assert abs(accuracy - reference) <= 0.03 + abs(reference - same_rule)
 
     # Reported = recomputed from the records, row by row in label order (here the event
     # order). The stored evaluation's window (the last 1,000 labels it evaluated the online

@@ -14,6 +14,7 @@ from load_tests.online_served import (
     Reference,
     Replayed,
     buckets,
+    decisions_at_served_staleness,
     per_pass_from_cumulative,
     progressive_decisions,
     river_reference,
@@ -178,3 +179,15 @@ def test_progressive_decisions_reproduce_river_and_differ_from_the_service_only_
     service = progressive_decisions(online, 50, threshold=0.5)
     differ = [j for j, (a, b) in enumerate(zip(river, service, strict=True)) if a != b]
     assert differ and all(j < 50 for j in differ)  # the untrained model's ties, nothing else
+
+
+def test_decisions_at_the_served_staleness_are_progressive_validation_when_it_is_fixed() -> None:
+    online = load_spec(PHISHING_SPEC).online
+    assert online is not None
+    delay = 50
+    fixed = progressive_decisions(online, delay, threshold=0.5)
+    learned = {k: max(0, k - delay + 1) for k in range(len(fixed))}
+    assert decisions_at_served_staleness(online, learned) == dict(enumerate(fixed))
+    # Staler snapshots decide differently (and worse): the staleness is what is replayed.
+    stale = decisions_at_served_staleness(online, {k: max(0, k - 400) for k in learned})
+    assert np.mean(list(stale.values())) < np.mean(fixed)
