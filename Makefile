@@ -5,18 +5,23 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 DURATION ?= 0
 SPEC ?= streams/specs/card_fraud.yaml
+# Drift on purpose in the demo: `make demo DRIFT="amount=x3"` (space-separated FIELD=CHANGE,
+# see `streamscore demo --help`) shifts those fields DRIFT_AFTER seconds in.
+DRIFT ?=
+DRIFT_AFTER ?= 20
 
 .PHONY: demo test lint typecheck load faults clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev,load,demo]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,load,demo,health]"
 	touch $(INSTALLED)
 
 ## Start embedded Kafka + Redis, materialize features, train if needed, run a worker and a producer.
 demo: $(INSTALLED)
-	$(BIN)/streamscore demo --spec $(SPEC) --duration $(DURATION)
+	$(BIN)/streamscore demo --spec $(SPEC) --duration $(DURATION) \
+		$(if $(strip $(DRIFT)),--drift-after $(DRIFT_AFTER) $(foreach d,$(DRIFT),--drift $(d)))
 
 ## Lint, type-check, then run the whole test suite (unit + integration on embedded servers).
 ## Two pytest processes, each with its own broker and Redis, a test file in one of them:

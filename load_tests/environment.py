@@ -68,9 +68,11 @@ class Environment:
             update={"metrics_port": free_port(), "metrics_host": "127.0.0.1"}
         )
 
-    def variant(self, suffix: str) -> Variant:
-        """The prepared spec under its own name and topics, written to a file for a worker."""
+    def variant(self, suffix: str, **changes: Any) -> Variant:
+        """The prepared spec under its own name and topics, written to a file for a worker;
+        ``changes`` replace top-level sections (e.g. ``monitoring``)."""
         doc: dict[str, Any] = self.spec.model_dump(mode="json", exclude_none=True)
+        doc.update(changes)
         doc["name"] = f"{self.spec.name}-{suffix}"
         doc["input"]["topic"] = f"{self.spec.input.topic}-{suffix}"
         output = doc["output"]

@@ -7,6 +7,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from load_tests import monitoring_cost
 from load_tests.config import NAIVE, PASSTHROUGH, REAL, REAL_NO_LABELS
 
 ROWS = (PASSTHROUGH, NAIVE, REAL, REAL_NO_LABELS)
@@ -139,6 +140,7 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {target['name']} | {target['direction']} {target['target']:g} |"
             f" {_f(target['measured'], 2)} | {met} | {_f(target.get('passthrough'), 1)} |"
         )
+    lines += ["", *monitoring_cost.markdown_lines(report.get("monitoring_cost"))]
     lines += [
         "",
         "## Steps",
@@ -272,3 +274,11 @@ def print_comparison(report: dict[str, Any], console: Console) -> None:
         f"p99 {_f(latency.get('p99'), 1)} ms   "
         f"missing {report['losses']['total_missing']}"
     )
+    cost = report.get("monitoring_cost") or {}
+    if cost:
+        console.print(
+            f"monitoring: {_f(cost.get('scoring_cpu_us_per_event_monitoring_on'), 1)} µs CPU per"
+            f" event on, {_f(cost.get('scoring_cpu_us_per_event_monitoring_off'), 1)} off at"
+            f" {_f(cost.get('rate'))}/s: added"
+            f" {_f(cost.get('monitoring_cpu_us_per_event_added'), 1)} µs (target <= 5)"
+        )

@@ -21,6 +21,8 @@ COLORS = {
     "real": "tab:blue",
     "real_x2": "tab:purple",
     "real_no_labels": "tab:brown",
+    "real_monitoring_on": "tab:cyan",
+    "real_monitoring_off": "tab:gray",
 }
 
 

@@ -145,10 +145,13 @@ def build_report(
             scaling["scoring_cpu_two_workers_over_one"],
             floor.latency_ms if floor else {},
             _learning_over_scoring(searches.get(REAL)),
+            (extras.get("monitoring_cost") or {}).get("monitoring_cpu_us_per_event_added"),
         ),
         "steps": [step.as_dict() for step in steps],
         "memory_mb_at_end": memory_mb,
         "profiles": extras.get("profiles") or {},
+        # None when not measured (--only without monitoring_cost, the tiny preset)
+        "monitoring_cost": extras.get("monitoring_cost"),
         "notes": notes
         + [s["note"] for s in searches.values() if s and s.get("note")]
         + _busy_machine_notes(steps),
@@ -280,6 +283,7 @@ def _targets(
     scaling_cpu: float | None,
     floor_lat: dict[str, float],
     learning_over_scoring: float | None,
+    monitoring_added: float | None = None,
 ) -> list[dict[str, Any]]:
     measured = {
         "p50_ms_at_2000_poisson": lat.get("p50"),
@@ -289,6 +293,7 @@ def _targets(
         "real_over_naive": ratios["real_over_naive"],
         "scoring_cpu_two_workers_over_one": scaling_cpu,
         "learning_cpu_per_label_over_scoring_per_event": learning_over_scoring,
+        "monitoring_cpu_us_per_event_added": monitoring_added,
     }
     # The pass-through worker on the same measure: what the machine and broker allow a
     # worker that does no work at all (a target past it is out of reach here).

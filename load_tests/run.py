@@ -9,6 +9,9 @@ process, then measures, one system at a time on the same machine:
 2. the naive per-event pipeline (``load_tests.baselines naive``),
 3. the real pipeline (``streamscore worker``): latency at 2,000 events/s Poisson, bursts,
    the sustained throughput (with labels, then without), then with a second worker;
+4. what monitoring costs: the real pipeline with the spec's monitoring on and off
+   (``monitoring.enabled``), the same constant rate offered to each in turn, CPU per event
+   of the scoring worker (``load_tests.monitoring_cost``; ``--only monitoring_cost`` alone);
 
 then, on the same broker and Redis, the online model's served accuracy at 2,000 events/s
 (``load_tests.online_accuracy``; not with ``--only``).
@@ -64,7 +67,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--only",
         action="append",
         choices=SYSTEMS,
-        help="measure only this system (repeatable; real includes its two-worker search)",
+        help="measure only this system (repeatable; real includes its two-worker search;"
+        " monitoring_cost: the scoring worker's CPU per event with the spec's monitoring on"
+        " and off, side by side at one fixed rate)",
     )
     parser.add_argument("--bad", type=float, help="share of invalid events (default 0.01)")
     parser.add_argument("--unknown", type=float, help="share of unknown entities (default 0.01)")

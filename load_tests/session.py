@@ -4,7 +4,8 @@
 2,000 events/s Poisson, bursts, sustained throughput), the real pipeline offered no labels,
 and the real pipeline with two workers. Each system gets its own topics and consumer
 group, a warm-up, and is drained and stopped before the next one starts, so they never
-share the machine with each other.
+share the machine with each other. Last, monitoring's cost: the real pipeline with the
+spec's monitoring on and off, side by side, at one fixed rate (load_tests/monitoring_cost.py).
 """
 
 from __future__ import annotations
@@ -19,19 +20,30 @@ from typing import Any
 
 from rich.console import Console
 
-from load_tests import profiling
-from load_tests.config import NAIVE, PASSTHROUGH, REAL, REAL_NO_LABELS, REAL_X2, Profile
+from load_tests import monitoring_cost, profiling
+from load_tests.config import (
+    MONITORING_COST,
+    MONITORING_OFF,
+    MONITORING_ON,
+    NAIVE,
+    PASSTHROUGH,
+    REAL,
+    REAL_NO_LABELS,
+    REAL_X2,
+    Profile,
+)
 from load_tests.display import Display
 from load_tests.environment import Environment
 from load_tests.measure import OutputMeter
 from load_tests.processes import GeneratorProcess, Worker, baseline_process
 from load_tests.report import build_report, git_state, write_report
 from load_tests.steps import Runner, StepResult, System
+from load_tests.traffic import Pattern
 from load_tests.usage import CpuMeter
 from streams.runtime.connections import KafkaConnection
 from streams.runtime.processes import WorkerProcess
 
-SYSTEMS = (PASSTHROUGH, NAIVE, REAL)
+SYSTEMS = (PASSTHROUGH, NAIVE, REAL, MONITORING_COST)
 QUIET_SECONDS = 1.0  # how long the machine's background load is sampled before the run
 
 
@@ -61,7 +73,9 @@ class LoadSession:
     ) -> None:
         self.env, self.profile, self.out_dir = env, profile, out_dir
         self.with_profiler = with_profiler
-        self.plan = [name for name in SYSTEMS if name in only]
+        self.plan = [name for name in SYSTEMS if name in only and name != MONITORING_COST]
+        cost = profile.monitoring_cost if MONITORING_COST in only else None
+        self.cost_plan = cost
         self.run_id = uuid.uuid4().hex[:6]
         self.logs = out_dir / "logs"
         self.cpu = CpuMeter()
@@ -74,6 +88,7 @@ class LoadSession:
         stages = per_search * len(self.plan) + (REAL in self.plan) * real_stages
         # pass-through: its latency phase (the floor), restart on an empty broker
         stages += (PASSTHROUGH in self.plan) * (1 + (not profile.prestart))
+        stages += 0 if cost is None else 1 + 2 * cost.rounds  # start both, the rounds
         self.display = Display(console, stages)
         self.searches: dict[str, dict[str, Any]] = {}
         self.extras: dict[str, Any] = {
@@ -81,6 +96,7 @@ class LoadSession:
             "latency_floor": None,
             "bursts": None,
             "profiles": {},
+            "monitoring_cost": None,
         }
         self.systems: list[System] = []
         self.notes: list[str] = []
@@ -140,6 +156,9 @@ class LoadSession:
                     if name == REAL:
                         await asyncio.gather(*stopping)
                         await self._more_real()
+                if self.cost_plan is not None:
+                    await asyncio.gather(*stopping)
+                    await self._monitoring_cost()
         finally:
             await asyncio.gather(*stopping, return_exceptions=True)
             await asyncio.gather(*(stop_system(s, self.cpu) for s in self.systems))
@@ -189,10 +208,13 @@ class LoadSession:
         self.cpu.forget("broker")
         self.cpu.track("broker", self.env.server_pids["broker"])
 
-    async def _start_system(self, name: str, mode: str | None = None, workers: int = 1) -> System:
+    async def _start_system(
+        self, name: str, mode: str | None = None, workers: int = 1, **changes: Any
+    ) -> System:
         system = await start_system(
             self.env, name, mode or name, f"lt{self.run_id}-{name}",
             self.runner.generator.kinds, self.logs, self.cpu, self.profile, workers=workers,
+            changes=changes,
         )  # fmt: skip
         system.labels = name != REAL_NO_LABELS
         self.systems.append(system)
@@ -260,6 +282,45 @@ class LoadSession:
             )
             self.display.advance()
 
+    async def _monitoring_cost(self) -> None:
+        """The real pipeline with the spec's monitoring on and off, both started, offered
+        the same constant rate in turn (no labels), ``rounds`` times."""
+        plan = self.cost_plan
+        assert plan is not None
+        await self._fresh_broker()
+        self.display.stage("monitoring cost: starting the real pipeline with and without")
+        monitoring = self.env.spec.monitoring.model_dump(mode="json", exclude_none=True)
+        on, off = await asyncio.gather(
+            self._start_system(MONITORING_ON, REAL),
+            self._start_system(MONITORING_OFF, REAL, monitoring={**monitoring, "enabled": False}),
+        )
+        for system in (on, off):
+            system.labels = False
+            await self._warm_up(system)
+        self.display.advance()
+        pattern = Pattern("constant", plan.rate)
+        phases: dict[str, list[StepResult]] = {MONITORING_ON: [], MONITORING_OFF: []}
+        for round_number in range(1, plan.rounds + 1):
+            # Alternate which side goes first, so neither always follows the other.
+            order = (on, off) if round_number % 2 else (off, on)
+            for system in order:
+                label = f"round {round_number}"
+                self.display.stage(f"{system.name}: {label}, {pattern.describe()}")
+                step = await self.runner.phase(system, label, pattern, plan.seconds, judge=False)
+                await self.runner.drain(system, self.profile.drain_seconds)
+                phases[system.name].append(step)
+                micros = monitoring_cost.cpu_us_per_event(step)
+                shown = "-" if micros is None else f"{micros:.1f}"
+                self.display.result(f"{system.name} {label}", f"{shown} µs CPU per event")
+                self.display.advance()
+        for system in (on, off):
+            if not await self.runner.finish(system):
+                self.notes.append(f"{system.name}: the backlog had not cleared at stop")
+        await asyncio.gather(stop_system(on, self.cpu), stop_system(off, self.cpu))
+        self.extras["monitoring_cost"] = monitoring_cost.summarize(
+            phases[MONITORING_ON], phases[MONITORING_OFF], plan.rate, plan.seconds
+        )
+
     async def _more_real(self) -> list[System]:
         """The real pipeline again on fresh topics (Tansu slows down as topics fill): once
         offered no labels, once with two workers from the start."""
@@ -279,11 +340,11 @@ class LoadSession:
 
 async def start_system(
     env: Environment, name: str, mode: str, suffix: str, kinds: str, logs: Path,
-    cpu: CpuMeter, profile: Profile, *, workers: int = 1,
+    cpu: CpuMeter, profile: Profile, *, workers: int = 1, changes: dict[str, Any] | None = None,
 ) -> System:  # fmt: skip
     """Topics, ``workers`` workers, the output meter; returns once the workers own every
-    partition between them."""
-    variant = env.variant(suffix)
+    partition between them. ``changes`` replace sections of the spec (its variant's)."""
+    variant = env.variant(suffix, **(changes or {}))
     spec = variant.spec
     kafka = KafkaConnection.from_settings(env.settings)
     await variant.create_topics(kafka)

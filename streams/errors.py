@@ -77,3 +77,8 @@ class Unreachable(StreamscoreError):
 class CannotListen(StreamscoreError):
     """A port the process must listen on is taken (e.g. a second worker on one host) or its
     address is not this host's; the message names the setting."""
+
+
+class DriftSwitchError(StreamscoreError):
+    """A producer ``--drift``/``--drift-after`` that cannot be applied to the spec's event
+    schema (unknown field, a shift its type does not take); names the flag and the field."""

@@ -21,6 +21,7 @@ from rich.live import Live
 from rich.table import Table
 
 from streams.cli.bootstrap import prepare_features, train_if_needed
+from streams.cli.drift_switch import DriftSwitch
 from streams.cli.producer import EventProducer
 from streams.cli.summary import LiveSummary
 from streams.runtime.brokers import choose_broker
@@ -46,8 +47,10 @@ def run_demo(
     duration: float | None,
     rate: float,
     bad_rate: float,
+    drift: DriftSwitch | None = None,
 ) -> bool:
-    """Run the demo; True when every produced event was accounted for."""
+    """Run the demo; True when every produced event was accounted for. ``drift`` shifts the
+    producer's events part-way (``--drift``), for the summary's drift columns to react."""
     choice = choose_broker(settings)
     kafka, redis = choice.broker, EmbeddedRedis()
     console.print(choice.why)
@@ -77,7 +80,9 @@ def run_demo(
             f"metrics http://127.0.0.1:{demo_settings.metrics_port}/metrics"
         )
         try:
-            return asyncio.run(_run(spec, demo_settings, worker, duration, rate, bad_rate))
+            if drift is not None:
+                console.print(f"drift on purpose: {drift.describe()}")
+            return asyncio.run(_run(spec, demo_settings, worker, duration, rate, bad_rate, drift))
         finally:
             code = worker.stop()
             console.print(f"worker stopped (exit code {code})")
@@ -94,6 +99,7 @@ async def _run(
     duration: float | None,
     rate: float,
     bad_rate: float,
+    drift: DriftSwitch | None,
 ) -> bool:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -108,6 +114,7 @@ async def _run(
         rate=rate,
         bad_rate=bad_rate,
         label_delay=LABEL_DELAY_SECONDS,
+        drift=drift,
     )
     summary = LiveSummary(spec, KafkaConnection.from_settings(settings))
     summary_stop = asyncio.Event()

@@ -321,6 +321,10 @@ def produce(
         float, typer.Option(min=0.0, max=1.0, help="Share of valid events whose label is sent.")
     ] = 1.0,
     seed: int = 0,
+    drift: DriftOption = None,
+    drift_after: Annotated[
+        float, typer.Option(metavar="SECONDS", help="Seconds after the start when --drift begins.")
+    ] = 0.0,
 ) -> None:
     """Publish synthetic events for the spec to its input topic, and their labels with
     --labels-delay; a progress line every few seconds."""
@@ -336,6 +340,7 @@ def produce(
         if refusal is not None:
             _say_error(f"--labels-delay: {refusal}")
             raise typer.Exit(2)
+    switch = _drift_switch(pipeline, drift, drift_after)
 
     async def main() -> None:
         await check_kafka(settings)
@@ -347,7 +352,7 @@ def produce(
         kafka = KafkaConnection.from_settings(settings)
         producer = EventProducer(
             pipeline, kafka, rate=rate, bad_rate=bad_rate, seed=seed,
-            label_delay=labels_delay, label_share=labels_share,
+            label_delay=labels_delay, label_share=labels_share, drift=switch,
         )  # fmt: skip
         progress = asyncio.create_task(_report_progress(producer, stop), name="progress")
         try:
@@ -366,6 +371,32 @@ def produce(
         raise _fail(exc) from exc
 
 
+DriftOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        metavar="FIELD=CHANGE",
+        help="Shift an event field after --drift-after (repeatable): FIELD=xFACTOR or"
+        " FIELD=+OFFSET for an int/float field (kept within its min/max), FIELD=VALUE to pin"
+        " a category or bool field; e.g. amount=x3.",
+        show_default=False,
+    ),
+]
+
+
+def _drift_switch(pipeline: PipelineSpec, drift: list[str] | None, after: float) -> Any:
+    """The producer's drift switch (None without --drift); a bad one exits 2 naming it."""
+    from streams.cli.drift_switch import DriftSwitch, parse_shifts
+    from streams.errors import DriftSwitchError
+
+    if not drift:
+        return None
+    try:
+        return DriftSwitch(parse_shifts(pipeline.event, drift), after)
+    except DriftSwitchError as exc:
+        _say_error(str(exc))
+        raise typer.Exit(2) from exc
+
+
 #: How often ``produce`` prints its progress line.
 PROGRESS_SECONDS = 5.0
 
@@ -382,16 +413,27 @@ def demo(
     duration: Annotated[float, typer.Option(help="Seconds to run; 0 runs until Ctrl-C.")] = 0,
     rate: Annotated[float, typer.Option(help="Events per second from the demo producer.")] = 1000.0,
     bad_rate: Annotated[float, typer.Option(help="Share of deliberately invalid events.")] = 0.01,
+    drift: DriftOption = None,
+    drift_after: Annotated[
+        float,
+        typer.Option(
+            metavar="SECONDS",
+            help="Seconds after the producer starts when --drift begins (the summary shows a"
+            " few windows like training first).",
+        ),
+    ] = 20.0,
 ) -> None:
     """Everything on embedded servers: broker, Redis, Feast, training, a worker, a producer."""
     from streams.cli.demo import run_demo
 
     settings = load_settings()
     pipeline = _spec(spec)
+    switch = _drift_switch(pipeline, drift, drift_after)
     try:
         ok = run_demo(
-            spec, pipeline, settings, duration=duration or None, rate=rate, bad_rate=bad_rate
-        )
+            spec, pipeline, settings, duration=duration or None, rate=rate, bad_rate=bad_rate,
+            drift=switch,
+        )  # fmt: skip
     except StreamscoreError as exc:
         raise _fail(exc) from exc
     raise typer.Exit(0 if ok else 1)
@@ -477,6 +519,58 @@ def skew(
             highlight=False,
             soft_wrap=True,
         )
+
+
+@app.command()
+def health(
+    spec: SpecOption,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="DIR",
+            help="Also write health.md and PNG plots (PSI per column and of the score over the"
+            " windows) into this folder (needs matplotlib: the 'health' extra).",
+            show_default=False,
+        ),
+    ] = None,
+    windows: Annotated[int, typer.Option(min=1, help="Latest windows shown per table.")] = 6,
+) -> None:
+    """The latest monitoring windows (drift per column and of the score, any other section
+    they carry) and the features' freshness, read from the topics a worker wrote."""
+    from streams.cli.health import read_health, tables, write
+    from streams.runtime.connections import KafkaConnection
+    from streams.runtime.reach import missing_topics
+
+    settings = load_settings()
+    pipeline = _spec(spec)
+    try:
+        if asyncio.run(missing_topics(settings, [pipeline.monitoring_topic])):
+            _say_error(
+                f"health: no topic {pipeline.monitoring_topic} on"
+                f" {settings.kafka_bootstrap_servers}: no worker has run this spec there yet."
+                f" Start `streamscore worker --spec {spec}` and send traffic (`streamscore"
+                f" produce --spec {spec}`), or check STREAMSCORE_KAFKA_BOOTSTRAP_SERVERS"
+            )
+            raise typer.Exit(1)
+        report = read_health(pipeline, KafkaConnection.from_settings(settings))
+        written = write(pipeline, report, windows, out) if out is not None else []
+    except StreamscoreError as exc:
+        raise _fail(exc) from exc
+    console = Console()
+    for table in tables(report, windows):
+        needed = Console(width=10_000).measure(table).maximum
+        Console(width=max(console.width, needed)).print(table)
+    if not report.models:
+        window = pipeline.monitoring.window
+        size = f"{window.events:,} events" if window.events else f"{window.seconds:g} s"
+        err.print(
+            f"no drift window on {pipeline.monitoring_topic} yet: a worker writes one per"
+            f" {size} scored (monitoring.window)",
+            highlight=False,
+            soft_wrap=True,
+        )
+    for path in written:
+        err.print(f"wrote {path}", highlight=False, soft_wrap=True)
 
 
 @dlq_app.command("replay")

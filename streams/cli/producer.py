@@ -4,7 +4,8 @@ Sends ``rate`` events per second in 10 ms slices, never waiting for each send; a
 ``bad_rate`` of the events is corrupted on purpose so dead-lettering is exercised. When the
 spec declares labels and the generator knows the truth (``next_labelled``), each valid
 event's label is sent ``label_delay`` seconds later to the labels topic, as a label source
-(chargebacks, say) would.
+(chargebacks, say) would. With a ``drift`` switch (streams/cli/drift_switch.py) chosen
+fields are shifted from some seconds after the start, so drift can be seen on purpose.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from datetime import UTC, datetime
 
 import orjson
 
+from streams.cli.drift_switch import DriftSwitch
 from streams.cli.generators import EventGenerator, corrupt, make_generator
 from streams.runtime.connections import KafkaConnection
 from streams.spec import PipelineSpec
@@ -44,6 +46,7 @@ class EventProducer:
         generator: EventGenerator | None = None,
         label_delay: float | None = None,
         label_share: float = 1.0,
+        drift: DriftSwitch | None = None,
     ) -> None:
         if rate <= 0:
             msg = f"producer rate must be positive, got {rate}"
@@ -65,6 +68,7 @@ class EventProducer:
         self._rng = random.Random(seed + 1)
         self._kafka = kafka
         self._producer = kafka.producer(linger_ms=2)
+        self.drift = drift
 
     async def run(
         self, stop: asyncio.Event, *, duration: float | None = None, count: int | None = None
@@ -73,6 +77,8 @@ class EventProducer:
         await self._kafka.start(self._producer)
         try:
             started = self._started = time.monotonic()
+            if self.drift is not None:
+                self.drift.start()
             while not stop.is_set():
                 elapsed = time.monotonic() - started
                 if duration is not None and elapsed >= duration:
@@ -97,11 +103,14 @@ class EventProducer:
         id_field = self.spec.event.id_field
         deliveries = []
         now = datetime.now(UTC)
+        drift = self.drift if self.drift is not None and self.drift.on else None
         for _ in range(n):
             if self.label_delay is not None:
                 event, label = self._generator.next_labelled(now)  # type: ignore[attr-defined]
             else:
                 event, label = self._generator.next_event(now), None
+            if drift is not None:
+                event = drift.apply(event)
             key = str(event[id_field]).encode()
             if self.bad_rate and self._rng.random() < self.bad_rate:
                 value = corrupt(event, self.spec, self._rng)
@@ -141,10 +150,13 @@ class EventProducer:
         elapsed = 0.0 if self._started is None else time.monotonic() - self._started
         rate = self.stats.sent / elapsed if elapsed > 0 else 0.0
         pending = len(self._pending_labels)
+        drifting = ""
+        if self.drift is not None:
+            drifting = f"; drift {'on' if self.drift.on else 'off'}: {self.drift.describe()}"
         return (
             f"produce: {self.stats.sent:,} events ({self.stats.bad:,} invalid),"
             f" {self.stats.labels:,} labels sent ({pending:,} waiting their delay),"
-            f" {rate:,.0f} events/s over {elapsed:,.0f} s"
+            f" {rate:,.0f} events/s over {elapsed:,.0f} s{drifting}"
         )
 
 

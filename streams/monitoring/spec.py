@@ -215,3 +215,9 @@ class MonitoringSpec(_Strict):
         " whose every value gets its own label metrics per model and its own score drift;"
         " checked against event.fields by the pipeline spec.",
     )
+    enabled: bool = Field(
+        default=True,
+        description="false: the scoring worker keeps no monitoring windows (no drift"
+        " counting, PSI series or monitoring records, no data quality); the load test"
+        " measures monitoring's cost so.",
+    )

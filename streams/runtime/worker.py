@@ -187,9 +187,9 @@ def _attach_scoring(
         version = str(shadow.model.version)
         metrics.model_info.labels(spec.name, "shadow", shadow.model.name, version).set(1)
     running = attach_shadows(app, shadows, shadow_producer, more=spec.challenger_shadow is not None)
-    drift = DriftMonitor(spec, metrics)
-    drift.use(scorer.name, scorer.version, load_reference(registry, scorer.name, scorer.version))
-    quality = QualityMonitor(spec, metrics) if spec.monitoring.quality else None
+    drift = drift_monitor(spec, metrics, registry, scorer.name, scorer.version)
+    monitored = spec.monitoring.enabled and spec.monitoring.quality
+    quality = QualityMonitor(spec, metrics) if monitored else None
     service = ScoringService(
         pipeline, publisher, metrics, store=store, shadows=shadows, drift=drift, quality=quality
     )
@@ -205,6 +205,18 @@ def _attach_scoring(
     )  # fmt: skip
 
 
+def drift_monitor(
+    spec: PipelineSpec, metrics: Metrics, registry: ModelRegistry, model: str, version: int
+) -> DriftMonitor | None:
+    """The primary's drift monitor with the serving version's reference registered; None
+    when the spec turns monitoring off (``monitoring.enabled: false``)."""
+    if not spec.monitoring.enabled:
+        return None
+    drift = DriftMonitor(spec, metrics)
+    drift.use(model, version, load_reference(registry, model, version))
+    return drift
+
+
 def _watch_primary_alias(
     app: faust.App,
     spec: PipelineSpec,
@@ -212,7 +224,7 @@ def _watch_primary_alias(
     primary: Serving,
     pipeline: ScoringPipeline,
     metrics: Metrics,
-    drift: DriftMonitor,
+    drift: DriftMonitor | None,
 ) -> None:
     """Swap the primary model between batches when its alias moves to a version that loads
     and fits; no restart, no event lost (batches in flight finish with the model they
@@ -224,7 +236,7 @@ def _watch_primary_alias(
 
     def check() -> OnnxScorer | None:
         new = follower.check()
-        if new is not None:
+        if new is not None and drift is not None:
             drift.use(new.name, new.version, load_reference(registry, new.name, new.version))
         return new
 

@@ -38,6 +38,10 @@ import pytest
         "streams.monitoring.slices",
         "streams.learning.slice_evaluation",
         "streams.scoring.prediction_store",
+        "streams.cli.drift_switch",
+        "streams.monitoring.reading",
+        "streams.monitoring.health",
+        "streams.monitoring.dashboard",
     ],
 )
 def test_docstring_examples(module: str) -> None:
