@@ -112,12 +112,13 @@ class ModelVersion:
 
 
 class AliasChange(BaseModel):
-    """One move of an alias; ``previous`` is what a rollback returns to."""
+    """One move of an alias; ``previous`` is what a rollback returns to. ``version`` None:
+    the alias was removed (a canary rolled back)."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     alias: str
-    version: int
+    version: int | None
     previous: int | None
     at: str
 
@@ -199,6 +200,25 @@ class ModelRegistry:
                 if found != expected:
                     raise AliasMoved(name, alias, expected, found)
             self._move_alias(folder, alias, version)
+
+    def remove_alias(self, name: str, alias: str, *, expected: int | None | _Any = ANY) -> bool:
+        """Remove ``alias`` (recorded in the history); False if it was not set. With
+        ``expected``, only while it still points there (else ``AliasMoved``): a rollback
+        never removes a version someone set meanwhile."""
+        folder = self._model_dir(name)
+        with _locked(folder):
+            current = self._read_aliases(folder)
+            found = current.aliases.get(alias)
+            if not isinstance(expected, _Any) and found != expected:
+                raise AliasMoved(name, alias, expected, found)
+            if found is None:
+                return False
+            change = AliasChange(alias=alias, version=None, previous=found, at=_now())
+            aliases = {a: v for a, v in current.aliases.items() if a != alias}
+            self._write_aliases(
+                folder, _AliasFile(aliases=aliases, history=[*current.history, change])
+            )
+            return True
 
     def register(
         self,
@@ -304,6 +324,9 @@ class ModelRegistry:
         updated = _AliasFile(
             aliases={**current.aliases, alias: version}, history=[*current.history, change]
         )
+        self._write_aliases(folder, updated)
+
+    def _write_aliases(self, folder: Path, updated: _AliasFile) -> None:
         try:
             _atomic_write(folder / ALIASES_FILE, orjson.dumps(updated.model_dump(), option=_JSON))
         except OSError as exc:

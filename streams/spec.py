@@ -208,6 +208,24 @@ def _version_text(version: Any) -> Any:
     return version
 
 
+class CanarySpec(_Strict):
+    """Another version of the primary's model serving a share of the entity keys (chosen by
+    a hash of the key, so one key always meets the same model on every worker)."""
+
+    version: str = Field(
+        default="canary",
+        description="A version number or an alias; while the alias is not in the registry"
+        " (never set, or removed by a rollback), the primary serves every key.",
+    )
+    _version_number = field_validator("version", mode="before")(_version_text)
+    share: float = Field(
+        gt=0.0,
+        le=0.5,
+        description="Share of entity keys the canary serves (at most half: a canary that"
+        " serves more is a promotion).",
+    )
+
+
 class ModelRef(_Strict):
     name: Name
     version: str = Field(
@@ -220,6 +238,14 @@ class ModelRef(_Strict):
         le=1.0,
         description="Decision threshold on the score; predictions carry 'decision' if set.",
     )
+    canary: CanarySpec | None = None
+
+    @model_validator(mode="after")
+    def _canary_differs(self) -> ModelRef:
+        if self.canary is not None and self.canary.version == self.version:
+            msg = f"canary.version {self.canary.version!r} is the primary's own version"
+            raise ValueError(msg)
+        return self
 
 
 class OutputSpec(_Strict):

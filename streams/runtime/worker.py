@@ -46,7 +46,12 @@ from streams.scoring.privacy import Privacy
 from streams.scoring.publish import KafkaPublisher, OwnProducer, app_producer
 from streams.scoring.service import ScoringService
 from streams.settings import Settings
-from streams.shadows.model_follow import AliasFollower, start_serving
+from streams.shadows.model_follow import (
+    DROP,
+    AliasFollower,
+    OptionalAliasFollower,
+    start_serving,
+)
 from streams.shadows.shadow import ShadowModel, ShadowRunner
 from streams.spec import PipelineSpec
 
@@ -169,6 +174,7 @@ def _attach_scoring(
     )
     attach_scoring_agent(app, spec, service, Progress(spec, metrics))
     _watch_primary_alias(app, spec, registry, primary, pipeline, metrics, drift)
+    _watch_canary(app, spec, registry, pipeline, metrics)
     _watch_shadows(app, spec, registry, shadow_servings, shadows, metrics)
     log.info(
         "pipeline %s: %s -> %s (model %s v%s, %d shadows, batch <= %d events / %.1f ms)",
@@ -205,6 +211,40 @@ def _watch_primary_alias(
         new = await asyncio.to_thread(check)
         if new is not None:
             pipeline.swap_scorer(new)
+
+
+def _watch_canary(
+    app: faust.App,
+    spec: PipelineSpec,
+    registry: ModelRegistry,
+    pipeline: ScoringPipeline,
+    metrics: Metrics,
+) -> None:
+    """Serve the canary's share with the version its alias names, from start if it is set
+    and as it appears, moves or is removed (a rollback): between batches, like the
+    primary's swaps."""
+    canary = spec.model.canary
+    if canary is None:
+        return
+    follower = OptionalAliasFollower(
+        registry, spec, spec.model.name, canary.version, "canary", metrics
+    )
+    m_version = metrics.canary_version.labels(spec.name, spec.model.name)
+
+    def swap(change: OnnxScorer | str | None) -> None:
+        if change is None:
+            return
+        scorer = None if change == DROP else change
+        assert not isinstance(scorer, str)
+        pipeline.swap_canary(scorer)
+        m_version.set(0 if scorer is None else scorer.version)
+
+    m_version.set(0)
+    swap(follower.check())
+
+    @app.timer(interval=ALIAS_CHECK_SECONDS)  # type: ignore[untyped-decorator]
+    async def follow_canary() -> None:
+        swap(await asyncio.to_thread(follower.check))
 
 
 def _watch_shadows(

@@ -22,6 +22,8 @@ import numpy.typing as npt
 import orjson
 import redis.asyncio as aioredis
 
+from streams.scoring.canary import arm_model_name
+
 # ARGV: ttl, counter key ('' for none), counter increment, then key/value pairs.
 SET_MANY_WITH_TTL = """
 local ttl = tonumber(ARGV[1])
@@ -140,12 +142,22 @@ class PredictionStore:
         version: int,
         scores: Sequence[float],
         matrix: npt.NDArray[np.float32],
+        canary: tuple[Sequence[bool], int] | None = None,
     ) -> None:
+        """Remember what each event was served. ``canary``: which rows the canary served
+        and its version; those are stored under the canary arm's name
+        (``streams.scoring.canary.arm_model_name``), so the label join evaluates each arm
+        on the events it served."""
         bucket = int(predicted_at // self._bucket_seconds)
         args: list[Any] = [self.ttl_seconds, self.keys.predicted_bucket(bucket), len(event_ids)]
-        for event_id, score, row in zip(event_ids, scores, matrix, strict=True):
+        on_canary, canary_version = canary if canary is not None else ([], 0)
+        arm = arm_model_name(model)
+        for i, (event_id, score, row) in enumerate(zip(event_ids, scores, matrix, strict=True)):
             args.append(self.keys.prediction(event_id))
-            args.append(encode_record(predicted_at, model, version, score, row))
+            if on_canary and on_canary[i]:
+                args.append(encode_record(predicted_at, arm, canary_version, score, row))
+            else:
+                args.append(encode_record(predicted_at, model, version, score, row))
         await self._set_many(args=args)
 
     async def put_shadow_scores(

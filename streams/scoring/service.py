@@ -68,14 +68,17 @@ class ScoringService:
         return closed
 
     async def _remember(self, scored: ScoredBatch) -> None:
-        assert self.store is not None and scored.matrix is not None and scored.scores is not None
+        assert self.store is not None and scored.matrix is not None
+        assert scored.served_scores is not None
+        canary = scored.canary_rows
         await self.store.put_predictions(
             scored.event_ids,
             self.clock(),
             scored.model,
             scored.model_version,
-            scored.scores.tolist(),
+            scored.served_scores.tolist(),
             scored.matrix,
+            canary=None if canary is None else (canary.tolist(), scored.canary_version),
         )
 
     def _offer_to_shadows(self, scored: ScoredBatch) -> None:

@@ -14,6 +14,7 @@ promotion costs one warning per worker, not a crash of every worker following th
 from __future__ import annotations
 
 import logging
+from typing import Literal
 
 from models.errors import ModelRefused, RegistryError
 from models.fitness import REFUSAL_REASONS, Layout, Serving, load_checked, load_serving
@@ -136,3 +137,77 @@ class AliasFollower:
             "pipeline %s: alias %r moved to a version it refuses: %s; still serving version %d",
             self.pipeline, self.alias, refused, self.scorer.version,
         )  # fmt: skip
+
+
+class OptionalAliasFollower:
+    """Follows an alias that may come and go (a canary's): ``check`` returns the scorer to
+    serve when the alias appears or moves to a version that loads and fits, ``DROP`` when
+    it is removed (the caller stops serving it), and None when nothing changed. A version
+    number instead of an alias is served from the first check on. A version
+    it refuses is logged and counted once, and whatever it served before keeps serving.
+
+    ``check`` is blocking (it may load a model): run it off the event loop.
+    """
+
+    def __init__(
+        self, registry: ModelRegistry, spec: PipelineSpec, name: str, alias: str, role: str,
+        metrics: Metrics,
+    ) -> None:  # fmt: skip
+        self.registry = registry
+        self.pipeline = spec.name
+        self.name = name
+        self.alias = alias
+        self.role = role
+        self.scorer: OnnxScorer | None = None
+        self._layouts = [Layout.of(spec)]
+        self._pointed: int | None = None  # where the alias pointed at the last check
+        self._last_error = ""
+        self._metrics = metrics
+
+    def check(self) -> OnnxScorer | Literal["drop"] | None:
+        try:
+            target = (
+                int(self.alias)
+                if self.alias.isdigit()
+                else self.registry.aliases(self.name).get(self.alias)
+            )
+        except RegistryError as exc:  # aliases.json unreadable: keep serving what it serves
+            if str(exc) != self._last_error:
+                self._last_error = str(exc)
+                log.warning("pipeline %s: cannot read alias %r: %s", self.pipeline, self.alias, exc)
+            return None
+        self._last_error = ""
+        if target == self._pointed:
+            return None
+        self._pointed = target
+        if target is None:
+            old, self.scorer = self.scorer, None
+            if old is not None:
+                info = self._metrics.model_info
+                info.remove(self.pipeline, self.role, old.name, str(old.version))
+                log.warning(
+                    "pipeline %s: alias %r of %s removed; %s v%d no longer serves",
+                    self.pipeline, self.alias, self.name, self.role, old.version,
+                )  # fmt: skip
+            return DROP if old is not None else None
+        try:
+            new = load_checked(self.registry, self.name, target, self._layouts)
+        except ModelRefused as refused:
+            self._metrics.model_refusals.labels(
+                self.pipeline, self.name, self.alias, refused.reason
+            ).inc()
+            log.warning(
+                "pipeline %s: alias %r moved to a version it refuses: %s", self.pipeline,
+                self.alias, refused,
+            )  # fmt: skip
+            return None
+        old, self.scorer = self.scorer, new
+        info = self._metrics.model_info
+        if old is not None:
+            info.remove(self.pipeline, self.role, old.name, str(old.version))
+        info.labels(self.pipeline, self.role, new.name, str(new.version)).set(1)
+        log.info("%s model %s: now v%s (alias %r)", self.role, new.name, new.version, self.alias)
+        return new
+
+
+DROP: Literal["drop"] = "drop"
