@@ -1,19 +1,21 @@
-"""``streamscore models``: list the registry, promote a version to an alias, roll back.
+"""``streamscore models``: list the registry, promote a version to an alias (``--if-better``:
+only on the pipeline's evidence), roll back, and the history of these actions.
 
 The registry root is ``STREAMSCORE_MODEL_DIR`` (``Settings.model_dir``). Every error names
 the model and the version or alias and exits with status 2. A worker watching the alias
 (``models/watch.py``) switches to the new version between two batches, so promote and
 rollback first check that the version loads in ONNX Runtime, matches its manifest and fits
 the layout of every ``--spec`` that uses the model (``models/fitness.py``): a version that
-does not is refused in one line and the alias does not move.
+does not is refused in one line and the alias does not move. With ``--spec``, each promotion,
+refusal and rollback is recorded on the spec's actions topic (``streams/actions/``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich import box
@@ -24,12 +26,15 @@ from rich.table import Table
 from models.errors import ModelIntegrityError, ModelNotFound, RegistryError
 from models.fitness import Layout, layouts_using, load_checked
 from models.registry import ALIASES_FILE, CHAMPION, ModelRegistry
+from streams.actions import commands
+from streams.actions.record import Action, action_record, who
 from streams.errors import StreamscoreError
-from streams.settings import load_settings
-from streams.spec import load_spec
+from streams.settings import Settings, load_settings
+from streams.spec import PipelineSpec, load_spec
 
 models_app = typer.Typer(
-    help="The model registry: versions, aliases, promote and roll back.", no_args_is_help=True
+    help="The model registry: versions, aliases, promote, roll back, history.",
+    no_args_is_help=True,
 )
 
 AliasOption = Annotated[str, typer.Option("--alias", "-a", help="The alias to move.")]
@@ -56,10 +61,18 @@ def _fail(message: str) -> typer.Exit:
 
 
 def _registry() -> ModelRegistry:
+    return ModelRegistry(_settings().model_dir)
+
+
+def _settings() -> Settings:
     try:
-        return ModelRegistry(load_settings().model_dir)
+        return load_settings()
     except StreamscoreError as exc:
         raise _fail(str(exc)) from exc
+
+
+#: Where actions are recorded (tests replace it with a list).
+action_sink: Callable[[Settings], commands.ActionSink] = commands.KafkaActionSink
 
 
 @models_app.command("list")
@@ -118,18 +131,53 @@ def promote(
     version: Annotated[int, typer.Argument(min=1, help="Version to point the alias at.")],
     alias: AliasOption = CHAMPION,
     specs: SpecsOption = None,
+    if_better: Annotated[
+        bool,
+        typer.Option(
+            "--if-better",
+            help="Only if the spec's evidence says VERSION beats the alias's version on the"
+            " same labelled events (actions.promote: metric, margin, min_labels, guards);"
+            " else refuse, with the reasons, and exit 1.",
+        ),
+    ] = False,
 ) -> None:
     """Point ALIAS (default champion) at VERSION of NAME, once the version is checked: it
     loads in ONNX Runtime, its width and output match its manifest, and its input columns
-    are the layout of every --spec that uses NAME."""
+    are the layout of every --spec that uses NAME. With --spec the promotion (or refusal) is
+    recorded on each such spec's actions topic."""
     registry = _registry()
-    layouts = _layouts(specs or [], name)
+    using = _specs_using(specs or [], name)
+    layouts = [Layout.of(spec) for spec in using]
+    if if_better and len(using) != 1:
+        msg = (
+            "--if-better decides on one pipeline's evidence: give exactly one --spec that uses"
+            f" {name!r} (got {len(using)})"
+        )
+        raise _fail(msg)
+    settings = _settings()
+    sink = _checked_sink(settings, using)
+    evidence: dict[str, Any] | None = None
     try:
         load_checked(registry, name, version, layouts)
         before = registry.aliases(name).get(alias)
         if before == version:
             _err().print(f"{name}: {alias} already points at version {version}", highlight=False)
             return
+        if if_better:
+            if before is None:
+                msg = f"alias {alias!r} points at no version to compare with"
+                raise RegistryError(msg)
+            decision = commands.decide(settings, using[0], name, before, version)
+            Console().print(commands.decision_table(decision, using[0].name))
+            evidence = decision.evidence()
+            if not decision.promote:
+                _record(sink, using, "refusal", name, alias, before, version, evidence)
+                for reason in decision.reasons:
+                    _err().print(f"refused: {escape(reason)}", highlight=False, soft_wrap=True)
+                _err().print(
+                    f"{name}: {alias} stays at version {before}", highlight=False, soft_wrap=True
+                )
+                raise typer.Exit(1)
         registry.set_alias(name, alias, version, expected=before)
     except StreamscoreError as exc:
         msg = f"cannot promote {name} version {version} to {alias!r}: {exc}"
@@ -137,6 +185,7 @@ def promote(
     was = "nothing" if before is None else f"version {before}"
     _err().print(f"{name}: {alias} -> version {version} (was {was})", highlight=False)
     _note_unchecked_columns(layouts)
+    _record(sink, using, "promotion", name, alias, before, version, evidence)
 
 
 @models_app.command()
@@ -151,7 +200,9 @@ def rollback(
     A rollback is itself a change: running it twice restores where the alias was.
     """
     registry = _registry()
-    layouts = _layouts(specs or [], name)
+    using = _specs_using(specs or [], name)
+    layouts = [Layout.of(spec) for spec in using]
+    sink = _checked_sink(_settings(), using)
     try:
         target, current = _rollback_target(registry, name, alias)
         load_checked(registry, name, target, layouts)
@@ -162,21 +213,89 @@ def rollback(
     message = f"{name}: {alias} -> version {target} (was version {current})"
     _err().print(message, highlight=False)
     _note_unchecked_columns(layouts)
+    _record(sink, using, "rollback", name, alias, current, target, None)
 
 
-def _layouts(paths: Sequence[Path], name: str) -> list[Layout]:
-    """The layouts of the given specs that use model ``name``; given specs of which none
-    does are an error (the check asked for could not happen)."""
+@models_app.command()
+def history(
+    spec: Annotated[
+        Path, typer.Option("--spec", "-s", help="The pipeline spec whose actions to show.")
+    ],
+    name: Annotated[str | None, typer.Argument(help="Only this model.")] = None,
+) -> None:
+    """The actions recorded on the pipeline's actions topic (promotions, refusals with
+    their reasons, rollbacks), oldest first."""
+    settings = _settings()
+    try:
+        pipeline = load_spec(spec)
+        records = commands.history(settings, pipeline, name)
+    except StreamscoreError as exc:
+        raise _fail(str(exc)) from exc
+    if not records:
+        about = f" of model {name!r}" if name else ""
+        _err().print(f"no actions{about} recorded on {pipeline.actions_topic}", highlight=False)
+        return
+    title = f"actions on {pipeline.actions_topic}"
+    Console(width=max(Console().width, 160)).print(commands.history_table(records, title))
+
+
+def _specs_using(paths: Sequence[Path], name: str) -> list[PipelineSpec]:
+    """The given specs that use model ``name``; given specs of which none does are an error
+    (the check asked for could not happen)."""
     try:
         specs = [load_spec(path) for path in paths]
     except StreamscoreError as exc:
         raise _fail(str(exc)) from exc
-    layouts = layouts_using(specs, name)
-    if specs and not layouts:
+    using = [spec for spec in specs if layouts_using([spec], name)]
+    if specs and not using:
         given = ", ".join(repr(spec.name) for spec in specs)
         msg = f"no spec given uses model {name!r} (specs: {given}); nothing changed"
         raise _fail(msg)
-    return layouts
+    return using
+
+
+def _checked_sink(settings: Settings, specs: Sequence[PipelineSpec]) -> commands.ActionSink | None:
+    """The sink the action will be recorded in, checked before anything moves (None without
+    a spec: nothing to record it on, and the command says so)."""
+    if not specs:
+        return None
+    sink = action_sink(settings)
+    try:
+        sink.check()
+    except StreamscoreError as exc:
+        msg = f"nothing changed: the action could not be recorded: {exc}"
+        raise _fail(msg) from exc
+    return sink
+
+
+def _record(
+    sink: commands.ActionSink | None,
+    specs: Sequence[PipelineSpec],
+    action: Action,
+    name: str,
+    alias: str,
+    from_version: int | None,
+    to_version: int,
+    evidence: dict[str, Any] | None,
+) -> None:
+    if sink is None:
+        _err().print(
+            f"note: {action} not recorded on any actions topic (pass --spec)", highlight=False
+        )
+        return
+    reasons = evidence.get("reasons", []) if evidence else []
+    by = who()
+    for spec in specs:
+        record = action_record(
+            action, pipeline=spec.name, model=name, alias=alias, from_version=from_version,
+            to_version=to_version, decided_by=by, evidence=evidence, reasons=reasons,
+        )  # fmt: skip
+        try:
+            sink.publish(spec, [record])
+        except StreamscoreError as exc:
+            msg = f"the {action} happened but was not recorded on {spec.actions_topic}: {exc}"
+            raise _fail(msg) from exc
+        _err().print(f"recorded: {action} on {spec.actions_topic}", highlight=False)
 
 
 def _note_unchecked_columns(layouts: Sequence[Layout]) -> None:
@@ -201,3 +320,19 @@ def _rollback_target(registry: ModelRegistry, name: str, alias: str) -> tuple[in
         )
         raise RegistryError(msg)
     return last.previous, current
+
+
+@models_app.command()
+def unalias(
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    alias: Annotated[str, typer.Option("--alias", "-a", help="The alias to remove.")],
+) -> None:
+    """Remove ALIAS of NAME (not the champion): e.g. the 'challenger', which workers then
+    stop shadowing."""
+    registry = _registry()
+    try:
+        was = registry.remove_alias(name, alias)
+    except StreamscoreError as exc:
+        msg = f"cannot remove {name} {alias!r}: {exc}"
+        raise _fail(msg) from exc
+    _err().print(f"{name}: {alias} removed (was version {was})", highlight=False)

@@ -51,7 +51,7 @@ class InputLayout:
         self._numeric: list[_Numeric] = []
         self._one_hot: list[_OneHot] = []
         self._features: list[_Feature] = []
-        refs = list(spec.features.refs)
+        refs = self._refs = list(spec.features.refs)
         column = 0
         for entry in spec.model_input:
             if entry.feature is not None:
@@ -68,6 +68,12 @@ class InputLayout:
                 default = float(declared.default) if declared.default is not None else 0.0
                 self._numeric.append(_Numeric(column, entry.event or "", default))
                 column += 1
+
+    @property
+    def feature_positions(self) -> dict[str, int]:
+        """Each feature ref of the model input -> its column in the matrix: one column, the
+        value as read (features are numeric and never encoded)."""
+        return {self._refs[f.ref_index]: f.column for f in self._features}
 
     def build(self, events: Sequence[Mapping[str, Any]], features: npt.NDArray[Any]) -> Matrix:
         n = len(events)

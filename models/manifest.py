@@ -30,6 +30,42 @@ class TrainingData(BaseModel):
     holdout_rows: int | None = Field(default=None, ge=0)
 
 
+class StreamLineage(BaseModel):
+    """Where a version trained from the stream (``streamscore train --from-stream``) got
+    its rows: the labelled topic's records it read, enough to read the same rows again and
+    check them against ``sha256``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    topic: str
+    offsets: dict[int, tuple[int, int]] = Field(
+        description="Partition -> [first, last] offset of the records read (inclusive)."
+    )
+    rows: int = Field(ge=0, description="Distinct labelled rows (train + held-out tail).")
+    sha256: str = Field(
+        pattern=_SHA256,
+        description="Of the frame's canonical bytes (streams/learning/labelled_frame.py).",
+    )
+    since: str | None = Field(
+        default=None, description="The --since cut (records written from then on), UTC."
+    )
+    first_predicted_at: str = Field(description="The oldest row's prediction time, UTC.")
+    last_predicted_at: str = Field(description="The newest row's prediction time, UTC.")
+    holdout_from: str = Field(
+        description="The held-out tail: the rows predicted from this time on, UTC."
+    )
+    train_rows: int = Field(ge=0)
+    holdout_rows: int = Field(ge=0)
+    duplicate_rows: int = Field(default=0, ge=0, description="Repeated event ids, dropped.")
+    skipped_rows: int = Field(
+        default=0, ge=0, description="Rows of another input layout or pipeline, left out."
+    )
+    unreadable_records: int = Field(default=0, ge=0)
+    metrics: dict[str, float] = Field(
+        default_factory=dict, description="Offline metrics on the held-out tail."
+    )
+
+
 class ManifestFields(BaseModel):
     """The part of a manifest the caller of ``ModelRegistry.register`` provides.
 
@@ -56,6 +92,9 @@ class ManifestFields(BaseModel):
     feature_refs: tuple[str, ...] = ()
     libraries: dict[str, str] = Field(
         default_factory=dict, description="Versions of the libraries that built the artifact."
+    )
+    lineage: StreamLineage | None = Field(
+        default=None, description="Trained from the labelled stream: the records it read."
     )
 
     @model_validator(mode="after")

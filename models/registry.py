@@ -38,6 +38,8 @@ from models.manifest import ArtifactRef, Manifest, ManifestFields
 from models.profile import PROFILE_FILE, ReferenceProfile
 
 CHAMPION = "champion"
+#: The version ``streamscore train --from-stream`` registers; workers score it in shadow.
+CHALLENGER = "challenger"
 MODEL_FILE = "model.onnx"
 MANIFEST_FILE = "manifest.json"
 ALIASES_FILE = "aliases.json"
@@ -201,24 +203,25 @@ class ModelRegistry:
                     raise AliasMoved(name, alias, expected, found)
             self._move_alias(folder, alias, version)
 
-    def remove_alias(self, name: str, alias: str, *, expected: int | None | _Any = ANY) -> bool:
-        """Remove ``alias`` (recorded in the history); False if it was not set. With
-        ``expected``, only while it still points there (else ``AliasMoved``): a rollback
-        never removes a version someone set meanwhile."""
+    def remove_alias(self, name: str, alias: str, *, expected: int | None | _Any = ANY) -> int:
+        """Remove ``alias`` (``ModelNotFound`` if it is not set), recorded in the history;
+        returns the version it pointed at. The champion cannot be removed: workers serve
+        it. With ``expected``, only while it still points there (else ``AliasMoved``): a
+        rollback never removes a version someone set meanwhile."""
+        if alias == CHAMPION:
+            msg = f"model {name!r}: the {CHAMPION!r} alias cannot be removed (workers serve it)"
+            raise RegistryError(msg)
         folder = self._model_dir(name)
         with _locked(folder):
             current = self._read_aliases(folder)
-            found = current.aliases.get(alias)
-            if not isinstance(expected, _Any) and found != expected:
-                raise AliasMoved(name, alias, expected, found)
-            if found is None:
-                return False
-            change = AliasChange(alias=alias, version=None, previous=found, at=_now())
+            if not isinstance(expected, _Any) and current.aliases.get(alias) != expected:
+                raise AliasMoved(name, alias, expected, current.aliases.get(alias))
+            version = self.alias_version(name, alias)
+            change = AliasChange(alias=alias, version=None, previous=version, at=_now())
             aliases = {a: v for a, v in current.aliases.items() if a != alias}
-            self._write_aliases(
-                folder, _AliasFile(aliases=aliases, history=[*current.history, change])
-            )
-            return True
+            updated = _AliasFile(aliases=aliases, history=[*current.history, change])
+            self._write_aliases(folder, updated)
+        return version
 
     def register(
         self,

@@ -36,7 +36,7 @@ from models.estimators import (
     to_onnx_bytes,
 )
 from models.inputs import InputLayout
-from models.manifest import Label, ManifestFields, Task, TrainingData
+from models.manifest import Label, ManifestFields, StreamLineage, Task, TrainingData
 from models.profile import ColumnGroup, ReferenceProfile, build_profile, column_groups
 from models.registry import ModelRegistry, ModelVersion
 from models.scorer import OnnxScorer
@@ -49,7 +49,7 @@ from models.training_frame import (
 )
 from streams.spec import PipelineSpec, TrainingSpec, TrainModel
 
-__all__ = ["HistoricalStore", "load_training_frame", "train_models"]
+__all__ = ["HistoricalStore", "load_training_frame", "train_models", "train_on_vectors"]
 log = logging.getLogger(__name__)
 
 
@@ -93,27 +93,84 @@ def train_models(
         _fit_and_verify(entry, training.task, layout, split, seed, groups)
         for entry in training.models
     ]
-    registered = []
-    for candidate in candidates:
-        fields = ManifestFields(
-            training_data=data_ref,
-            input_columns=tuple(layout.columns),
-            task=training.task,
-            metrics=candidate.metrics,
-            estimator=candidate.estimator,
-            params=candidate.params,
-            classes=classes,
-            seed=seed,
-            pipeline=spec.name,
-            feature_refs=spec.features.refs,
-            libraries=_LIBRARIES,
-        )
-        version = registry.register(
-            candidate.name, candidate.onnx_bytes, fields, profile=candidate.profile
-        )
-        log.info("registered %s v%d: %s", version.name, version.version, candidate.metrics)
-        registered.append(version)
-    return registered
+    return [
+        _register(registry, spec, layout, candidate, data_ref, classes, seed)
+        for candidate in candidates
+    ]
+
+
+def train_on_vectors(
+    spec: PipelineSpec,
+    name: str,
+    matrix: npt.NDArray[np.float32],
+    labels: npt.NDArray[np.float64],
+    registry: ModelRegistry,
+    *,
+    holdout_rows: int,
+    data: TrainingData,
+    lineage: StreamLineage,
+    seed: int = 0,
+) -> ModelVersion:
+    """Fit ``training.models`` entry ``name`` on served input vectors (rows in time order),
+    verify and register it as ``train_models`` does; the last ``holdout_rows`` rows are
+    the held-out tail its metrics (also recorded in ``lineage``) are measured on.
+
+    Classification labels are 0/1 (as the label join makes them). Raises TrainingError."""
+    training = training_section(spec)
+    entries = [entry for entry in training.models if entry.name == name]
+    if not entries:
+        known = [entry.name for entry in training.models]
+        msg = f"training.models has no entry named {name!r} (entries: {known})"
+        raise TrainingError(spec.name, msg)
+    layout = InputLayout(spec)
+    if matrix.shape[1:] != (layout.width,):
+        msg = f"vectors have {matrix.shape[1:]} columns, the spec's layout {layout.width}"
+        raise TrainingError(name, msg)
+    rows = len(labels)
+    train, hold = np.arange(rows - holdout_rows), np.arange(rows - holdout_rows, rows)
+    classes: tuple[Label, ...] | None = None
+    if training.task == "classification":
+        for part, where in ((labels, "rows"), (labels[train], "training rows")):
+            if len(np.unique(part)) != 2:
+                found = sorted({int(v) for v in np.unique(part)})
+                msg = f"the {where} have one class only ({found}): a classifier needs both"
+                raise TrainingError(name, msg)
+        classes = (0, 1)
+    split = _Split(matrix, labels, train, hold)
+    candidate = _fit_and_verify(entries[0], training.task, layout, split, seed, column_groups(spec))
+    fields_lineage = lineage.model_copy(update={"metrics": candidate.metrics})
+    return _register(registry, spec, layout, candidate, data, classes, seed, lineage=fields_lineage)
+
+
+def _register(
+    registry: ModelRegistry,
+    spec: PipelineSpec,
+    layout: InputLayout,
+    candidate: _Candidate,
+    data_ref: TrainingData,
+    classes: tuple[Label, ...] | None,
+    seed: int,
+    lineage: StreamLineage | None = None,
+) -> ModelVersion:
+    fields = ManifestFields(
+        training_data=data_ref,
+        input_columns=tuple(layout.columns),
+        task=spec.task,
+        metrics=candidate.metrics,
+        estimator=candidate.estimator,
+        params=candidate.params,
+        classes=classes,
+        seed=seed,
+        pipeline=spec.name,
+        feature_refs=spec.features.refs,
+        libraries=_LIBRARIES,
+        lineage=lineage,
+    )
+    version = registry.register(
+        candidate.name, candidate.onnx_bytes, fields, profile=candidate.profile
+    )
+    log.info("registered %s v%d: %s", version.name, version.version, candidate.metrics)
+    return version
 
 
 @dataclass(frozen=True)

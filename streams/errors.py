@@ -33,11 +33,14 @@ class BadInput(StreamscoreError):
     one message and carries on with the rest.
     """
 
-    def __init__(self, stage: str, reason: str, detail: str) -> None:
+    def __init__(self, stage: str, reason: str, detail: str, field: str | None = None) -> None:
         super().__init__(f"{stage}: {reason}: {detail}")
         self.stage = stage
         self.reason = reason
         self.detail = detail
+        #: The event field at fault, when one is (data quality counts unknown categories
+        #: per field); never part of the message.
+        self.field = field
 
 
 class BatchTimeout(StreamscoreError):

@@ -57,7 +57,7 @@ AGE_BUCKETS = (
 DEFAULTED_REASONS = ("missing", "stale")
 
 #: Stage names, stable across logs, metric labels and dead-letter records.
-STAGES = ("decode", "enrich", "infer", "drift", "publish")
+STAGES = ("decode", "enrich", "infer", "drift", "quality", "publish")
 
 
 class Metrics:
@@ -84,7 +84,8 @@ class Metrics:
         )  # fmt: skip
         self.stage_seconds = Histogram(
             "streamscore_stage_duration_seconds",
-            "Time one micro-batch spends in a stage (decode, enrich, infer, drift, publish).",
+            "Time one micro-batch spends in a stage (decode, enrich, infer, drift, quality,"
+            " publish).",
             ["pipeline", "stage"], buckets=STAGE_BUCKETS, registry=r,
         )  # fmt: skip
         self.inference_seconds = Histogram(
@@ -175,6 +176,21 @@ class Metrics:
             "1 when the primary's served version has a training reference profile (drift is"
             " measured), 0 when not (registered before profiles: no PSI series).",
             ["pipeline", "model"], registry=r,
+        )  # fmt: skip
+
+        # --- data quality per model input column (streams/monitoring/quality.py) ----------
+        self.data_quality = Gauge(
+            "streamscore_data_quality_ratio",
+            "Share of a model input column's values in the last closed window failing a"
+            " check: missing (a defaulted feature, an absent optional event field), at_min /"
+            " at_max (at the event schema's declared bound), unknown (input events"
+            " dead-lettered for an unknown category of the field, of all input events).",
+            ["pipeline", "column", "check"], registry=r,
+        )  # fmt: skip
+        self.data_quality_windows = Counter(
+            "streamscore_data_quality_windows_total",
+            "Data quality windows closed (each sets the ratios and writes a monitoring record).",
+            ["pipeline"], registry=r,
         )  # fmt: skip
 
         # --- shadows ----------------------------------------------------------------------
@@ -277,6 +293,82 @@ class Metrics:
         self.canary_predictions = Counter(
             "streamscore_canary_predictions_total",
             "Prediction records the canary served (also in streamscore_predictions_total).",
+            ["pipeline", "model"], registry=r,
+        )  # fmt: skip
+
+        # --- actions (streams/actions/) ---------------------------------------------------
+        self.actions = Counter(
+            "streamscore_actions_total",
+            "Records on the pipeline's actions topic since this learning worker started, by"
+            " action: promotion, refusal, rollback (other: anything else).",
+            ["pipeline", "action"], registry=r,
+        )  # fmt: skip
+        # --- online/offline skew (streams/learning/skew_check.py) -------------------------
+        self.skew_checked = Counter(
+            "streamscore_skew_checked_total",
+            "Sampled labelled predictions whose served features were compared with Feast's"
+            " offline point-in-time values (monitoring.skew).",
+            ["pipeline"], registry=r,
+        )  # fmt: skip
+        self.skew_mismatched = Counter(
+            "streamscore_skew_mismatched_total",
+            "Checked predictions whose feature differed from its offline value by more than"
+            " monitoring.skew.tolerance, by feature.",
+            ["pipeline", "feature"], registry=r,
+        )  # fmt: skip
+        self.skew_max_abs_difference = Gauge(
+            "streamscore_skew_max_abs_difference",
+            "Largest |online - offline| of a feature over the checks of the last"
+            " monitoring.skew.window_seconds (0: every checked value matched).",
+            ["pipeline", "feature"], registry=r,
+        )  # fmt: skip
+        self.skew_unchecked = Counter(
+            "streamscore_skew_unchecked_total",
+            "Sampled predictions left unchecked, by reason: busy (monitoring.skew.max_in_flight"
+            " lookups pending), failed (the offline read or its record failed; logged),"
+            " no_key (stored without entity key and time: scored with the check off).",
+            ["pipeline", "reason"], registry=r,
+        )  # fmt: skip
+
+        # --- performance: estimated without labels, realized with them, concept drift ----
+        # (streams/monitoring/estimate.py, streams/learning/realized.py, concept_drift.py)
+        self.estimated_accuracy = Gauge(
+            "streamscore_estimated_accuracy",
+            "The primary's expected accuracy at the spec's threshold in the last closed"
+            " monitoring window, from its scores alone (mean of p or 1-p by decision: right"
+            " if the scores are calibrated); classification only.",
+            ["pipeline", "model"], registry=r,
+        )  # fmt: skip
+        self.realized_accuracy = Gauge(
+            "streamscore_realized_accuracy",
+            "The primary's accuracy on the labels of the latest window of prediction time"
+            " that has monitoring.performance.min_labels of them (learner).",
+            ["pipeline", "model"], registry=r,
+        )  # fmt: skip
+        self.estimated_minus_realized_accuracy = Gauge(
+            "streamscore_estimated_minus_realized_accuracy",
+            "For the window of streamscore_realized_accuracy: the label-free estimate on the"
+            " same labelled predictions minus the realized accuracy (above 0: the scores are"
+            " overconfident, the calibration broke).",
+            ["pipeline", "model"], registry=r,
+        )  # fmt: skip
+        self.realized_accuracy_window_start = Gauge(
+            "streamscore_realized_accuracy_window_start_timestamp_seconds",
+            "Start (Unix time) of the window of prediction time streamscore_realized_accuracy"
+            " is of: labels arrive late, so it trails the estimate's window.",
+            ["pipeline", "model"], registry=r,
+        )  # fmt: skip
+        self.concept_drift_detections = Counter(
+            "streamscore_concept_drift_detections_total",
+            "Changes ADWIN detected in a model's error stream (classification: wrong at the"
+            " threshold, 0/1; regression: absolute error), by direction: worse (errors went"
+            " up) or better.",
+            ["pipeline", "model", "direction"], registry=r,
+        )  # fmt: skip
+        self.concept_drift_error_mean = Gauge(
+            "streamscore_concept_drift_error_mean",
+            "Mean error of a model in ADWIN's current window (the labels since its last"
+            " detected change): error rate, or mean absolute error for regression.",
             ["pipeline", "model"], registry=r,
         )  # fmt: skip
 

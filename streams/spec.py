@@ -39,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from models.manifest import Task
 from models.online import OnlineModelSpec
+from streams.actions.spec import TASK_METRICS, ActionsSpec
 from streams.errors import SpecError
 from streams.monitoring.spec import MonitoringSpec
 
@@ -214,10 +215,11 @@ class CanarySpec(_Strict):
 
     version: str = Field(
         default="canary",
-        description="A version number or an alias; while the alias is not in the registry"
-        " (never set, or removed by a rollback), the primary serves every key.",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$",
+        description="The registry alias of the canary's version (not a number: a rollback"
+        " removes the alias; `streamscore models promote NAME V --alias canary` sets it);"
+        " while it is not set, the primary serves every key.",
     )
-    _version_number = field_validator("version", mode="before")(_version_text)
     share: float = Field(
         gt=0.0,
         le=0.5,
@@ -237,6 +239,12 @@ class ModelRef(_Strict):
         ge=0.0,
         le=1.0,
         description="Decision threshold on the score; predictions carry 'decision' if set.",
+    )
+    follow_challenger: bool = Field(
+        default=True,
+        description="While the model has a 'challenger' alias (`streamscore train"
+        " --from-stream` sets it), scoring workers score that version in shadow, as"
+        " '<name>@challenger', and the label join evaluates it; false: never.",
     )
     canary: CanarySpec | None = None
 
@@ -324,6 +332,15 @@ class LabelsSpec(_Strict):
         description="How long a label that finds no prediction is tried again before it"
         " counts as an orphan: a label can outrun its event's prediction (labels sent at"
         " once, a scoring worker behind). 0: an orphan at once.",
+    )
+    keep_labelled: bool = Field(
+        default=True,
+        description="Append every joined label, with the exact vector and scores it was"
+        " served, to the labelled topic (one record per label batch): what `streamscore"
+        " train --from-stream` trains on.",
+    )
+    labelled_topic: Name | None = Field(
+        default=None, description="The labelled topic; '<pipeline>-labelled' when absent."
     )
 
 
@@ -420,6 +437,12 @@ class TrainingSpec(_Strict):
         description="Filled in from the pipeline's 'task' when absent; must agree with it.",
     )
     models: tuple[TrainModel, ...] = Field(min_length=1)
+    min_stream_rows: int = Field(
+        default=200,
+        ge=10,
+        description="Fewest distinct labelled rows `streamscore train --from-stream` trains"
+        " on (a fifth, the latest, is held out); fewer: it refuses.",
+    )
 
 
 class PipelineSpec(_Strict):
@@ -460,6 +483,11 @@ class PipelineSpec(_Strict):
         default=None,
         description="Optional 'module:callable' making synthetic events for the producer;"
         " events are drawn from the schema when absent.",
+    )
+    actions: ActionsSpec = Field(
+        default=ActionsSpec(),
+        description="Guarded promotion (streams/actions/spec.py): evidence, metric, margin,"
+        " guards; the actions topic.",
     )
 
     @model_validator(mode="before")
@@ -573,6 +601,26 @@ class PipelineSpec(_Strict):
             raise ValueError(msg)
         return self
 
+    @model_validator(mode="after")
+    def _check_skew(self) -> PipelineSpec:
+        """The skew check runs in the learner (labels) and asks the offline store with the
+        entity key the prediction store keeps, which privacy must leave as it came."""
+        if not self.monitoring.skew.enabled:
+            return self
+        where = "monitoring.skew.sample_rate"
+        if self.labels is None:
+            msg = f"{where}: the skew check runs on labelled predictions; declare 'labels'"
+            raise ValueError(msg)
+        withheld = self.privacy.fields if self.privacy is not None else ()
+        if self.entity.field in withheld:
+            msg = (
+                f"{where}: entity.field {self.entity.field!r} is in privacy.hash/drop, but"
+                " the check keeps it in the prediction store to ask the offline store with"
+                " it; turn the check off (0) or keep the entity key"
+            )
+            raise ValueError(msg)
+        return self
+
     @property
     def shadow_topic(self) -> str:
         return self.output.shadow_topic or f"{self.output.topic}-shadow"
@@ -584,6 +632,18 @@ class PipelineSpec(_Strict):
     @property
     def output_partitions(self) -> int:
         return self.output.partitions or self.input.partitions
+
+    @property
+    def labelled_topic(self) -> str | None:
+        """Where joined labels are kept for training (None: labels not kept)."""
+        if self.labels is None or not self.labels.keep_labelled:
+            return None
+        return self.labels.labelled_topic or f"{self.name}-labelled"
+
+    @property
+    def challenger_shadow(self) -> str | None:
+        """The shadow name of the primary's 'challenger' version (None: not followed)."""
+        return f"{self.model.name}@challenger" if self.model.follow_challenger else None
 
     def input_columns(self) -> list[str]:
         """Names of the model input vector's columns, in order (one per one-hot category)."""
@@ -597,6 +657,19 @@ class PipelineSpec(_Strict):
             else:
                 names.append(column.event or "")
         return names
+
+    @property
+    def actions_topic(self) -> str:
+        return self.actions.topic or f"{self.name}-actions"
+
+    @model_validator(mode="after")
+    def _check_actions(self) -> PipelineSpec:
+        metric = self.actions.promote.metric
+        if metric is not None and metric not in TASK_METRICS[self.task]:
+            choices = ", ".join(TASK_METRICS[self.task])
+            msg = f"actions.promote.metric: {metric!r} is not a {self.task} metric; use {choices}"
+            raise ValueError(msg)
+        return self
 
 
 def feature_column(ref: str) -> str:

@@ -231,12 +231,36 @@ def features_materialize(
 def train(
     spec: SpecOption,
     force: Annotated[bool, typer.Option(help="Train even if the spec's model resolves.")] = False,
+    from_stream: Annotated[
+        bool,
+        typer.Option(
+            help="Fit the primary's estimator on the labelled vectors the service served (the"
+            " labelled topic) and register it as the 'challenger', with its lineage."
+        ),
+    ] = False,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            metavar="TIME",
+            help="With --from-stream: only records written since this ISO 8601 time, or this"
+            " long ago (2h, 7d).",
+        ),
+    ] = None,
+    min_rows: Annotated[
+        int | None,
+        typer.Option(
+            help="With --from-stream: fewest rows to train on (training.min_stream_rows)."
+        ),
+    ] = None,
 ) -> None:
     """Fit the spec's training models on its offline data and register them (ONNX)."""
     from streams.cli.bootstrap import train_if_needed
 
     settings = load_settings()
     pipeline = _spec(spec)
+    if from_stream:
+        _train_from_stream(pipeline, settings, since, min_rows)
+        return
     try:
         versions = train_if_needed(pipeline, settings, force=force)
     except StreamscoreError as exc:
@@ -245,6 +269,34 @@ def train(
         err.print(f"model {pipeline.model.name}@{pipeline.model.version} exists; --force retrains")
     for version in versions:
         err.print(f"registered {version.name} v{version.version}: {version.manifest.metrics}")
+
+
+def _train_from_stream(
+    pipeline: PipelineSpec, settings: Settings, since: str | None, min_rows: int | None
+) -> None:
+    from streams.cli.replay import parse_since
+    from streams.cli.train_stream import read_labelled, train_challenger
+    from streams.runtime.reach import check_kafka
+
+    try:
+        asyncio.run(check_kafka(settings))
+        start = None if since is None else parse_since(since, time.time())
+        records = asyncio.run(read_labelled(pipeline, settings, start))
+        done = train_challenger(pipeline, settings, records, since=start, min_rows=min_rows)
+    except StreamscoreError as exc:
+        raise _fail(exc) from exc
+    version = done.version
+    lineage = version.manifest.lineage
+    assert lineage is not None
+    spans = ", ".join(f"{p}: {a}-{b}" for p, (a, b) in sorted(lineage.offsets.items()))
+    err.print(
+        f"registered {version.name} v{version.version} as 'challenger': {lineage.rows} rows"
+        f" of {lineage.topic} (partition: offsets {spans}), sha256 {lineage.sha256[:12]},"
+        f" held-out tail from {lineage.holdout_from} ({lineage.holdout_rows} rows):"
+        f" {lineage.metrics}",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 @app.command()
@@ -383,6 +435,45 @@ def compare(spec: SpecOption) -> None:
             " labelled evaluation in Redis. compare reads what a worker wrote: run"
             f" `streamscore worker --spec {spec}` and send traffic with labels"
             f" (`streamscore produce --spec {spec} --labels-delay 3`)",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+@app.command()
+def skew(
+    spec: SpecOption,
+    examples: Annotated[int, typer.Option(min=0, help="Latest mismatches to show.")] = 10,
+) -> None:
+    """What the online/offline skew check (spec monitoring.skew) found: predictions checked,
+    mismatches and the largest difference per feature, the latest mismatches."""
+    from streams.cli.skew import read_report, summary, tables
+    from streams.runtime.connections import RedisConnection
+    from streams.runtime.reach import check_redis
+
+    settings = load_settings()
+    pipeline = _spec(spec)
+    try:
+        check_redis(settings)  # the learner's record of the checks is in Redis
+        report = read_report(pipeline, RedisConnection.from_settings(settings), examples)
+    except StreamscoreError as exc:
+        raise _fail(exc) from exc
+    console = Console()
+    console.print(summary(pipeline, report), highlight=False, soft_wrap=True)
+    for table in tables(pipeline, report)[: 2 if report.examples else 1]:
+        needed = Console(width=10_000).measure(table).maximum
+        Console(width=max(console.width, needed)).print(table)
+    if report.checked == 0:
+        off = pipeline.monitoring.skew.sample_rate == 0
+        why = (
+            "the spec's monitoring.skew.sample_rate is 0 (the check is off)"
+            if off
+            else "no sampled prediction has got its label yet"
+        )
+        err.print(
+            f"nothing checked yet: {why}. The check runs in the learning worker on labelled"
+            f" predictions: set monitoring.skew.sample_rate, run `streamscore worker --spec"
+            f" {spec}` and send traffic with labels",
             highlight=False,
             soft_wrap=True,
         )

@@ -116,8 +116,17 @@ def joined_record(
     late: bool,
     vector: npt.NDArray[np.float32],
     scores: dict[str, float],
+    versions: dict[str, int] | None = None,
+    *,
+    primary: str = "",
+    primary_version: int = 0,
+    entity_key: str | int | None = None,
+    event_time: float | None = None,
 ) -> dict[str, Any]:
-    """A label with what was predicted for its event, as the learner takes it."""
+    """A label with what was predicted for its event, as the learner takes it (and the
+    labelled log keeps it: ``streams.learning.labelled``); ``versions`` names the version
+    behind each score (where known); the entity key and event time are for the skew check
+    (None unless monitoring.skew is on)."""
     return {
         "event_id": label.event_id,
         "label": label.label,
@@ -126,6 +135,11 @@ def joined_record(
         "late": late,
         "vector": vector,
         "scores": scores,
+        "primary": primary,  # the model that served, and its version
+        "primary_version": primary_version,
+        "versions": versions or {},
+        "entity_key": entity_key,
+        "event_time": event_time,
     }
 
 
@@ -161,6 +175,8 @@ class LabelJoiner:
         self.shadow_models = [s.name for s in spec.shadows] + (
             [spec.online.name] if spec.online else []
         )
+        if spec.challenger_shadow is not None:  # scored while the alias is set, like a shadow
+            self.shadow_models.append(spec.challenger_shadow)
         self.metrics = metrics
         self._m_labels = metrics.labels
         self._m_retries = metrics.redis_retries.labels(spec.name, STAGE)
@@ -219,7 +235,16 @@ class LabelJoiner:
                 continue
             out.joined.append(
                 joined_record(
-                    label, prediction.predicted_at, late, prediction.vector, prediction.scores
+                    label,
+                    prediction.predicted_at,
+                    late,
+                    prediction.vector,
+                    prediction.scores,
+                    prediction.versions,
+                    primary=prediction.primary,
+                    primary_version=prediction.primary_version,
+                    entity_key=prediction.entity_key,
+                    event_time=prediction.event_time,
                 )
             )
         if out.joined:  # before they are learned: a shadow never sees fewer than in flight

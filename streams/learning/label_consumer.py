@@ -42,8 +42,10 @@ from aiokafka.structs import ConsumerRecord, TopicPartition
 from mode import Service
 
 from streams.learning.join import LabelJoiner
+from streams.learning.labelled import LabelledLog
 from streams.learning.learner import LearnerFenced, LearnerService
 from streams.learning.single_owner import SingleOwnerAssignor
+from streams.learning.skew_check import SkewChecker
 from streams.runtime.connections import KafkaConnection
 from streams.runtime.health import Health
 from streams.runtime.lifecycle import Lifecycle
@@ -83,6 +85,7 @@ class LabelConsumer(Service):
         partitions_gauge: Any,
         *,
         report_joined: bool,
+        skew: SkewChecker | None = None,
     ) -> None:
         super().__init__()
         assert spec.labels is not None
@@ -94,6 +97,7 @@ class LabelConsumer(Service):
         self._lifecycle = lifecycle
         self._joiner = joiner
         self._learner = learner
+        self._skew = skew  # monitoring.skew: checks a sample of each joined batch, off-loop
         # With role 'learning' this group's assignment is the worker's (readiness, the
         # partitions gauge); with 'all' the scoring agent's is.
         self._ownership = _Ownership(
@@ -103,6 +107,8 @@ class LabelConsumer(Service):
             self._kafka, settings.kafka_producer_max_batch_bytes, client_id=self.group
         )
         self._dead_letters = KafkaPublisher(self._producer)
+        topic = spec.labelled_topic
+        self._labelled = LabelledLog(spec, topic, self._dead_letters) if topic is not None else None
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self._batch = asyncio.Lock()  # held while a batch runs: a revocation waits for it
@@ -147,6 +153,8 @@ class LabelConsumer(Service):
                 task.cancel()
                 self._lifecycle.abandoned(f"a {LABELS} batch in progress")
             await asyncio.gather(task, return_exceptions=True)
+        if self._skew is not None:
+            await self._skew.close(self._lifecycle.drain_budget())
         if self._consumer is not None:
             await self._consumer.stop()
         await self._producer.stop()
@@ -208,14 +216,23 @@ class LabelConsumer(Service):
             self._held[key] = (message, first_tried.get(key, now))
         self._m_held.set(len(self._held))
         await self._dead_letters.publish(outcome.dead_letters)  # delivered before the commit
-        if self._learner is not None and outcome.joined:
-            try:
-                await self._learner.handle(outcome.joined)
-            except LearnerFenced as exc:
-                # Another worker owns the labels now: its rebalance is under way, and this
-                # batch is uncommitted, so the owner takes it (and learns what it lacks).
-                log.warning("pipeline %s: %s; leaving the batch to it", self.spec.name, exc)
-                return
+        if self._skew is not None and outcome.joined:
+            self._skew.offer(outcome.joined)  # never waits, never raises
+        # Kept for training while the learner works, delivered before the commit too (a
+        # replay may write a batch twice; readers keep an event id's first row).
+        keeping = asyncio.ensure_future(self._keep_labelled(outcome.joined))
+        try:
+            if self._learner is not None and outcome.joined:
+                try:
+                    await self._learner.handle(outcome.joined)
+                except LearnerFenced as exc:
+                    # Another worker owns the labels now: its rebalance is under way, and
+                    # this batch is uncommitted, so the owner takes it (and learns what it
+                    # lacks).
+                    log.warning("pipeline %s: %s; leaving the batch to it", self.spec.name, exc)
+                    return
+        finally:
+            await keeping
         for record in records:
             after = self._next.get(record.partition, 0)
             self._next[record.partition] = max(after, record.offset + 1)
@@ -240,6 +257,10 @@ class LabelConsumer(Service):
                 "pipeline %s: labels batch learned but its offsets not committed (the"
                 " partitions moved to another worker): %s", self.spec.name, exc,
             )  # fmt: skip
+
+    async def _keep_labelled(self, joined: Sequence[dict[str, Any]]) -> None:
+        if self._labelled is not None and joined:
+            await self._labelled.append(joined)
 
     def taken_partitions(self, assigned: set[TopicPartition]) -> None:
         """The group gave this worker ``assigned``: a new owner resumes from the checkpoint."""

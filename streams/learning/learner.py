@@ -52,13 +52,22 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import orjson
 import redis
 import redis.asyncio as aioredis
 
 from models.evaluation import EvaluationStateError, RollingEvaluation
 from models.inputs import Matrix
 from models.online import OnlineLearner, SnapshotError
+from streams.actions.evidence import EvidenceLog, entries
 from streams.errors import StreamscoreError
+from streams.learning.concept_drift import (
+    Change,
+    ConceptDrift,
+    ConceptDriftStateError,
+    errors_of,
+)
+from streams.learning.realized import RealizedAccuracy, RealizedStateError
 from streams.metrics import Metrics, observe_many
 from streams.runtime.connections import RedisConnection
 from streams.runtime.retrying import REDIS_TRANSIENT, within_budget
@@ -86,8 +95,9 @@ if online then
   redis.call('SET', ARGV[8], ARGV[9])
 end
 redis.call('SET', ARGV[6], ARGV[7])
+redis.call('SET', ARGV[17], ARGV[18])  -- concept drift and realized accuracy
 local n_learned = tonumber(ARGV[11])
-local i = 17
+local i = 19
 for _ = 1, n_learned do
   redis.call('SET', ARGV[i], '1', 'EX', ttl)
   i = i + 1
@@ -147,6 +157,9 @@ class LearnerService:
         self._m_as_learned = metrics.online_as_learned_metric
         # Created on its first value: absent, not 0, before any prediction's window closed.
         self._m_coverage = metrics.label_coverage
+        # Promotion's evidence: each learned label with every registry version's served score.
+        self._evidence = EvidenceLog(client, spec.name, spec.actions.promote.evidence_labels)
+        self._init_performance(metrics)
 
     def forget(self) -> None:
         """Drop the state in memory: the next batch claims the model and resumes from the
@@ -161,10 +174,13 @@ class LearnerService:
         await self._redis("owner claim", lambda: self.client.set(keys.learner_owner, token))
         self._owner_token = token
         self._claimed = True
-        snapshot, evaluation, as_learned = await self._redis(
+        snapshot, evaluation, as_learned, performance = await self._redis(
             "snapshot read",
-            lambda: self.client.mget(keys.snapshot, keys.evaluation, keys.as_learned_evaluation),
+            lambda: self.client.mget(
+                keys.snapshot, keys.evaluation, keys.as_learned_evaluation, keys.performance
+            ),
         )
+        self._restore_performance(performance)
         if self.online is None:
             self.evaluation = self._restored(evaluation, "rolling evaluation")
             return
@@ -217,6 +233,9 @@ class LearnerService:
                 " model; this one's checkpoint was refused"
             )
             raise LearnerFenced(msg)
+        # After the checkpoint: a replayed batch's labels are not fresh, so none counts twice.
+        evidence = entries(fresh, skip=self.online.name if self.online is not None else None)
+        await self._redis("evidence", lambda: self._evidence.add(evidence))
         self._publish_metrics(len(fresh))
         await self._update_coverage()
         return len(fresh)
@@ -231,6 +250,7 @@ class LearnerService:
         """Evaluate then learn ``fresh`` in order; return the checkpoint script's arguments."""
         learner = self.learner  # None without an online model: the served evaluation alone
         online = self.online.name if self.online is not None else ""
+        self._changes.clear()  # those of a batch whose checkpoint failed: not counted
         if fresh:
             matrix = np.stack([r["vector"] for r in fresh])
             labels = [r["label"] for r in fresh]
@@ -244,6 +264,7 @@ class LearnerService:
                     self.as_learned.update(online, own[i], label, self.threshold)
             if learner is not None:
                 learner.learn(matrix, labels)
+            self._watch_performance(fresh)
         ttl = max(1, int(self.window * 4))
         size = bucket_seconds(self.window)
         joined: dict[int, int] = {}
@@ -263,6 +284,7 @@ class LearnerService:
             self.keys.labels_consumed, taken,  # every joined label taken in, duplicates too
             repr(self.clock()),  # the checkpoint's time: the snapshot's age is from it
             self.keys.learner_owner, self._owner_token,  # written only by the owner
+            self.keys.performance, self._performance_state(),
         ]  # fmt: skip
         args += [self.keys.learned(r["event_id"]) for r in fresh]
         for bucket, count in joined.items():
@@ -280,6 +302,108 @@ class LearnerService:
             for metric, value in values.items():
                 if metric != "count":
                     self._m_as_learned.labels(self.spec.name, model, metric).set(value)
+        self._publish_performance()
+
+    # --- concept drift (ADWIN on each model's errors) and realized accuracy per window ------
+
+    def _init_performance(self, metrics: Metrics) -> None:
+        spec, performance = self.spec, self.spec.monitoring.performance
+        self.concept_drift = ConceptDrift(performance.adwin_delta, performance.error_history)
+        # Accuracy beside the label-free estimate: classifiers only (a regressor has none).
+        self.realized = self._new_realized()
+        self._changes: list[Change] = []  # found by the batch in hand, counted once written
+        models = [spec.model.name, *(s.name for s in spec.shadows)]
+        models += [spec.online.name] if spec.online is not None else []
+        models += [spec.challenger_shadow] if spec.challenger_shadow is not None else []
+        self._models = frozenset(models)
+        self._m_detections = metrics.concept_drift_detections
+        for model in models:  # at 0 from the start: a first detection is an increase
+            for direction in ("worse", "better"):
+                self._m_detections.labels(spec.name, model, direction)
+        # Created on their first value: absent, not 0, before a window has its labels.
+        self._m_error_mean = metrics.concept_drift_error_mean
+        self._m_realized = metrics.realized_accuracy
+        self._m_difference = metrics.estimated_minus_realized_accuracy
+        self._m_realized_start = metrics.realized_accuracy_window_start
+
+    def _new_realized(self) -> RealizedAccuracy | None:
+        if self.task != "classification":
+            return None
+        monitoring = self.spec.monitoring
+        return RealizedAccuracy(
+            monitoring.performance_bucket_seconds, monitoring.performance.min_labels
+        )
+
+    def _restore_performance(self, data: bytes | None) -> None:
+        performance = self.spec.monitoring.performance
+        delta, history = performance.adwin_delta, performance.error_history
+        self.concept_drift = ConceptDrift(delta, history)
+        self.realized = self._new_realized()
+        if data is None:
+            return
+        try:
+            state = orjson.loads(data)
+            if not isinstance(state, dict):
+                msg = f"not an object: {data[:40]!r}"
+                raise ConceptDriftStateError(msg)
+            self.concept_drift = ConceptDrift.from_data(
+                state.get("concept_drift"), delta, history, models=self._models
+            )
+            if self.realized is not None and "realized" in state:
+                self.realized = RealizedAccuracy.from_data(
+                    state["realized"], self.realized.bucket_seconds, self.realized.min_labels
+                )
+        except (orjson.JSONDecodeError, ConceptDriftStateError, RealizedStateError) as exc:
+            log.warning(
+                "pipeline %s: starting new concept-drift detectors and realized accuracy: %s",
+                self.spec.name, exc,
+            )  # fmt: skip
+
+    def _performance_state(self) -> bytes:
+        state: dict[str, Any] = {"concept_drift": self.concept_drift.to_data()}
+        if self.realized is not None:
+            state["realized"] = self.realized.to_data()
+        return orjson.dumps(state)
+
+    def _watch_performance(self, fresh: list[dict[str, Any]]) -> None:
+        """Each model's errors on the batch to its detector, in learning order; the
+        primary's labelled predictions to the realized accuracy (numpy per model)."""
+        served: dict[str, tuple[list[float], list[Any], list[float]]] = {}
+        for record in fresh:
+            for model, score in record["scores"].items():
+                scores, labels, times = served.setdefault(model, ([], [], []))
+                scores.append(score)
+                labels.append(record["label"])
+                times.append(record["predicted_at"])
+        threshold = self.threshold if self.task == "classification" else None
+        for model, (scores, labels, times) in sorted(served.items()):
+            s = np.asarray(scores, dtype=np.float64)
+            y = np.asarray(labels, dtype=np.float64)
+            self._changes += self.concept_drift.update(model, errors_of(s, y, threshold))
+            if model == self.spec.model.name and self.realized is not None:
+                self.realized.update(np.asarray(times, dtype=np.float64), s, y, self.threshold)
+
+    def _publish_performance(self) -> None:
+        name = self.spec.name
+        for change in self._changes:
+            direction = "worse" if change.worse else "better"
+            self._m_detections.labels(name, change.model, direction).inc()
+            say = log.warning if change.worse else log.info
+            say(
+                "pipeline %s: concept drift: the errors of model %s changed (ADWIN): mean"
+                " error %.4f -> %.4f (%s)",
+                name, change.model, change.before, change.after, direction,
+            )  # fmt: skip
+        self._changes.clear()
+        for model in self.concept_drift.models:
+            if (mean := self.concept_drift.error_mean(model)) is not None:
+                self._m_error_mean.labels(name, model).set(mean)
+        window = self.realized.latest() if self.realized is not None else None
+        if window is not None:
+            primary = self.spec.model.name
+            self._m_realized.labels(name, primary).set(window.realized)
+            self._m_difference.labels(name, primary).set(window.estimated - window.realized)
+            self._m_realized_start.labels(name, primary).set(window.start)
 
     async def _update_coverage(self) -> None:
         """Share of predictions made in the last closed stretch (older than the window)

@@ -6,6 +6,7 @@ broadcast comparisons against the bin edges, one matrix product for the one-hot 
 window closes (``monitoring.window``: a number of events, or seconds) the population
 stability index of every column and of the score is computed against the reference shares,
 the PSI gauges are set, and one record describing the window goes to the monitoring topic.
+The window also sums the primary's label-free accuracy estimate (``estimate.py``).
 
 PSI = sum over bins of (a - e) * ln(a / e), with ``a`` the window's share of a bin and ``e``
 the reference's; both are floored at ``EPSILON`` so that an empty bin counts as a rare one
@@ -34,6 +35,8 @@ from models.errors import ModelError
 from models.profile import ProfileBins, ReferenceProfile
 from models.registry import ModelRegistry
 from streams.metrics import Metrics
+from streams.monitoring.estimate import expected_correct
+from streams.monitoring.window import Windows
 from streams.scoring.records import OutputRecord, iso_utc
 from streams.spec import PipelineSpec
 
@@ -94,6 +97,7 @@ class _Window:
     events: int = 0
     started: float = 0.0  # the clock when its first and last events were counted
     last: float = 0.0
+    expected_correct: float = 0.0  # sum over its events: the label-free accuracy estimate
 
 
 class DriftMonitor:
@@ -114,8 +118,7 @@ class DriftMonitor:
         self.pipeline = spec.name
         self.topic = spec.monitoring_topic
         self.columns = spec.input_columns()
-        self.window_events = spec.monitoring.window.events
-        self.window_seconds = spec.monitoring.window.seconds
+        self.windows = Windows(spec.monitoring.window)
         self.warn = spec.monitoring.drift.warn
         self.alert = spec.monitoring.drift.alert
         self.clock = clock
@@ -126,6 +129,9 @@ class DriftMonitor:
         self._alerting: set[str] = set()
         self._said_no_profile: set[tuple[str, int]] = set()
         self._key = spec.name.encode()
+        # The label-free accuracy estimate (streams/monitoring/estimate.py): classifiers only.
+        self.estimates = spec.task == "classification"
+        self.threshold = spec.model.threshold if spec.model.threshold is not None else 0.5
 
     def use(self, model: str, version: int, profile: ReferenceProfile | None) -> None:
         """Register the profile of a version about to serve (None: it has none)."""
@@ -154,27 +160,15 @@ class DriftMonitor:
         window = self._window
         if window is None:
             return []
-        now = self.clock()
         closed: list[OutputRecord] = []
-        if (
-            self.window_seconds is not None
-            and window.events
-            and (now - window.started >= self.window_seconds)
-        ):
-            closed.append(self._close(window))
-        n, start = len(scores), 0
-        while start < n:
-            take = n - start
-            if self.window_events is not None:
-                take = min(take, self.window_events - window.events)
-            part = slice(start, start + take)
-            window.counts += window.reference.bins.count(matrix[part], scores[part])
-            if not window.events:
-                window.started = now
-            window.events += take
-            window.last = now
-            start += take
-            if self.window_events is not None and window.events >= self.window_events:
+        for rows, closes in self.windows.split(window, len(scores), self.clock()):
+            if rows.stop > rows.start:
+                window.counts += window.reference.bins.count(matrix[rows], scores[rows])
+                if self.estimates:
+                    window.expected_correct += float(
+                        expected_correct(scores[rows], self.threshold).sum()
+                    )
+            if closes:
                 closed.append(self._close(window))
         return closed
 
@@ -218,6 +212,8 @@ class DriftMonitor:
                 self._metrics.drift_psi.remove(self.pipeline, model, name)
         with contextlib.suppress(KeyError):
             self._metrics.drift_score_psi.remove(self.pipeline, model)
+        with contextlib.suppress(KeyError):
+            self._metrics.estimated_accuracy.remove(self.pipeline, model)
 
     def _close(self, window: _Window) -> OutputRecord:
         reference = window.reference
@@ -228,10 +224,12 @@ class DriftMonitor:
             gauge.labels(self.pipeline, window.model, name).set(value)
         self._metrics.drift_score_psi.labels(self.pipeline, window.model).set(values[-1])
         self._metrics.drift_windows.labels(self.pipeline, window.model).inc()
+        if (estimate := self._estimate(window)) is not None:
+            self._metrics.estimated_accuracy.labels(self.pipeline, window.model).set(estimate)
         record = self._record(window, values)
         self._say_alerts(window, values)
         window.counts = np.zeros_like(window.counts)
-        window.events = 0
+        window.expected_correct = 0.0
         return record
 
     def _record(self, window: _Window, values: list[float]) -> OutputRecord:
@@ -262,8 +260,16 @@ class DriftMonitor:
             "thresholds": {"warn": self.warn, "alert": self.alert},
             "columns": {name: describe(i) for i, name in enumerate(reference.names)},
             "score": describe(len(reference.names)),
+            # Label-free (null for regression): the realized figure comes with the labels.
+            "estimated_accuracy": self._estimate(window),
         }
         return OutputRecord(self.topic, self._key, orjson.dumps(value))
+
+    def _estimate(self, window: _Window) -> float | None:
+        """The window's expected accuracy at the threshold (None: a regression model)."""
+        if not self.estimates:
+            return None
+        return round(window.expected_correct / max(window.events, 1), 6)
 
     def _say_alerts(self, window: _Window, values: list[float]) -> None:
         """One warning when a column (or the score) goes above the alert threshold, not one

@@ -1,5 +1,6 @@
-"""Prometheus rules with each pipeline's service levels from its spec's ``slo:`` section and
-its drift thresholds from ``monitoring.drift``.
+"""Prometheus rules with each pipeline's service levels from its spec's ``slo:`` section, its
+drift thresholds from ``monitoring.drift`` and its volume thresholds from
+``monitoring.volume``.
 
 The rules live in ``rules_template.yml`` beside this module; ``render_rules`` fills in one
 threshold series per pipeline and SLO (and drift threshold), and a default series for every
@@ -25,7 +26,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from streams.monitoring.spec import DriftSpec
+from streams.monitoring.spec import DriftSpec, VolumeSpec
 from streams.spec import PipelineSpec, SloSpec
 
 TEMPLATE = Path(__file__).with_name("rules_template.yml")
@@ -41,6 +42,14 @@ DRIFT_THRESHOLDS = {
     "pipeline:streamscore_drift_psi:warn_threshold": "warn",
     "pipeline:streamscore_drift_psi:alert_threshold": "alert",
 }
+#: Recording rule -> the VolumeSpec field (``monitoring.volume``) it carries.
+VOLUME_THRESHOLDS = {
+    "pipeline:streamscore_events:volume_drop_ratio": "drop",
+    "pipeline:streamscore_events:volume_spike_ratio": "spike",
+}
+#: The volume baseline looks at the same time of day on each of this many previous days
+#: (Prometheus keeps 15 days by default).
+BASELINE_DAYS = 7
 
 
 def render_rules(specs: Sequence[PipelineSpec], sources: Sequence[str] = ()) -> str:
@@ -56,9 +65,14 @@ def render_rules(specs: Sequence[PipelineSpec], sources: Sequence[str] = ()) -> 
     text = TEMPLATE.read_text()
     text = text.replace("@generated@", generated)
     text = text.replace("@slo_thresholds@", threshold_rules(slos, SloSpec()))
-    return text.replace(
+    text = text.replace(
         "@drift_thresholds@", threshold_rules(drifts, DriftSpec(), DRIFT_THRESHOLDS)
     )
+    volumes = {spec.name: spec.monitoring.volume for spec in specs}
+    text = text.replace(
+        "@volume_thresholds@", threshold_rules(volumes, VolumeSpec(), VOLUME_THRESHOLDS)
+    )
+    return text.replace("@same_time_rates@", same_time_rates(BASELINE_DAYS))
 
 
 def threshold_rules(
@@ -84,3 +98,22 @@ def threshold_rules(
 
 def _term(value: float, matcher: str) -> str:
     return f"{value:g} * group by (pipeline) (streamscore_events_total{matcher})"
+
+
+def same_time_rates(days: int, indent: int = 12) -> str:
+    """One series per pipeline and previous day: the input rate over the 10 minutes that
+    ended at this time of day (the recorded ``pipeline:streamscore_events:rate10m``),
+    ``days_ago`` 1..``days``; days Prometheus does not hold, or when no worker ran, are
+    simply absent.
+
+    >>> print(same_time_rates(2, indent=0))
+    label_replace(pipeline:streamscore_events:rate10m offset 1d, "days_ago", "1", "", "")
+    or label_replace(pipeline:streamscore_events:rate10m offset 2d, "days_ago", "2", "", "")
+    """
+    pad = " " * indent
+    terms = [
+        f'label_replace(pipeline:streamscore_events:rate10m offset {day}d, "days_ago", "{day}",'
+        ' "", "")'
+        for day in range(1, days + 1)
+    ]
+    return pad + f"\n{pad}or ".join(terms)

@@ -286,25 +286,47 @@ class Shadows(Service):
         super().__init__()
         self._runners = list(runners)
         self._producer = producer
-        self._running: list[asyncio.Task[None]] = []
+        self._running: dict[ShadowRunner, asyncio.Task[None]] = {}
+        self._tasks_started = False
 
     async def on_start(self) -> None:
         await self._producer.start()
-        self._running = [asyncio.ensure_future(runner.run()) for runner in self._runners]
+        self._running = {runner: asyncio.ensure_future(runner.run()) for runner in self._runners}
+        self._tasks_started = True
 
     async def on_stop(self) -> None:
-        for task in self._running:
+        for task in self._running.values():
             task.cancel()
-        await asyncio.gather(*self._running, return_exceptions=True)
+        await asyncio.gather(*self._running.values(), return_exceptions=True)
         await self._producer.stop()
         for runner in self._runners:
             runner.close()
 
+    def add(self, runner: ShadowRunner) -> None:
+        """Run one more shadow from now on (the challenger, when its alias is set)."""
+        self._runners.append(runner)
+        if self._tasks_started:
+            self._running[runner] = asyncio.ensure_future(runner.run())
 
-def attach_shadows(app: faust.App, runners: Sequence[ShadowRunner], producer: OwnProducer) -> None:
-    """Run ``runners`` with the app, publishing through ``producer`` (see ``Shadows``)."""
-    if runners:
-        app.add_dependency(Shadows(runners, producer))
+    def remove(self, runner: ShadowRunner) -> None:
+        """Stop a shadow: what it has queued is not scored (shadows are best-effort)."""
+        self._runners.remove(runner)
+        task = self._running.pop(runner, None)
+        if task is not None:
+            task.cancel()
+        runner.close()
+
+
+def attach_shadows(
+    app: faust.App, runners: Sequence[ShadowRunner], producer: OwnProducer, *, more: bool = False
+) -> Shadows | None:
+    """Run ``runners`` with the app, publishing through ``producer`` (see ``Shadows``);
+    with ``more``, even none yet (a challenger may come)."""
+    if not (runners or more):
+        return None
+    shadows = Shadows(runners, producer)
+    app.add_dependency(shadows)
+    return shadows
 
 
 def attach_label_consumer(app: faust.App, consumer: LabelConsumer) -> None:

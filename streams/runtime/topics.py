@@ -32,11 +32,16 @@ def spec_topics(spec: PipelineSpec) -> dict[str, int]:
         spec.output.dead_letter_topic: out,
         # One record per closed drift window and worker: one partition keeps them in order.
         spec.monitoring_topic: 1,
+        # Every promotion, refusal and rollback, in the order they happened: one partition.
+        spec.actions_topic: 1,
     }
     if spec.shadows or spec.online:
         topics[spec.shadow_topic] = out
     if spec.labels is not None:
         topics[spec.labels.topic] = spec.labels.partitions
+    if spec.labelled_topic is not None:
+        # One record per label batch from the one learner: one partition keeps their order.
+        topics[spec.labelled_topic] = 1
     return topics
 
 

@@ -7,23 +7,30 @@ import errno
 import gc
 import logging
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import faust
 
+from features.offline import PointInTimeReader
 from features.reader import OnlineFeatureReader
 from features.store import open_store
 from models.fitness import Serving
 from models.registry import ModelRegistry
 from models.scorer import OnnxScorer
+from streams.actions.counter import ActionsCounter
 from streams.errors import CannotListen, WorkerRoleError
 from streams.learning.join import LabelJoiner
 from streams.learning.label_consumer import LabelConsumer
 from streams.learning.learner import LearnerService, OnlineSnapshotModel
+from streams.learning.skew_check import SkewChecker
 from streams.metrics import Metrics, serve
 from streams.monitoring.drift import DriftMonitor, load_reference
+from streams.monitoring.quality import QualityMonitor
+from streams.monitoring.skew import SkewLog
 from streams.runtime.app import (
     Progress,
+    Shadows,
     attach_health_checks,
     attach_label_consumer,
     attach_scoring_agent,
@@ -39,6 +46,7 @@ from streams.runtime.lifecycle import Lifecycle
 from streams.runtime.reach import check_kafka, check_redis
 from streams.runtime.topics import declare_topics_in_time
 from streams.runtime.transport import StreamscoreApp
+from streams.scoring.canary import CANARY
 from streams.scoring.limits import InputLimits
 from streams.scoring.pipeline import ScoringPipeline
 from streams.scoring.prediction_store import PredictionStore
@@ -46,10 +54,11 @@ from streams.scoring.privacy import Privacy
 from streams.scoring.publish import KafkaPublisher, OwnProducer, app_producer
 from streams.scoring.service import ScoringService
 from streams.settings import Settings
+from streams.shadows.challenger import ChallengerShadow, challenger_watch
 from streams.shadows.model_follow import (
-    DROP,
     AliasFollower,
-    OptionalAliasFollower,
+    OptionalAliasWatch,
+    WatchedChange,
     start_serving,
 )
 from streams.shadows.shadow import ShadowModel, ShadowRunner
@@ -89,13 +98,29 @@ def build_worker(
         )  # fmt: skip
         # Without an online model it still evaluates every model on the scores it served.
         learner = LearnerService(spec, client, metrics, retry_for_seconds=budget)
+        skew = _skew_checker(spec, settings, client, metrics)
         consumer = LabelConsumer(
             spec, settings, lifecycle, joiner, learner, partitions,
-            report_joined=role == "learning",
+            report_joined=role == "learning", skew=skew,
         )  # fmt: skip
         attach_label_consumer(app, consumer)
+        # The actions topic, counted where Prometheus scrapes (streams/actions/counter.py).
+        app.add_dependency(ActionsCounter(spec, KafkaConnection.from_settings(settings), metrics))
     attach_health_checks(app, health, RedisConnection.from_settings(settings))
     return create_worker(app, settings)
+
+
+def _skew_checker(
+    spec: PipelineSpec, settings: Settings, client: Any, metrics: Metrics
+) -> SkewChecker | None:
+    """The sampled online/offline skew check (``monitoring.skew``), or None when it is off.
+    Its Feast store is opened on the first check, in the check's thread (~0.5 s)."""
+    if not spec.monitoring.skew.enabled:
+        return None
+    redis = RedisConnection.from_settings(settings)
+    reader = PointInTimeReader(lambda: open_store(spec.features.repo, redis), spec)
+    record = SkewLog(client, spec.name, keep=spec.monitoring.skew.examples)
+    return SkewChecker(spec, reader, record, metrics)
 
 
 def check_before_connecting(spec: PipelineSpec, settings: Settings) -> Privacy:
@@ -149,8 +174,9 @@ def _attach_scoring(
         client_id=f"{app.conf.id}-shadows",
     )
     shadow_publisher = KafkaPublisher(shadow_producer)
-    shadows = [
-        ShadowRunner(
+
+    def runner_for(model: ShadowModel) -> ShadowRunner:
+        return ShadowRunner(
             model,
             pipeline=spec.name,
             topic=spec.shadow_topic,
@@ -161,21 +187,24 @@ def _attach_scoring(
             store=store,
             metrics=metrics,
         )
-        for model in shadow_models
-    ]
+
+    shadows = [runner_for(model) for model in shadow_models]
     for shadow in shadows:
         version = str(shadow.model.version)
         metrics.model_info.labels(spec.name, "shadow", shadow.model.name, version).set(1)
-    attach_shadows(app, shadows, shadow_producer)
+    running = attach_shadows(app, shadows, shadow_producer, more=spec.challenger_shadow is not None)
     drift = DriftMonitor(spec, metrics)
     drift.use(scorer.name, scorer.version, load_reference(registry, scorer.name, scorer.version))
+    quality = QualityMonitor(spec, metrics) if spec.monitoring.quality else None
     service = ScoringService(
-        pipeline, publisher, metrics, store=store, shadows=shadows, drift=drift
+        pipeline, publisher, metrics, store=store, shadows=shadows, drift=drift, quality=quality
     )
     attach_scoring_agent(app, spec, service, Progress(spec, metrics))
     _watch_primary_alias(app, spec, registry, primary, pipeline, metrics, drift)
     _watch_canary(app, spec, registry, pipeline, metrics)
     _watch_shadows(app, spec, registry, shadow_servings, shadows, metrics)
+    if running is not None and spec.challenger_shadow is not None:
+        _watch_challenger(app, spec, registry, service, running, runner_for, metrics)
     log.info(
         "pipeline %s: %s -> %s (model %s v%s, %d shadows, batch <= %d events / %.1f ms)",
         spec.name, spec.input.topic, spec.output.topic, scorer.name, scorer.version,
@@ -226,25 +255,27 @@ def _watch_canary(
     canary = spec.model.canary
     if canary is None:
         return
-    follower = OptionalAliasFollower(
-        registry, spec, spec.model.name, canary.version, "canary", metrics
-    )
+    watch = OptionalAliasWatch(registry, spec, metrics, canary.version, CANARY)
     m_version = metrics.canary_version.labels(spec.name, spec.model.name)
+    m_info = metrics.model_info
 
-    def swap(change: OnnxScorer | str | None) -> None:
+    def swap(change: WatchedChange | None) -> None:
         if change is None:
             return
-        scorer = None if change == DROP else change
-        assert not isinstance(scorer, str)
-        pipeline.swap_canary(scorer)
-        m_version.set(0 if scorer is None else scorer.version)
+        old, new = pipeline.canary, change.scorer
+        if old is not None:
+            m_info.remove(spec.name, CANARY, old.name, str(old.version))
+        if new is not None:
+            m_info.labels(spec.name, CANARY, new.name, str(new.version)).set(1)
+        pipeline.swap_canary(new)
+        m_version.set(0 if new is None else new.version)
 
     m_version.set(0)
-    swap(follower.check())
+    swap(watch.check())  # serving from the first batch if the alias is set
 
     @app.timer(interval=ALIAS_CHECK_SECONDS)  # type: ignore[untyped-decorator]
     async def follow_canary() -> None:
-        swap(await asyncio.to_thread(follower.check))
+        swap(await asyncio.to_thread(watch.check))
 
 
 def _watch_shadows(
@@ -280,6 +311,36 @@ def _watch_shadows(
                 metrics.model_info.remove(spec.name, "shadow", name, exported[name])
                 metrics.model_info.labels(spec.name, "shadow", name, version).set(1)
                 exported[name] = version
+
+
+def _watch_challenger(
+    app: faust.App,
+    spec: PipelineSpec,
+    registry: ModelRegistry,
+    service: ScoringService,
+    running: Shadows,
+    runner_for: Callable[[ShadowModel], ShadowRunner],
+    metrics: Metrics,
+) -> None:
+    """Shadow the primary's ``challenger`` alias while it is set (``streams.shadows.challenger``):
+    started, swapped and stopped between batches as the alias moves, without a restart."""
+    watch = challenger_watch(registry, spec, metrics)
+
+    def start(runner: ShadowRunner) -> None:
+        running.add(runner)
+        service.shadows.append(runner)
+
+    def stop(runner: ShadowRunner) -> None:
+        service.shadows.remove(runner)
+        running.remove(runner)
+
+    challenger = ChallengerShadow(spec, metrics, runner_for, start, stop)
+
+    @app.timer(interval=ALIAS_CHECK_SECONDS)  # type: ignore[untyped-decorator]
+    async def follow_challenger() -> None:
+        change = await asyncio.to_thread(watch.check)
+        if change is not None:
+            challenger.apply(change)
 
 
 #: Python's default (5 ms) makes the event loop wait behind a busy shadow thread for that

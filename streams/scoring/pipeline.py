@@ -83,6 +83,14 @@ class ScoredBatch:
     # ISO event times of ``events``, formatted once, while the primary's records are encoded,
     # for those records and every shadow's.
     event_time_texts: list[str] = field(default_factory=list)
+    # The primary model's own time on the batch (no matrix building): promotion's latency
+    # guard compares versions on it.
+    model_seconds: float | None = None
+    # For data quality (streams/monitoring/quality.py): which feature values of ``events``
+    # were replaced by the spec's defaults (n, refs: missing or stale), and the field of
+    # each of the batch's dead letters for an unknown category.
+    feature_defaulted: npt.NDArray[np.bool_] | None = None
+    unknown_categories: list[str] = field(default_factory=list)
 
     @property
     def records(self) -> list[OutputRecord]:
@@ -169,6 +177,8 @@ class ScoringPipeline:
                 out.events.append(self.validator.parse(message.value, message.timestamp))
             except BadInput as bad:
                 out.dead_letters.append(self._dead_letter(message, bad))
+                if bad.reason == "unknown_category" and bad.field is not None:
+                    out.unknown_categories.append(bad.field)
             else:
                 sources.append(message)
         self._m_stage["decode"].observe(time.perf_counter() - started)
@@ -185,13 +195,16 @@ class ScoringPipeline:
 
         started = time.perf_counter()
         out.matrix = self.layout.build([event.fields for event in out.events], rows.values)
+        built = time.perf_counter()
         out.scores = scorer.score(out.matrix)
         elapsed = time.perf_counter() - started
+        out.model_seconds = elapsed - (built - started)
         self._m_stage["infer"].observe(elapsed)
         self._metrics.inference_seconds.labels(self.spec.name, scorer.name, "primary").observe(
             elapsed
         )
         out.model, out.model_version = scorer.name, scorer.version
+        out.feature_defaulted = rows.defaulted
         out.served_scores = out.scores
         if canary is not None:
             self._serve_canary(canary, out)
@@ -237,6 +250,8 @@ class ScoringPipeline:
         out.served_scores = out.served_scores[keep]
         if out.canary_rows is not None:
             out.canary_rows = out.canary_rows[keep]
+        if out.feature_defaulted is not None:
+            out.feature_defaulted = out.feature_defaulted[keep]
 
     def _apply_privacy(self, out: ScoredBatch) -> None:
         """Event ids and entity keys as records carry them. An event keeps its hashed id

@@ -6,6 +6,9 @@ and evaluates on exactly what the models saw (no leakage). Records live for the 
 window plus a grace period, so a label arriving a little after its window is recognised as
 *late* rather than as an *orphan* (a label for an event never predicted).
 
+With ``monitoring.skew`` on, each record also keeps its event's entity key and time: what
+the skew check (``streams.learning.skew_check``) asks Feast's offline store for.
+
 One Redis round trip per batch: a small Lua script sets every key of the batch with its TTL
 (client-side cost is building one argument list, not one command object per event).
 """
@@ -14,7 +17,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -24,17 +27,22 @@ import redis.asyncio as aioredis
 
 from streams.scoring.canary import arm_model_name
 
-# ARGV: ttl, counter key ('' for none), counter increment, then key/value pairs.
+# ARGV: ttl, counter key ('' for none), counter increment, inference hash ('' for none),
+# its model@version, the batch's inference seconds, its events, then key/value pairs.
 SET_MANY_WITH_TTL = """
 local ttl = tonumber(ARGV[1])
 if ARGV[2] ~= '' then
   redis.call('INCRBY', ARGV[2], ARGV[3])
   redis.call('EXPIRE', ARGV[2], ttl * 2)
 end
-for i = 4, #ARGV, 2 do
+if ARGV[4] ~= '' then
+  redis.call('HINCRBYFLOAT', ARGV[4], ARGV[5] .. ' seconds', ARGV[6])
+  redis.call('HINCRBY', ARGV[4], ARGV[5] .. ' events', ARGV[7])
+end
+for i = 8, #ARGV, 2 do
   redis.call('SET', ARGV[i], ARGV[i + 1], 'EX', ttl)
 end
-return (#ARGV - 3) / 2
+return (#ARGV - 7) / 2
 """
 # KEYS: the taken-labels counter (labels the labels consumer joined and hands to the learner);
 # ARGV: the increment, the checkpoints channel. The online shadows hear the new total
@@ -59,6 +67,8 @@ class Keys:
         self.version = f"{self.prefix}:online:version"
         self.evaluation = f"{self.prefix}:online:evaluation"  # every model, served scores
         self.as_learned_evaluation = f"{self.prefix}:online:evaluation:as_learned"
+        #: The learner's concept-drift detectors and realized accuracy per window (JSON).
+        self.performance = f"{self.prefix}:online:performance"
         #: Pub/sub channel: the learner publishes each checkpoint's version on it.
         self.checkpoints = f"{self.prefix}:online:checkpoints"
         #: Joined labels handed to the learner, and those it has checkpointed (counters).
@@ -81,11 +91,31 @@ class Keys:
     def learned(self, event_id: str) -> str:
         return f"{self.prefix}:learned:{event_id}"
 
+    @property
+    def evidence(self) -> str:
+        """The labelled events kept for promotion decisions (a list, newest first)."""
+        return f"{self.prefix}:actions:evidence"
+
+    @property
+    def inference(self) -> str:
+        """Inference seconds and events per model version, as served (a hash)."""
+        return f"{self.prefix}:actions:inference"
+
     def predicted_bucket(self, bucket: int) -> str:
         return f"{self.prefix}:count:predicted:{bucket}"
 
     def joined_bucket(self, bucket: int) -> str:
         return f"{self.prefix}:count:joined:{bucket}"
+
+    @property
+    def skew_totals(self) -> str:
+        """The skew check's counts since it began (a hash; streams.monitoring.skew)."""
+        return f"{self.prefix}:skew:totals"
+
+    @property
+    def skew_recent(self) -> str:
+        """The skew check's latest mismatches (a list of JSON objects, newest first)."""
+        return f"{self.prefix}:skew:recent"
 
 
 def bucket_seconds(window_seconds: float) -> float:
@@ -101,12 +131,27 @@ class StoredPrediction:
     primary_version: int
     vector: npt.NDArray[np.float32]
     scores: dict[str, float]  # model name -> score, for the primary and each shadow that ran
+    # model name -> the version that served the score (shadow scores stored before versions
+    # were: none)
+    versions: dict[str, int] = field(default_factory=dict)
+    # Kept only with monitoring.skew on: what the offline store is asked for (skew check).
+    entity_key: str | int | None = None
+    event_time: float | None = None  # epoch seconds
 
 
 def encode_record(
-    predicted_at: float, model: str, version: int, score: float, vector: npt.NDArray[np.float32]
+    predicted_at: float,
+    model: str,
+    version: int,
+    score: float,
+    vector: npt.NDArray[np.float32],
+    entity_key: str | int | None = None,
+    event_time: float | None = None,
 ) -> bytes:
-    header = orjson.dumps({"t": predicted_at, "m": model, "v": version, "s": score})
+    fields: dict[str, Any] = {"t": predicted_at, "m": model, "v": version, "s": score}
+    if event_time is not None:  # the skew check's: the event's entity key and time
+        fields["k"], fields["e"] = entity_key, event_time
+    header = orjson.dumps(fields)
     return _HEADER.pack(len(header)) + header + vector.astype(np.float32).tobytes()
 
 
@@ -121,6 +166,9 @@ def decode_record(event_id: str, data: bytes) -> StoredPrediction:
         primary_version=header["v"],
         vector=vector,
         scores={header["m"]: header["s"]},
+        versions={header["m"]: header["v"]},
+        entity_key=header.get("k"),
+        event_time=header.get("e"),
     )
 
 
@@ -142,32 +190,64 @@ class PredictionStore:
         version: int,
         scores: Sequence[float],
         matrix: npt.NDArray[np.float32],
+        infer_seconds: float | None = None,
+        skew_keys: tuple[Sequence[str | int], Sequence[float]] | None = None,
         canary: tuple[Sequence[bool], int] | None = None,
     ) -> None:
-        """Remember what each event was served. ``canary``: which rows the canary served
-        and its version; those are stored under the canary arm's name
-        (``streams.scoring.canary.arm_model_name``), so the label join evaluates each arm
-        on the events it served."""
+        """Store what each event was served; with ``infer_seconds`` (the model's time on the
+        batch) also add it to the version's inference totals (promotion's latency guard).
+        ``skew_keys``: each event's entity key and event time, kept with its vector for the
+        skew check (only when the spec's monitoring.skew is on). ``canary``: which rows the
+        canary served and its version; those are stored under the canary arm's name
+        (``streams.scoring.canary.arm_model_name``), so the label join evaluates each arm on
+        the events it served."""
         bucket = int(predicted_at // self._bucket_seconds)
         args: list[Any] = [self.ttl_seconds, self.keys.predicted_bucket(bucket), len(event_ids)]
-        on_canary, canary_version = canary if canary is not None else ([], 0)
-        arm = arm_model_name(model)
+        args += self._inference_args(model, version, infer_seconds, len(event_ids))
+        n = len(event_ids)
+        entity_keys, event_times = skew_keys if skew_keys is not None else ([None] * n, [None] * n)
+        on_canary = canary[0] if canary is not None else [False] * n
+        arm = (arm_model_name(model), canary[1]) if canary is not None else (model, version)
         for i, (event_id, score, row) in enumerate(zip(event_ids, scores, matrix, strict=True)):
+            served_by, served_version = arm if on_canary[i] else (model, version)
             args.append(self.keys.prediction(event_id))
-            if on_canary and on_canary[i]:
-                args.append(encode_record(predicted_at, arm, canary_version, score, row))
-            else:
-                args.append(encode_record(predicted_at, model, version, score, row))
+            args.append(
+                encode_record(
+                    predicted_at,
+                    served_by,
+                    served_version,
+                    score,
+                    row,
+                    entity_keys[i],
+                    event_times[i],
+                )  # fmt: skip
+            )
         await self._set_many(args=args)
 
     async def put_shadow_scores(
-        self, model: str, event_ids: Sequence[str], scores: Sequence[float]
+        self,
+        model: str,
+        event_ids: Sequence[str],
+        scores: Sequence[float],
+        version: int | None = None,
+        infer_seconds: float | None = None,
     ) -> None:
+        """Store a shadow's scores, each with the ``version`` that served it ("<score>
+        <version>"), and its inference time as ``put_predictions`` does."""
         args: list[Any] = [self.ttl_seconds, "", 0]
+        args += self._inference_args(model, version, infer_seconds, len(event_ids))
+        suffix = "" if version is None else f" {version}"
         for event_id, score in zip(event_ids, scores, strict=True):
             args.append(self.keys.shadow(model, event_id))
-            args.append(repr(float(score)))
+            args.append(f"{float(score)!r}{suffix}")
         await self._set_many(args=args)
+
+    def _inference_args(
+        self, model: str, version: int | None, seconds: float | None, events: int
+    ) -> list[Any]:
+        if seconds is None or version is None or not events:
+            return ["", "", 0, 0]
+        return [self.keys.inference, f"{model}@{version}", repr(float(seconds)), events]
 
     async def count_forwarded(self, n: int) -> int:
         """Count ``n`` more labels handed to the learner (and announce the total)."""
@@ -196,6 +276,9 @@ class PredictionStore:
             for j, model in enumerate(shadow_models):
                 shadow = values[n * (j + 1) + i]
                 if shadow is not None:
-                    record.scores[model] = float(shadow)
+                    score, *version = shadow.split()
+                    record.scores[model] = float(score)
+                    if version:
+                        record.versions[model] = int(version[0])
             found.append(record)
         return found

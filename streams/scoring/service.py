@@ -1,14 +1,16 @@
-"""The scoring service the agent calls: score a batch, count it for drift, publish it (and
-remember it for the label join), hand it to the shadows, measure."""
+"""The scoring service the agent calls: score a batch, count it for drift and data quality,
+publish it (and remember it for the label join), hand it to the shadows, measure."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from streams.metrics import Metrics, observe_many
 from streams.monitoring.drift import DriftMonitor
+from streams.monitoring.quality import QualityMonitor
 from streams.scoring.pipeline import ScoredBatch, ScoringPipeline
 from streams.scoring.prediction_store import PredictionStore
 from streams.scoring.publish import Publisher
@@ -27,8 +29,10 @@ class ScoringService:
         shadows: Sequence[ShadowRunner] = (),
         drift: DriftMonitor | None = None,
         clock: Callable[[], float] = time.time,
+        quality: QualityMonitor | None = None,
     ) -> None:
         self.pipeline = pipeline
+        self.quality = quality
         self.drift = drift
         self.publisher = publisher
         self.store = store
@@ -38,12 +42,15 @@ class ScoringService:
         self._m_publish = metrics.stage_seconds.labels(name, "publish")
         self._m_drift = metrics.stage_seconds.labels(name, "drift")
         self._m_end_to_end = metrics.end_to_end_seconds.labels(name)
+        self._m_quality = metrics.stage_seconds.labels(name, "quality")
 
     async def handle(self, messages: Sequence[InputMessage]) -> ScoredBatch:
         scored = await self.pipeline.score_batch(messages)
         records = scored.records
         # A closed drift window's record is published with the batch: no extra round trip.
         if closed := self._count_drift(scored):
+            records += closed
+        if closed := self._count_quality(scored):
             records += closed
         started = time.perf_counter()
         if self.store is not None and scored.events:
@@ -67,10 +74,28 @@ class ScoringService:
         self._m_drift.observe(time.perf_counter() - started)
         return closed
 
+    def _count_quality(self, scored: ScoredBatch) -> list[OutputRecord]:
+        if self.quality is None:
+            return []
+        started = time.perf_counter()
+        closed = self.quality.observe(
+            scored.matrix,
+            scored.feature_defaulted,
+            scored.events,
+            len(scored.dead_letters),
+            scored.unknown_categories,
+        )
+        self._m_quality.observe(time.perf_counter() - started)
+        return closed
+
     async def _remember(self, scored: ScoredBatch) -> None:
         assert self.store is not None and scored.matrix is not None
         assert scored.served_scores is not None
         canary = scored.canary_rows
+        skew: dict[str, Any] = {}
+        if self.pipeline.spec.monitoring.skew.enabled:  # what the learner asks Feast offline
+            entity_keys = [event.entity_key for event in scored.events]
+            skew["skew_keys"] = (entity_keys, scored.event_times.tolist())
         await self.store.put_predictions(
             scored.event_ids,
             self.clock(),
@@ -79,6 +104,8 @@ class ScoringService:
             scored.served_scores.tolist(),
             scored.matrix,
             canary=None if canary is None else (canary.tolist(), scored.canary_version),
+            infer_seconds=scored.model_seconds,
+            **skew,
         )
 
     def _offer_to_shadows(self, scored: ScoredBatch) -> None:

@@ -46,10 +46,25 @@ class Event:
     entity_key: str | int  # as the event carries it: Feast join keys are typed
     time: float  # event time, epoch seconds
     fields: dict[str, Any]
+    # Optional fields the event lacked (or had null), one bit each (``optional_bits``):
+    # what data quality counts as missing. An int, not a set: most events lack none.
+    absent: int = 0
 
 
 def _bad(reason: str, detail: str) -> BadInput:
     return BadInput(STAGE, reason, detail)
+
+
+def optional_bits(schema: EventSpec) -> dict[str, int]:
+    """The bit of each optional field in ``Event.absent``, in schema order.
+
+    >>> from streams.spec import FieldSpec
+    >>> optional_bits(EventSpec(id_field="id", fields={"id": FieldSpec(type="string"),
+    ...     "a": FieldSpec(type="int", required=False), "b": FieldSpec(type="bool")}))
+    {'a': 1}
+    """
+    optional = [name for name, spec in schema.fields.items() if not spec.required]
+    return {name: 1 << i for i, name in enumerate(optional)}
 
 
 def _check_number(name: str, spec: FieldSpec, value: Any, kind: type) -> float | int:
@@ -159,8 +174,9 @@ class EventValidator:
         self._entity_field = entity_field
         self._limits = limits if limits is not None else InputLimits()
         self._withheld = withheld
+        bits = optional_bits(schema)
         self._checks = [
-            (name, spec, _CHECKS[spec.type], spec.required, spec.default)
+            (name, spec, _CHECKS[spec.type], spec.required, spec.default, bits.get(name, 0))
             for name, spec in schema.fields.items()
         ]
 
@@ -177,11 +193,13 @@ class EventValidator:
             # An array or a string may hold any field's value: with privacy, name its type only.
             got = type(document).__name__ if self._withheld else _show(document)
             raise _bad("not_an_object", f"expected a JSON object, got {got}")
-        for name, spec, check, required, default in self._checks:
+        absent = 0
+        for name, spec, check, required, default, bit in self._checks:
             value = document.get(name)
             if value is None:
                 if required:
                     raise _bad("missing_field", f"required field {name!r} is missing or null")
+                absent |= bit
                 if default is not None:
                     document[name] = default
                 continue
@@ -189,7 +207,10 @@ class EventValidator:
                 document[name] = check(name, spec, value)
             except BadInput as bad:
                 if name in self._withheld:
-                    raise _withheld(name, spec, value, bad.reason) from None
+                    hidden = _withheld(name, spec, value, bad.reason)
+                    hidden.field = name
+                    raise hidden from None
+                bad.field = name
                 raise
         schema = self._schema
         time_field = schema.time_field
@@ -215,4 +236,7 @@ class EventValidator:
             what = f"entity key field {self._entity_field!r}"
             show = self._entity_field not in withheld
             self._limits.check_id(STAGE, what, entity_key, required=False, show=show)
-        return Event(event_id=event_id, entity_key=entity_key, time=event_time, fields=document)
+        return Event(
+            event_id=event_id, entity_key=entity_key, time=event_time, fields=document,
+            absent=absent,
+        )  # fmt: skip

@@ -164,8 +164,9 @@ class ShadowRunner:
             try:
                 started = time.perf_counter()
                 scores = await loop.run_in_executor(self._executor, model.score, batch.matrix)
-                self._m_infer.observe(time.perf_counter() - started)
-                await self._emit(batch, scores, model)
+                elapsed = time.perf_counter() - started
+                self._m_infer.observe(elapsed)
+                await self._emit(batch, scores, model, elapsed)
                 self.scored += len(batch.event_ids)
             except asyncio.CancelledError:
                 raise
@@ -193,7 +194,11 @@ class ShadowRunner:
         await self._queue.join()
 
     async def _emit(
-        self, batch: ShadowBatch, scores: npt.NDArray[np.float64], model: ShadowModel
+        self,
+        batch: ShadowBatch,
+        scores: npt.NDArray[np.float64],
+        model: ShadowModel,
+        infer_seconds: float | None = None,
     ) -> None:
         primary = batch.primary_scores
         if self._m_agreement is not None and self._m_changed is not None:
@@ -238,7 +243,9 @@ class ShadowRunner:
         ]
         await self.publisher.publish(records)
         if self.store is not None:
-            await self.store.put_shadow_scores(name, batch.event_ids, scores.tolist())
+            await self.store.put_shadow_scores(
+                name, batch.event_ids, scores.tolist(), version, infer_seconds
+            )
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

@@ -44,7 +44,7 @@ from streams.spec import PipelineSpec
 from tests.integration.harness import PreparedPipeline, create_topics, produce
 from tests.unit.test_dashboards_static import (
     RULES,
-    RULES_TEST,
+    RULES_TESTS,
     Query,
     all_queries,
     dashboard_files,
@@ -318,7 +318,7 @@ def test_promtool_check_rules() -> None:
 
 
 def test_promtool_test_rules() -> None:
-    _promtool("test", "rules", str(RULES_TEST))
+    _promtool("test", "rules", *map(str, RULES_TESTS))
 
 
 def test_amtool_checks_the_alertmanager_config() -> None:

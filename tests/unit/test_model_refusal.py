@@ -87,6 +87,28 @@ def spec_file(tmp_path: Path) -> Path:
     return path
 
 
+class RecordingSink:
+    """The actions topic, in memory: promote and rollback with --spec record here."""
+
+    def __init__(self, settings: object) -> None:
+        pass
+
+    def check(self) -> None:
+        pass
+
+    def publish(self, spec, records: list[dict]) -> None:
+        RECORDED.extend(records)
+
+
+RECORDED: list[dict] = []
+
+
+@pytest.fixture(autouse=True)
+def in_memory_actions(monkeypatch: pytest.MonkeyPatch) -> None:
+    RECORDED.clear()
+    monkeypatch.setattr("models.cli.action_sink", RecordingSink)
+
+
 def invoke(registry: ModelRegistry, *args: str) -> tuple[int, str]:
     env = {"STREAMSCORE_MODEL_DIR": str(registry.root), "COLUMNS": "80"}
     result = runner.invoke(models_app, list(args), env=env)
@@ -109,6 +131,7 @@ def test_promote_refuses_each_bad_artifact_in_one_line(
     assert f"version {version} refused ({reason}): {detail}" in out
     assert registry.aliases(NAME) == {CHAMPION: GOOD}
     assert registry.alias_history(NAME) == history
+    assert RECORDED == []  # a refused version moves nothing and records nothing
 
 
 @pytest.mark.parametrize("version", [TRUNCATED, OTHER_WIDTH])
@@ -129,6 +152,11 @@ def test_promote_without_a_spec_says_the_columns_were_not_checked(
     code, out = invoke(registry, "promote", NAME, str(GOOD_TOO), "--spec", str(spec_file))
     assert code == 0 and "champion -> version 2 (was version 5)" in out
     assert "not checked" not in out
+    assert "note: promotion not recorded on any actions topic (pass --spec)" not in out
+    (record,) = RECORDED  # the first promote had no --spec: nothing to record it on
+    assert record["action"] == "promotion" and record["pipeline"] == "unit"
+    assert (record["model"], record["from_version"], record["to_version"]) == (NAME, 5, 2)
+    assert record["evidence"] is None and "@" in record["decided_by"]
 
 
 def test_promote_refuses_specs_of_which_none_uses_the_model(

@@ -120,3 +120,28 @@ def test_the_drift_alerts_compare_with_the_alert_threshold() -> None:
     alerts = {rule["alert"]: rule["expr"] for rule in rules if "alert" in rule}
     for name in ("StreamscoreFeatureDrift", "StreamscoreScoreDrift"):
         assert "pipeline:streamscore_drift_psi:alert_threshold" in alerts[name]
+
+
+def test_each_pipeline_gets_its_own_volume_thresholds_and_the_rest_the_defaults() -> None:
+    from streams.monitoring.rules import VOLUME_THRESHOLDS
+    from streams.monitoring.spec import VolumeSpec
+
+    demo = load_spec(ROOT / DEMO_SPEC)
+    bursty = demo.model_copy(
+        update={
+            "name": "bursty",
+            "monitoring": MonitoringSpec(volume=VolumeSpec(drop=0.2, spike=5)),
+        }
+    )
+    rules = yaml.safe_load(render_rules([demo, bursty]))["groups"][0]["rules"]
+    exprs = {rule["record"]: rule["expr"] for rule in rules if "record" in rule}
+    drop = exprs["pipeline:streamscore_events:volume_drop_ratio"]
+    assert '0.2 * group by (pipeline) (streamscore_events_total{pipeline="bursty"})' in drop
+    assert '0.5 * group by (pipeline) (streamscore_events_total{pipeline="card_fraud"})' in drop
+    assert drop.endswith("or 0.5 * group by (pipeline) (streamscore_events_total)")
+    spike = exprs["pipeline:streamscore_events:volume_spike_ratio"]
+    assert '5 * group by (pipeline) (streamscore_events_total{pipeline="bursty"})' in spike
+    assert set(VOLUME_THRESHOLDS) <= exprs.keys()
+    # the baseline reads each of the 7 previous days, at the same minutes of the day
+    baseline = exprs["pipeline:streamscore_events:rate_baseline"]
+    assert [f"offset {d}d" in baseline for d in range(1, 9)] == [True] * 7 + [False]

@@ -97,10 +97,12 @@ class Recorder:
     async def publish(self, records) -> None:
         self.records.extend(records)
 
-    async def put_predictions(self, event_ids, predicted_at, model, version, scores, matrix):
+    async def put_predictions(
+        self, event_ids, predicted_at, model, version, scores, matrix, infer_seconds=None
+    ):
         self.stored_ids.extend(event_ids)
 
-    async def put_shadow_scores(self, model, event_ids, scores):
+    async def put_shadow_scores(self, model, event_ids, scores, version=None, infer_seconds=None):
         self.stored_ids.extend(event_ids)
 
 

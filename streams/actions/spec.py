@@ -1,0 +1,114 @@
+"""The spec's ``actions:`` section: when a model may replace another, and (later) when to
+retrain or roll out a canary.
+
+>>> ActionsSpec().promote.min_labels
+1000
+>>> PromoteSpec.model_validate({"metric": "log_loss", "margin": 0.01}).metric
+'log_loss'
+>>> PromoteSpec().metric_for("regression")
+'mae'
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from models.manifest import Task
+
+PromoteMetric = Literal["accuracy", "log_loss", "roc_auc", "mae", "rmse"]
+#: The metrics each task can compare on; the first is the default.
+TASK_METRICS: dict[Task, tuple[PromoteMetric, ...]] = {
+    "classification": ("log_loss", "accuracy", "roc_auc"),
+    "regression": ("mae", "rmse"),
+}
+#: Metrics where lower is better (the comparison turns them so that a gain is positive).
+LOWER_IS_BETTER = frozenset({"log_loss", "mae", "rmse"})
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PromoteSpec(_Strict):
+    """``models promote --if-better`` (and the controller, with ``auto``): the candidate
+    replaces the champion only when, on the same labelled events, the paired confidence
+    interval of its gain in ``metric`` lies above ``margin``, and its guards hold."""
+
+    metric: PromoteMetric | None = Field(
+        default=None,
+        description="What to compare: accuracy (at model.threshold, else 0.5), log_loss or"
+        " roc_auc for classification; mae or rmse for regression. Absent: log_loss"
+        " (classification) or mae (regression).",
+    )
+    min_labels: int = Field(
+        default=1000,
+        ge=30,
+        le=1_000_000,
+        description="Fewest labelled events scored by both models before a decision; fewer"
+        " is a refusal ('too few labels').",
+    )
+    margin: float = Field(
+        default=0.0,
+        ge=0,
+        description="How much better the candidate must be: the interval's lower bound of"
+        " its gain (in the metric's unit, e.g. 0.01 = one accuracy point) must exceed it.",
+    )
+    confidence: float = Field(
+        default=0.95, gt=0.5, lt=1.0, description="Two-sided level of the confidence interval."
+    )
+    resamples: int = Field(
+        default=2000, ge=200, le=20_000, description="Bootstrap resamples (fixed seed)."
+    )
+    seed: int = Field(default=0, ge=0, description="The bootstrap's seed: a decision repeats.")
+    evidence_labels: int = Field(
+        default=20_000,
+        ge=30,
+        le=1_000_000,
+        description="Most recent labelled events the learner keeps as evidence (each with"
+        " the label and the score every registry model served for it).",
+    )
+    unserved_tolerance: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="Guard: the share of labelled events the candidate served no score for"
+        " (a shadow error or a shed batch) may exceed the champion's by at most this.",
+    )
+    max_latency_ratio: float = Field(
+        default=1.5,
+        ge=1.0,
+        description="Guard: the candidate's mean inference time per event, as the service"
+        " measured it, may be at most this times the champion's.",
+    )
+    auto: bool = Field(
+        default=False,
+        description="Let the controller promote on its own when the same decision says yes"
+        " (not yet run by any process: the decision is actions.decision.decide_promotion).",
+    )
+
+    @model_validator(mode="after")
+    def _enough_kept(self) -> PromoteSpec:
+        if self.evidence_labels < self.min_labels:
+            msg = (
+                f"evidence_labels {self.evidence_labels} is below min_labels {self.min_labels}:"
+                " the evidence kept could never be enough"
+            )
+            raise ValueError(msg)
+        return self
+
+    def metric_for(self, task: Task) -> PromoteMetric:
+        return self.metric if self.metric is not None else TASK_METRICS[task][0]
+
+
+class ActionsSpec(_Strict):
+    """What the service may do on its own evidence. Only ``promote`` today; ``retrain`` and
+    ``canary`` get their own fields here."""
+
+    promote: PromoteSpec = PromoteSpec()
+    topic: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9._-]+$",
+        description="Where every action is recorded; '<pipeline>-actions' when absent.",
+    )
