@@ -193,6 +193,24 @@ class Metrics:
             ["pipeline"], registry=r,
         )  # fmt: skip
 
+        # --- slices: monitoring.slices (streams/monitoring/slices.py) ----------------------
+        # ``slice`` is a spec's slice field, ``value`` one of its declared categories,
+        # true/false, or (none): bounded by the spec.
+        self.slice_score_psi = Gauge(
+            "streamscore_slice_score_psi",
+            "Population stability index of the primary's scores on one slice value's events"
+            " in the last closed drift window, against the primary's whole held-out score"
+            " distribution (a slice that always differed shows a constant offset); absent"
+            " for a value with fewer than 100 events in the window.",
+            ["pipeline", "model", "slice", "value"], registry=r,
+        )  # fmt: skip
+        self.slice_online_metric = Gauge(
+            "streamscore_slice_online_metric",
+            "streamscore_online_metric on the labelled events of one slice value only (the"
+            " last labelled events of that value, same window size), by model.",
+            ["pipeline", "model", "slice", "value", "metric"], registry=r,
+        )  # fmt: skip
+
         # --- shadows ----------------------------------------------------------------------
         self.shadow_agreement = Gauge(
             "streamscore_shadow_agreement_ratio",

@@ -41,7 +41,7 @@ from models.manifest import Task
 from models.online import OnlineModelSpec
 from streams.actions.spec import TASK_METRICS, ActionsSpec
 from streams.errors import SpecError
-from streams.monitoring.spec import MonitoringSpec
+from streams.monitoring.spec import MAX_SLICE_VALUES, MonitoringSpec
 
 FieldType = Literal["string", "int", "float", "bool", "category", "timestamp"]
 Name = Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")]
@@ -619,6 +619,31 @@ class PipelineSpec(_Strict):
                 " it; turn the check off (0) or keep the entity key"
             )
             raise ValueError(msg)
+        return self
+
+    @model_validator(mode="after")
+    def _check_slices(self) -> PipelineSpec:
+        """Slices are metric labels: bounded, declared values only, none the spec withholds."""
+        withheld = set(self.privacy.fields) if self.privacy is not None else set()
+        seen: set[str] = set()
+        for name in self.monitoring.slices:
+            where = f"monitoring.slices: {name!r}"
+            if name in seen:
+                msg = f"{where} is listed twice"
+                raise ValueError(msg)
+            seen.add(name)
+            _require_field(self.event.fields, name, "monitoring.slices", ("category", "bool"))
+            declared = self.event.fields[name].values or ()
+            if len(declared) > MAX_SLICE_VALUES:
+                msg = (
+                    f"{where} declares {len(declared)} categories, more than"
+                    f" {MAX_SLICE_VALUES}: each is a series of every slice metric, per model;"
+                    " slice on a coarser field"
+                )
+                raise ValueError(msg)
+            if name in withheld:
+                msg = f"{where} is listed in privacy: its values would be metric labels"
+                raise ValueError(msg)
         return self
 
     @property

@@ -64,14 +64,21 @@ async def read_labelled(
     records: list[LabelledRecord] = []
     try:
         consumer.assign(partitions)
-        ends = await consumer.end_offsets(partitions)
+        # Seek before asking the end offsets: on Apache Kafka, asking them first resolves
+        # the fresh assignment's position to the end, and seek_to_beginning then finds
+        # nothing to read (measured: 0 records where Tansu gave all).
         if since is None:
             await consumer.seek_to_beginning(*partitions)
+            ends = await consumer.end_offsets(partitions)
         else:
-            found = await consumer.offsets_for_times({tp: int(since * 1000) for tp in partitions})
+            target = int(since * 1000)
+            found = await consumer.offsets_for_times({tp: target for tp in partitions})
+            ends = await consumer.end_offsets(partitions)
             for tp in partitions:
                 at = found.get(tp)
-                consumer.seek(tp, at.offset if at is not None else ends[tp])
+                # Tansu answers a time past the last record with an earlier record's offset.
+                start = at.offset if at is not None and at.timestamp >= target else ends[tp]
+                consumer.seek(tp, start)
         pending = {tp for tp in partitions if await consumer.position(tp) < ends[tp]}
         while pending:
             fetched = await consumer.getmany(*pending, timeout_ms=1000)
@@ -106,10 +113,15 @@ def train_challenger(
     frame, sources = build_frame(records, spec.name, tuple(spec.input_columns()))
     if frame.rows < minimum:
         left_out = sources.duplicate_rows + sources.skipped_rows
+        unreadable = (
+            f", {sources.unreadable_records} unreadable records skipped"
+            if sources.unreadable_records
+            else ""
+        )
         msg = (
             f"{STAGE}: {frame.rows} labelled rows on {topic!r}"
             f"{'' if since is None else ' since ' + iso_utc(since)} (after {left_out} repeated"
-            f" or of another layout were left out); at least {minimum} needed"
+            f" or of another layout were left out{unreadable}); at least {minimum} needed"
             " (training.min_stream_rows, --min-rows)"
         )
         raise TrainingError(name, msg)

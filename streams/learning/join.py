@@ -122,11 +122,13 @@ def joined_record(
     primary_version: int = 0,
     entity_key: str | int | None = None,
     event_time: float | None = None,
+    slices: tuple[str | bool | None, ...] | None = None,
 ) -> dict[str, Any]:
     """A label with what was predicted for its event, as the learner takes it (and the
     labelled log keeps it: ``streams.learning.labelled``); ``versions`` names the version
     behind each score (where known); the entity key and event time are for the skew check
-    (None unless monitoring.skew is on)."""
+    (None unless monitoring.skew is on); ``slices`` are the event's monitoring.slices
+    values, when stored with the prediction."""
     return {
         "event_id": label.event_id,
         "label": label.label,
@@ -140,6 +142,7 @@ def joined_record(
         "versions": versions or {},
         "entity_key": entity_key,
         "event_time": event_time,
+        "slices": slices,
     }
 
 
@@ -245,6 +248,7 @@ class LabelJoiner:
                     primary_version=prediction.primary_version,
                     entity_key=prediction.entity_key,
                     event_time=prediction.event_time,
+                    slices=prediction.slices,
                 )
             )
         if out.joined:  # before they are learned: a shadow never sees fewer than in flight

@@ -15,6 +15,10 @@ For each batch the learner
 3. learns them in order with ``learn_one``,
 4. checkpoints the model, its evaluation and the ids it learned in ONE atomic Redis script.
 
+With ``monitoring.slices``, step 2 also updates each model's evaluation of the event's
+slice values (``streams.learning.slice_evaluation``; the values were stored with the
+prediction), checkpointed in 4 with the rest.
+
 A spec without ``online`` gets the same service minus 3: it evaluates every model on what it
 served and checkpoints that evaluation with the ids it evaluated (so a replay counts nothing
 twice).
@@ -48,7 +52,7 @@ import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -68,7 +72,9 @@ from streams.learning.concept_drift import (
     errors_of,
 )
 from streams.learning.realized import RealizedAccuracy, RealizedStateError
+from streams.learning.slice_evaluation import SlicedEvaluation, restored
 from streams.metrics import Metrics, observe_many
+from streams.monitoring.slices import SliceLayout
 from streams.runtime.connections import RedisConnection
 from streams.runtime.retrying import REDIS_TRANSIENT, within_budget
 from streams.scoring.prediction_store import Keys, bucket_seconds
@@ -96,8 +102,17 @@ if online then
 end
 redis.call('SET', ARGV[6], ARGV[7])
 redis.call('SET', ARGV[17], ARGV[18])  -- concept drift and realized accuracy
+local i = 22
+if ARGV[19] ~= '' then  -- the slice evaluations (monitoring.slices): a hash
+  if ARGV[20] == 'replace' then
+    redis.call('DEL', ARGV[19])
+  end
+  for _ = 1, tonumber(ARGV[21]) do
+    redis.call('HSET', ARGV[19], ARGV[i], ARGV[i + 1])
+    i = i + 2
+  end
+end
 local n_learned = tonumber(ARGV[11])
-local i = 19
 for _ = 1, n_learned do
   redis.call('SET', ARGV[i], '1', 'EX', ttl)
   i = i + 1
@@ -146,6 +161,8 @@ class LearnerService:
         self._owner_token = ""  # written to the owner key by ``load``
         self.evaluation = RollingEvaluation(task=self.task)  # served scores, every model
         self.as_learned = RollingEvaluation(task=self.task)  # the online model's own
+        self.slice_layout = SliceLayout.of(spec)  # monitoring.slices; None without
+        self.sliced = self._new_sliced()
         self._checkpoint = client.register_script(CHECKPOINT)
         name = spec.name
         self._m_learned = (
@@ -155,6 +172,7 @@ class LearnerService:
         self._m_duplicates = metrics.labels.labels(name, "duplicate")
         self._m_metric = metrics.online_metric
         self._m_as_learned = metrics.online_as_learned_metric
+        self._m_slice_metric = metrics.slice_online_metric
         # Created on its first value: absent, not 0, before any prediction's window closed.
         self._m_coverage = metrics.label_coverage
         # Promotion's evidence: each learned label with every registry version's served score.
@@ -181,8 +199,16 @@ class LearnerService:
             ),
         )
         self._restore_performance(performance)
+        sliced = None
+        if self.slice_layout is not None:
+            # redis-py types hgetall as sync-or-async; on this client it is awaitable.
+            read = cast(
+                Callable[[], Awaitable[Any]], lambda: self.client.hgetall(keys.slice_evaluation)
+            )
+            sliced = await self._redis("slice evaluations read", read)
         if self.online is None:
             self.evaluation = self._restored(evaluation, "rolling evaluation")
+            self.sliced = self._new_sliced(sliced)
             return
         columns = self.spec.input_columns()
         if snapshot is not None:
@@ -193,8 +219,17 @@ class LearnerService:
             else:
                 self.evaluation = self._restored(evaluation, "rolling evaluation")
                 self.as_learned = self._restored(as_learned, "as-learned evaluation")
+                self.sliced = self._new_sliced(sliced)
                 return
         self.learner = OnlineLearner(self.online, columns)
+        self.sliced = self._new_sliced()  # a new model: its checkpoint replaces the old ones
+
+    def _new_sliced(self, stored: dict[bytes, bytes] | None = None) -> SlicedEvaluation | None:
+        if self.slice_layout is None:
+            return None
+        if stored is None:
+            return SlicedEvaluation(self.slice_layout, self.task)
+        return restored(stored, self.slice_layout, self.task, self.spec.name)
 
     def _restored(self, data: bytes | None, what: str) -> RollingEvaluation:
         if data is not None:
@@ -256,10 +291,15 @@ class LearnerService:
             labels = [r["label"] for r in fresh]
             # Before learning: progressive validation (the online model's "as learned").
             own = learner.predict_many(matrix).tolist() if learner is not None else None
+            sliced = self.sliced
             for i, (record, label) in enumerate(zip(fresh, labels, strict=True)):
+                # The evaluations of the event's slice values (monitoring.slices), if any.
+                slices = sliced.of(record.get("slices")) if sliced is not None else ()
                 # Row by row in learning order: each model on the score it published.
                 for model, score in sorted(record["scores"].items()):
                     self.evaluation.update(model, score, label, self.threshold)
+                    for evaluation in slices:
+                        evaluation.update(model, score, label, self.threshold)
                 if own is not None:
                     self.as_learned.update(online, own[i], label, self.threshold)
             if learner is not None:
@@ -285,11 +325,20 @@ class LearnerService:
             repr(self.clock()),  # the checkpoint's time: the snapshot's age is from it
             self.keys.learner_owner, self._owner_token,  # written only by the owner
             self.keys.performance, self._performance_state(),
+            # The slice values this batch updated; '' without monitoring.slices.
+            self.keys.slice_evaluation if self.sliced is not None else "", *self._sliced_args(),
         ]  # fmt: skip
         args += [self.keys.learned(r["event_id"]) for r in fresh]
         for bucket, count in joined.items():
             args += [self.keys.joined_bucket(bucket), count]
         return args
+
+    def _sliced_args(self) -> list[Any]:
+        """'replace' or '', how many hash fields, then each field and its evaluation."""
+        if self.sliced is None:
+            return ["", 0]
+        replace, flat = self.sliced.touched()
+        return ["replace" if replace else "", len(flat) // 2, *flat]
 
     def _publish_metrics(self, learned: int) -> None:
         if learned and self._m_learned is not None:
@@ -302,6 +351,9 @@ class LearnerService:
             for metric, value in values.items():
                 if metric != "count":
                     self._m_as_learned.labels(self.spec.name, model, metric).set(value)
+        if self.sliced is not None:
+            for model, field, label, metric, value in self.sliced.metrics():
+                self._m_slice_metric.labels(self.spec.name, model, field, label, metric).set(value)
         self._publish_performance()
 
     # --- concept drift (ADWIN on each model's errors) and realized accuracy per window ------

@@ -36,6 +36,13 @@ from models.profile import ProfileBins, ReferenceProfile
 from models.registry import ModelRegistry
 from streams.metrics import Metrics
 from streams.monitoring.estimate import expected_correct
+from streams.monitoring.slices import (
+    MIN_SLICE_EVENTS,
+    Codes,
+    SliceDrift,
+    SliceGauges,
+    SliceLayout,
+)
 from streams.monitoring.window import Windows
 from streams.scoring.records import OutputRecord, iso_utc
 from streams.spec import PipelineSpec
@@ -63,6 +70,17 @@ def psi(
     return np.add.reduceat((a - e) * np.log(a / e), starts)
 
 
+def slice_psi(
+    counts: npt.NDArray[np.int64], reference: npt.NDArray[np.float64], min_events: int
+) -> npt.NDArray[np.float64]:
+    """The PSI of each row of ``counts`` (a slice value's counts in the score bins) against
+    the one ``reference`` distribution; NaN for a row with fewer than ``min_events``."""
+    rows, bins = counts.shape
+    segments = [(i * bins, (i + 1) * bins) for i in range(rows)]
+    values = psi(np.tile(reference, rows), counts.ravel(), segments)
+    return np.where(counts.sum(axis=1) >= min_events, values, np.nan)
+
+
 def level(value: float, warn: float, alert: float) -> str:
     """'alert' above the alert threshold, 'warn' at or above the warn one, else 'ok'."""
     return "alert" if value > alert else "warn" if value >= warn else "ok"
@@ -82,10 +100,14 @@ def load_reference(registry: ModelRegistry, name: str, version: int) -> Referenc
 class _Reference:
     bins: ProfileBins
     names: list[str]  # the columns' names, in profile order
+    slices: SliceDrift | None = None  # the score bins per slice value (monitoring.slices)
 
     @classmethod
-    def compile(cls, profile: ReferenceProfile, columns: Sequence[str]) -> _Reference:
-        return cls(ProfileBins(profile, columns), [c.name for c in profile.columns])
+    def compile(
+        cls, profile: ReferenceProfile, columns: Sequence[str], slices: SliceLayout | None
+    ) -> _Reference:
+        sliced = SliceDrift(slices, profile.score.edges) if slices is not None else None
+        return cls(ProfileBins(profile, columns), [c.name for c in profile.columns], sliced)
 
 
 @dataclass
@@ -98,6 +120,7 @@ class _Window:
     started: float = 0.0  # the clock when its first and last events were counted
     last: float = 0.0
     expected_correct: float = 0.0  # sum over its events: the label-free accuracy estimate
+    slice_counts: npt.NDArray[np.int64] | None = None  # (slice values, score bins)
 
 
 class DriftMonitor:
@@ -132,13 +155,15 @@ class DriftMonitor:
         # The label-free accuracy estimate (streams/monitoring/estimate.py): classifiers only.
         self.estimates = spec.task == "classification"
         self.threshold = spec.model.threshold if spec.model.threshold is not None else 0.5
+        self._slices = SliceLayout.of(spec)
+        self._slice_gauges = SliceGauges(metrics, spec.name)
 
     def use(self, model: str, version: int, profile: ReferenceProfile | None) -> None:
         """Register the profile of a version about to serve (None: it has none)."""
         reference = None
         if profile is not None:
             try:
-                reference = _Reference.compile(profile, self.columns)
+                reference = _Reference.compile(profile, self.columns, self._slices)
             except ValueError as exc:
                 log.warning(
                     "pipeline %s: drift: the reference profile of %s v%d does not fit the"
@@ -153,8 +178,10 @@ class DriftMonitor:
         version: int,
         matrix: npt.NDArray[np.float32],
         scores: npt.NDArray[np.float64],
+        slices: Codes | None = None,
     ) -> list[OutputRecord]:
-        """Count one batch (the exact matrix scored, the primary's scores)."""
+        """Count one batch (the exact matrix scored, the primary's scores, and with
+        ``monitoring.slices`` the events' slice codes, ``SliceLayout.codes``)."""
         if (model, version) != self._serving:
             self._switch(model, version)
         window = self._window
@@ -168,6 +195,9 @@ class DriftMonitor:
                     window.expected_correct += float(
                         expected_correct(scores[rows], self.threshold).sum()
                     )
+                sliced = window.reference.slices
+                if sliced is not None and slices is not None and window.slice_counts is not None:
+                    window.slice_counts += sliced.count(scores[rows], slices[rows])
             if closes:
                 closed.append(self._close(window))
         return closed
@@ -202,6 +232,8 @@ class DriftMonitor:
             return
         counts = np.zeros(reference.bins.size, dtype=np.int64)
         self._window = _Window(model, version, reference, counts)
+        if reference.slices is not None:
+            self._window.slice_counts = reference.slices.empty()
 
     def _forget_series(self, model: str, old: _Window | None) -> None:
         """PSI series of a version that no longer serves would describe the wrong model."""
@@ -214,6 +246,8 @@ class DriftMonitor:
             self._metrics.drift_score_psi.remove(self.pipeline, model)
         with contextlib.suppress(KeyError):
             self._metrics.estimated_accuracy.remove(self.pipeline, model)
+        if old.reference.slices is not None:
+            self._slice_gauges.remove(model, old.reference.slices.rows)
 
     def _close(self, window: _Window) -> OutputRecord:
         reference = window.reference
@@ -230,6 +264,8 @@ class DriftMonitor:
         self._say_alerts(window, values)
         window.counts = np.zeros_like(window.counts)
         window.expected_correct = 0.0
+        if window.slice_counts is not None:
+            window.slice_counts = np.zeros_like(window.slice_counts)
         return record
 
     def _record(self, window: _Window, values: list[float]) -> OutputRecord:
@@ -263,6 +299,8 @@ class DriftMonitor:
             # Label-free (null for regression): the realized figure comes with the labels.
             "estimated_accuracy": self._estimate(window),
         }
+        if reference.slices is not None and window.slice_counts is not None:
+            value["slices"] = self._close_slices(window, reference.slices, window.slice_counts)
         return OutputRecord(self.topic, self._key, orjson.dumps(value))
 
     def _estimate(self, window: _Window) -> float | None:
@@ -270,6 +308,29 @@ class DriftMonitor:
         if not self.estimates:
             return None
         return round(window.expected_correct / max(window.events, 1), 6)
+
+    def _close_slices(
+        self, window: _Window, sliced: SliceDrift, counts: npt.NDArray[np.int64]
+    ) -> dict[str, dict[str, Any]]:
+        """Set the slice PSI gauges; the record's ``slices``: per field, per value seen in
+        the window, its events, PSI (null under MIN_SLICE_EVENTS), level and score shares."""
+        reference = np.asarray(window.reference.bins.profile.score.shares, dtype=np.float64)
+        values = slice_psi(counts, reference, MIN_SLICE_EVENTS)
+        self._slice_gauges.set(window.model, sliced.rows, values.tolist())
+        events = counts.sum(axis=1)
+        shares = np.round(counts / np.maximum(events, 1)[:, None], 6)
+        described: dict[str, dict[str, Any]] = {}
+        for i, (field, label) in enumerate(sliced.rows):
+            if not events[i]:
+                continue
+            value = None if np.isnan(values[i]) else round(float(values[i]), 6)
+            described.setdefault(field, {})[label] = {
+                "events": int(events[i]),
+                "psi": value,
+                "level": None if value is None else level(value, self.warn, self.alert),
+                "shares": shares[i].tolist(),
+            }
+        return described
 
     def _say_alerts(self, window: _Window, values: list[float]) -> None:
         """One warning when a column (or the score) goes above the alert threshold, not one

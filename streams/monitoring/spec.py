@@ -15,6 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 TOPIC_PATTERN = r"^[A-Za-z0-9._-]+$"
 #: Realized accuracy's windows of prediction time when the drift window counts events.
 DEFAULT_PERFORMANCE_BUCKET_SECONDS = 300.0
+#: The most categories a slice field may declare: each value is a label value of the slice
+#: metrics, for every model (and each slice field multiplies the learner's evaluation work).
+MAX_SLICE_VALUES = 20
 
 
 class _Strict(BaseModel):
@@ -205,3 +208,10 @@ class MonitoringSpec(_Strict):
         """The windows of prediction time the learner counts realized accuracy in."""
         bucket = self.performance.bucket_seconds or self.window.seconds
         return bucket if bucket is not None else DEFAULT_PERFORMANCE_BUCKET_SECONDS
+
+    slices: tuple[str, ...] = Field(
+        default=(),
+        description="Event fields (category or bool, at most MAX_SLICE_VALUES categories)"
+        " whose every value gets its own label metrics per model and its own score drift;"
+        " checked against event.fields by the pipeline spec.",
+    )

@@ -11,6 +11,19 @@ the skew check (``streams.learning.skew_check``) asks Feast's offline store for.
 
 One Redis round trip per batch: a small Lua script sets every key of the batch with its TTL
 (client-side cost is building one argument list, not one command object per event).
+
+A record is a 4-byte header length, a JSON header (``t`` predicted at, ``m`` model, ``v``
+version, ``s`` score; with ``monitoring.skew`` ``k`` and ``e``, the entity key and event
+time; with ``monitoring.slices`` ``x``, the event's slice values in the spec's order, each
+a category, a bool or null) and the float32 vector. ``x`` is optional
+both ways: records stored before it (or without slices) decode with ``slices`` None, and a
+reader that does not know it ignores it. Never a pickle.
+
+>>> data = encode_record(1.5, "m", 2, 0.25, np.ones(2, np.float32), slices=["web", True])
+>>> record = decode_record("e1", data)
+>>> record.slices, record.vector.tolist()
+(('web', True), [1.0, 1.0])
+>>> decode_record("e1", encode_record(1.5, "m", 2, 0.25, np.ones(2, np.float32))).slices
 """
 
 from __future__ import annotations
@@ -69,6 +82,8 @@ class Keys:
         self.as_learned_evaluation = f"{self.prefix}:online:evaluation:as_learned"
         #: The learner's concept-drift detectors and realized accuracy per window (JSON).
         self.performance = f"{self.prefix}:online:performance"
+        #: Every model's rolling evaluation per monitoring.slices value (served scores).
+        self.slice_evaluation = f"{self.prefix}:online:evaluation:slices"
         #: Pub/sub channel: the learner publishes each checkpoint's version on it.
         self.checkpoints = f"{self.prefix}:online:checkpoints"
         #: Joined labels handed to the learner, and those it has checkpointed (counters).
@@ -137,6 +152,8 @@ class StoredPrediction:
     # Kept only with monitoring.skew on: what the offline store is asked for (skew check).
     entity_key: str | int | None = None
     event_time: float | None = None  # epoch seconds
+    #: The event's monitoring.slices values as stored (None: stored without them).
+    slices: tuple[str | bool | None, ...] | None = None
 
 
 def encode_record(
@@ -147,10 +164,13 @@ def encode_record(
     vector: npt.NDArray[np.float32],
     entity_key: str | int | None = None,
     event_time: float | None = None,
+    slices: Sequence[str | bool | None] | None = None,
 ) -> bytes:
     fields: dict[str, Any] = {"t": predicted_at, "m": model, "v": version, "s": score}
     if event_time is not None:  # the skew check's: the event's entity key and time
         fields["k"], fields["e"] = entity_key, event_time
+    if slices is not None:  # monitoring.slices: the event's values, in the spec's order
+        fields["x"] = slices
     header = orjson.dumps(fields)
     return _HEADER.pack(len(header)) + header + vector.astype(np.float32).tobytes()
 
@@ -169,7 +189,18 @@ def decode_record(event_id: str, data: bytes) -> StoredPrediction:
         versions={header["m"]: header["v"]},
         entity_key=header.get("k"),
         event_time=header.get("e"),
+        slices=_slice_values(header.get("x")),
     )
+
+
+def _slice_values(stored: object) -> tuple[str | bool | None, ...] | None:
+    """The header's slice values, if they are a list of categories, bools and nulls (what
+    the learner labels a metric with is then checked against the spec's values)."""
+    if not isinstance(stored, list):
+        return None
+    if not all(value is None or isinstance(value, str | bool) for value in stored):
+        return None
+    return tuple(stored)
 
 
 class PredictionStore:
@@ -193,12 +224,14 @@ class PredictionStore:
         infer_seconds: float | None = None,
         skew_keys: tuple[Sequence[str | int], Sequence[float]] | None = None,
         canary: tuple[Sequence[bool], int] | None = None,
+        slices: Sequence[Sequence[str | bool | None]] | None = None,
     ) -> None:
         """Store what each event was served; with ``infer_seconds`` (the model's time on the
         batch) also add it to the version's inference totals (promotion's latency guard).
         ``skew_keys``: each event's entity key and event time, kept with its vector for the
-        skew check (only when the spec's monitoring.skew is on). ``canary``: which rows the
-        canary served and its version; those are stored under the canary arm's name
+        skew check (only when the spec's monitoring.skew is on). ``slices``: each event's
+        monitoring.slices values (``SliceLayout.stored``). ``canary``: which rows the canary
+        served and its version; those are stored under the canary arm's name
         (``streams.scoring.canary.arm_model_name``), so the label join evaluates each arm on
         the events it served."""
         bucket = int(predicted_at // self._bucket_seconds)
@@ -206,9 +239,11 @@ class PredictionStore:
         args += self._inference_args(model, version, infer_seconds, len(event_ids))
         n = len(event_ids)
         entity_keys, event_times = skew_keys if skew_keys is not None else ([None] * n, [None] * n)
+        sliced = slices if slices is not None else [None] * n
         on_canary = canary[0] if canary is not None else [False] * n
         arm = (arm_model_name(model), canary[1]) if canary is not None else (model, version)
-        for i, (event_id, score, row) in enumerate(zip(event_ids, scores, matrix, strict=True)):
+        rows = zip(event_ids, scores, matrix, entity_keys, event_times, sliced, strict=True)
+        for i, (event_id, score, row, entity_key, event_time, values) in enumerate(rows):
             served_by, served_version = arm if on_canary[i] else (model, version)
             args.append(self.keys.prediction(event_id))
             args.append(
@@ -218,8 +253,9 @@ class PredictionStore:
                     served_version,
                     score,
                     row,
-                    entity_keys[i],
-                    event_times[i],
+                    entity_key,
+                    event_time,
+                    slices=values,
                 )  # fmt: skip
             )
         await self._set_many(args=args)

@@ -11,6 +11,7 @@ from typing import Any
 from streams.metrics import Metrics, observe_many
 from streams.monitoring.drift import DriftMonitor
 from streams.monitoring.quality import QualityMonitor
+from streams.monitoring.slices import Codes, SliceLayout
 from streams.scoring.pipeline import ScoredBatch, ScoringPipeline
 from streams.scoring.prediction_store import PredictionStore
 from streams.scoring.publish import Publisher
@@ -43,19 +44,22 @@ class ScoringService:
         self._m_drift = metrics.stage_seconds.labels(name, "drift")
         self._m_end_to_end = metrics.end_to_end_seconds.labels(name)
         self._m_quality = metrics.stage_seconds.labels(name, "quality")
+        # monitoring.slices: each event's slice values, for drift and the label join.
+        self.slices = SliceLayout.of(pipeline.spec)
 
     async def handle(self, messages: Sequence[InputMessage]) -> ScoredBatch:
         scored = await self.pipeline.score_batch(messages)
         records = scored.records
+        codes = self._slice_codes(scored)
         # A closed drift window's record is published with the batch: no extra round trip.
-        if closed := self._count_drift(scored):
+        if closed := self._count_drift(scored, codes):
             records += closed
         if closed := self._count_quality(scored):
             records += closed
         started = time.perf_counter()
         if self.store is not None and scored.events:
             # Remembered for the label join before the inputs are acked: at-least-once too.
-            await asyncio.gather(self.publisher.publish(records), self._remember(scored))
+            await asyncio.gather(self.publisher.publish(records), self._remember(scored, codes))
         else:
             await self.publisher.publish(records)
         self._m_publish.observe(time.perf_counter() - started)
@@ -64,12 +68,17 @@ class ScoringService:
             self._offer_to_shadows(scored)
         return scored
 
-    def _count_drift(self, scored: ScoredBatch) -> list[OutputRecord]:
+    def _slice_codes(self, scored: ScoredBatch) -> Codes | None:
+        if self.slices is None or not scored.events:
+            return None
+        return self.slices.codes([event.fields for event in scored.events], scored.matrix)
+
+    def _count_drift(self, scored: ScoredBatch, codes: Codes | None) -> list[OutputRecord]:
         if self.drift is None or scored.matrix is None or scored.scores is None:
             return []
         started = time.perf_counter()
         closed = self.drift.observe(
-            scored.model, scored.model_version, scored.matrix, scored.scores
+            scored.model, scored.model_version, scored.matrix, scored.scores, codes
         )
         self._m_drift.observe(time.perf_counter() - started)
         return closed
@@ -88,14 +97,16 @@ class ScoringService:
         self._m_quality.observe(time.perf_counter() - started)
         return closed
 
-    async def _remember(self, scored: ScoredBatch) -> None:
+    async def _remember(self, scored: ScoredBatch, codes: Codes | None) -> None:
         assert self.store is not None and scored.matrix is not None
         assert scored.served_scores is not None
         canary = scored.canary_rows
-        skew: dict[str, Any] = {}
+        kept: dict[str, Any] = {}  # what the spec's monitoring asks the store to keep too
         if self.pipeline.spec.monitoring.skew.enabled:  # what the learner asks Feast offline
             entity_keys = [event.entity_key for event in scored.events]
-            skew["skew_keys"] = (entity_keys, scored.event_times.tolist())
+            kept["skew_keys"] = (entity_keys, scored.event_times.tolist())
+        if codes is not None and self.slices is not None:  # monitoring.slices, for the learner
+            kept["slices"] = self.slices.stored(codes)
         await self.store.put_predictions(
             scored.event_ids,
             self.clock(),
@@ -105,7 +116,7 @@ class ScoringService:
             scored.matrix,
             canary=None if canary is None else (canary.tolist(), scored.canary_version),
             infer_seconds=scored.model_seconds,
-            **skew,
+            **kept,
         )
 
     def _offer_to_shadows(self, scored: ScoredBatch) -> None:

@@ -35,6 +35,9 @@ import pytest
         "streams.monitoring.estimate",
         "streams.learning.concept_drift",
         "streams.learning.realized",
+        "streams.monitoring.slices",
+        "streams.learning.slice_evaluation",
+        "streams.scoring.prediction_store",
     ],
 )
 def test_docstring_examples(module: str) -> None:
