@@ -130,7 +130,7 @@ def _earlier_versions(registry: ModelRegistry, name: str, alias: str, current: i
     seen = {current}
     out = []
     for change in reversed(registry.alias_history(name)):
-        if change.alias == alias and change.version not in seen:
+        if change.alias == alias and change.version is not None and change.version not in seen:
             seen.add(change.version)
             out.append(change.version)
     return out

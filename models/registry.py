@@ -114,12 +114,13 @@ class ModelVersion:
 
 
 class AliasChange(BaseModel):
-    """One move of an alias; ``previous`` is what a rollback returns to."""
+    """One move of an alias; ``previous`` is what a rollback returns to. ``version`` None:
+    the alias was removed (a canary rolled back)."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     alias: str
-    version: int
+    version: int | None
     previous: int | None
     at: str
 
@@ -202,18 +203,23 @@ class ModelRegistry:
                     raise AliasMoved(name, alias, expected, found)
             self._move_alias(folder, alias, version)
 
-    def remove_alias(self, name: str, alias: str) -> int:
-        """Remove ``alias`` (``ModelNotFound`` if it is not set); returns the version it
-        pointed at. The champion cannot be removed: workers serve it."""
+    def remove_alias(self, name: str, alias: str, *, expected: int | None | _Any = ANY) -> int:
+        """Remove ``alias`` (``ModelNotFound`` if it is not set), recorded in the history;
+        returns the version it pointed at. The champion cannot be removed: workers serve
+        it. With ``expected``, only while it still points there (else ``AliasMoved``): a
+        rollback never removes a version someone set meanwhile."""
         if alias == CHAMPION:
             msg = f"model {name!r}: the {CHAMPION!r} alias cannot be removed (workers serve it)"
             raise RegistryError(msg)
         folder = self._model_dir(name)
         with _locked(folder):
             current = self._read_aliases(folder)
+            if not isinstance(expected, _Any) and current.aliases.get(alias) != expected:
+                raise AliasMoved(name, alias, expected, current.aliases.get(alias))
             version = self.alias_version(name, alias)
+            change = AliasChange(alias=alias, version=None, previous=version, at=_now())
             aliases = {a: v for a, v in current.aliases.items() if a != alias}
-            updated = _AliasFile(aliases=aliases, history=current.history)
+            updated = _AliasFile(aliases=aliases, history=[*current.history, change])
             self._write_aliases(folder, updated)
         return version
 

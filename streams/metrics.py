@@ -301,6 +301,18 @@ class Metrics:
             "streamscore_online_learned_total", "Labelled events the online model learned.",
             ["pipeline", "model"], registry=r,
         )  # fmt: skip
+        # Canary (spec model.canary): which version serves the canary's share, and how much.
+        self.canary_version = Gauge(
+            "streamscore_canary_version",
+            "The version serving the canary's share of entity keys; 0 while none does (its"
+            " alias absent or removed by a rollback).",
+            ["pipeline", "model"], registry=r,
+        )  # fmt: skip
+        self.canary_predictions = Counter(
+            "streamscore_canary_predictions_total",
+            "Prediction records the canary served (also in streamscore_predictions_total).",
+            ["pipeline", "model"], registry=r,
+        )  # fmt: skip
 
         # --- actions (streams/actions/) ---------------------------------------------------
         self.actions = Counter(

@@ -209,6 +209,25 @@ def _version_text(version: Any) -> Any:
     return version
 
 
+class CanarySpec(_Strict):
+    """Another version of the primary's model serving a share of the entity keys (chosen by
+    a hash of the key, so one key always meets the same model on every worker)."""
+
+    version: str = Field(
+        default="canary",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$",
+        description="The registry alias of the canary's version (not a number: a rollback"
+        " removes the alias; `streamscore models promote NAME V --alias canary` sets it);"
+        " while it is not set, the primary serves every key.",
+    )
+    share: float = Field(
+        gt=0.0,
+        le=0.5,
+        description="Share of entity keys the canary serves (at most half: a canary that"
+        " serves more is a promotion).",
+    )
+
+
 class ModelRef(_Strict):
     name: Name
     version: str = Field(
@@ -227,6 +246,14 @@ class ModelRef(_Strict):
         " --from-stream` sets it), scoring workers score that version in shadow, as"
         " '<name>@challenger', and the label join evaluates it; false: never.",
     )
+    canary: CanarySpec | None = None
+
+    @model_validator(mode="after")
+    def _canary_differs(self) -> ModelRef:
+        if self.canary is not None and self.canary.version == self.version:
+            msg = f"canary.version {self.canary.version!r} is the primary's own version"
+            raise ValueError(msg)
+        return self
 
 
 class OutputSpec(_Strict):

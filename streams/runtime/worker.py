@@ -46,6 +46,7 @@ from streams.runtime.lifecycle import Lifecycle
 from streams.runtime.reach import check_kafka, check_redis
 from streams.runtime.topics import declare_topics_in_time
 from streams.runtime.transport import StreamscoreApp
+from streams.scoring.canary import CANARY
 from streams.scoring.limits import InputLimits
 from streams.scoring.pipeline import ScoringPipeline
 from streams.scoring.prediction_store import PredictionStore
@@ -53,8 +54,13 @@ from streams.scoring.privacy import Privacy
 from streams.scoring.publish import KafkaPublisher, OwnProducer, app_producer
 from streams.scoring.service import ScoringService
 from streams.settings import Settings
-from streams.shadows.challenger import ChallengerShadow, ChallengerWatch
-from streams.shadows.model_follow import AliasFollower, start_serving
+from streams.shadows.challenger import ChallengerShadow, challenger_watch
+from streams.shadows.model_follow import (
+    AliasFollower,
+    OptionalAliasWatch,
+    WatchedChange,
+    start_serving,
+)
 from streams.shadows.shadow import ShadowModel, ShadowRunner
 from streams.spec import PipelineSpec
 
@@ -195,6 +201,7 @@ def _attach_scoring(
     )
     attach_scoring_agent(app, spec, service, Progress(spec, metrics))
     _watch_primary_alias(app, spec, registry, primary, pipeline, metrics, drift)
+    _watch_canary(app, spec, registry, pipeline, metrics)
     _watch_shadows(app, spec, registry, shadow_servings, shadows, metrics)
     if running is not None and spec.challenger_shadow is not None:
         _watch_challenger(app, spec, registry, service, running, runner_for, metrics)
@@ -247,6 +254,42 @@ def _watch_primary_alias(
             pipeline.swap_scorer(new)
 
 
+def _watch_canary(
+    app: faust.App,
+    spec: PipelineSpec,
+    registry: ModelRegistry,
+    pipeline: ScoringPipeline,
+    metrics: Metrics,
+) -> None:
+    """Serve the canary's share with the version its alias names, from start if it is set
+    and as it appears, moves or is removed (a rollback): between batches, like the
+    primary's swaps."""
+    canary = spec.model.canary
+    if canary is None:
+        return
+    watch = OptionalAliasWatch(registry, spec, metrics, canary.version, CANARY)
+    m_version = metrics.canary_version.labels(spec.name, spec.model.name)
+    m_info = metrics.model_info
+
+    def swap(change: WatchedChange | None) -> None:
+        if change is None:
+            return
+        old, new = pipeline.canary, change.scorer
+        if old is not None:
+            m_info.remove(spec.name, CANARY, old.name, str(old.version))
+        if new is not None:
+            m_info.labels(spec.name, CANARY, new.name, str(new.version)).set(1)
+        pipeline.swap_canary(new)
+        m_version.set(0 if new is None else new.version)
+
+    m_version.set(0)
+    swap(watch.check())  # serving from the first batch if the alias is set
+
+    @app.timer(interval=ALIAS_CHECK_SECONDS)  # type: ignore[untyped-decorator]
+    async def follow_canary() -> None:
+        swap(await asyncio.to_thread(watch.check))
+
+
 def _watch_shadows(
     app: faust.App,
     spec: PipelineSpec,
@@ -293,7 +336,7 @@ def _watch_challenger(
 ) -> None:
     """Shadow the primary's ``challenger`` alias while it is set (``streams.shadows.challenger``):
     started, swapped and stopped between batches as the alias moves, without a restart."""
-    watch = ChallengerWatch(registry, spec, metrics)
+    watch = challenger_watch(registry, spec, metrics)
 
     def start(runner: ShadowRunner) -> None:
         running.add(runner)

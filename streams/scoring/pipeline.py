@@ -26,6 +26,7 @@ from models.inputs import InputLayout, Matrix
 from streams.errors import BadInput
 from streams.metrics import DEFAULTED_REASONS, Metrics, observe_many
 from streams.runtime.retrying import within_budget
+from streams.scoring.canary import CANARY, PRIMARY, canary_rows
 from streams.scoring.limits import InputLimits
 from streams.scoring.privacy import NO_PRIVACY, Privacy
 from streams.scoring.records import (
@@ -72,7 +73,11 @@ class ScoredBatch:
     # the spec's privacy); ``events`` keep the real one, for the feature read.
     entity_keys: list[str | int | None] = field(default_factory=list)
     matrix: Matrix | None = None  # the exact vectors scored (shadows reuse them)
-    scores: npt.NDArray[np.float64] | None = None
+    scores: npt.NDArray[np.float64] | None = None  # the primary's, on every row
+    # What each event was served: the primary's score, or on ``canary_rows`` the canary's.
+    served_scores: npt.NDArray[np.float64] | None = None
+    canary_rows: npt.NDArray[np.bool_] | None = None  # None: no canary served this batch
+    canary_version: int = 0
     model: str = ""  # the primary that scored this batch (it can be swapped between batches)
     model_version: int = 0
     # ISO event times of ``events``, formatted once, while the primary's records are encoded,
@@ -128,6 +133,9 @@ class ScoringPipeline:
         self.feature_columns = [feature_column(ref) for ref in spec.features.refs]
         self.freshness = FreshnessPolicy(spec.features)
         self.threshold = spec.model.threshold
+        # The canary's scorer while its version is in the registry (``swap_canary``).
+        self.canary: Scorer | None = None
+        self.canary_share = spec.model.canary.share if spec.model.canary is not None else 0.0
         name = spec.name
         self._metrics = metrics
         self._m_events = metrics.events.labels(name)
@@ -148,8 +156,14 @@ class ScoringPipeline:
         """Use ``scorer`` from the next batch on (a batch already running keeps its own)."""
         self.scorer = scorer
 
+    def swap_canary(self, scorer: Scorer | None) -> None:
+        """Serve the canary's share with ``scorer`` from the next batch on (None: the
+        primary serves every key, e.g. after a rollback removed the canary's alias)."""
+        self.canary = scorer
+
     async def score_batch(self, messages: Sequence[InputMessage]) -> ScoredBatch:
         scorer = self.scorer  # one model for the whole batch, even if swapped meanwhile
+        canary = self.canary
         self._m_events.inc(len(messages))
         self._m_batch_size.observe(len(messages))
         out = ScoredBatch()
@@ -191,13 +205,29 @@ class ScoringPipeline:
         )
         out.model, out.model_version = scorer.name, scorer.version
         out.feature_defaulted = rows.defaulted
-        out.predictions, out.event_time_texts, failed = self._predictions(
-            scorer, out.events, out.entity_keys, rows, out.scores
-        )
+        out.served_scores = out.scores
+        if canary is not None:
+            self._serve_canary(canary, out)
+        out.predictions, out.event_time_texts, failed = self._predictions(scorer, out, rows)
         self._count_features(rows)
         if failed:
             self._drop_unencodable(out, sources, failed)
         return out
+
+    def _serve_canary(self, canary: Scorer, out: ScoredBatch) -> None:
+        """The canary scores its share of the batch's keys (the real keys, not the hashed
+        ones records carry: a spec that starts hashing keys keeps every key's arm)."""
+        assert out.matrix is not None and out.scores is not None
+        rows = canary_rows([event.entity_key for event in out.events], self.canary_share)
+        if not rows.any():
+            return
+        started = time.perf_counter()
+        served = out.scores.copy()
+        served[rows] = canary.score(out.matrix[rows])
+        self._metrics.inference_seconds.labels(self.spec.name, canary.name, CANARY).observe(
+            time.perf_counter() - started
+        )
+        out.served_scores, out.canary_rows, out.canary_version = served, rows, canary.version
 
     def _drop_unencodable(
         self, out: ScoredBatch, sources: list[InputMessage], failed: dict[int, Exception]
@@ -216,6 +246,10 @@ class ScoringPipeline:
         out.entity_keys = [out.entity_keys[i] for i in keep]
         assert out.matrix is not None and out.scores is not None
         out.matrix, out.scores = out.matrix[keep], out.scores[keep]
+        assert out.served_scores is not None
+        out.served_scores = out.served_scores[keep]
+        if out.canary_rows is not None:
+            out.canary_rows = out.canary_rows[keep]
         if out.feature_defaulted is not None:
             out.feature_defaulted = out.feature_defaulted[keep]
 
@@ -248,15 +282,18 @@ class ScoringPipeline:
         )
 
     def _predictions(
-        self,
-        scorer: Scorer,
-        events: list[Event],
-        entity_keys: list[str | int | None],
-        rows: ServedFeatures,
-        scores: npt.NDArray[np.float64],
+        self, scorer: Scorer, out: ScoredBatch, rows: ServedFeatures
     ) -> tuple[list[OutputRecord], list[str], dict[int, Exception]]:
         """The prediction records and ISO event times of the events that could be encoded,
-        and the error of each that could not, by its index in ``events``."""
+        and the error of each that could not, by its index in ``out.events``."""
+        events, entity_keys = out.events, out.entity_keys
+        assert out.served_scores is not None
+        scores = out.served_scores
+        # Records say which arm served them whenever the spec declares a canary.
+        with_arm = self.spec.model.canary is not None
+        on_canary: list[bool] = (
+            out.canary_rows.tolist() if out.canary_rows is not None else [False] * len(events)
+        )
         topic = self.spec.output.topic
         columns = self.feature_columns
         threshold = self.threshold
@@ -279,11 +316,12 @@ class ScoringPipeline:
             )
             try:
                 event_time = iso_utc(event.time)
+                canary = on_canary[i]
                 value = encode_prediction(
                     event_id=event.event_id,
                     entity_key=entity_key,
                     model=scorer.name,
-                    version=scorer.version,
+                    version=out.canary_version if canary else scorer.version,
                     score=score,
                     decision=None if threshold is None else score >= threshold,
                     features=dict(zip(columns, values[i], strict=True)),
@@ -293,6 +331,7 @@ class ScoringPipeline:
                     stale_views=None if stale_views is None else stale_views[i],
                     event_time=event_time,
                     scored_at=scored_at,
+                    served_by=(CANARY if canary else PRIMARY) if with_arm else None,
                 )
                 key = event.event_id.encode()
             except UNENCODABLE as exc:
@@ -301,6 +340,9 @@ class ScoringPipeline:
             records.append(OutputRecord(topic, key, value))
             event_times.append(event_time)
         self._metrics.predictions.labels(self.spec.name, scorer.name).inc(len(records))
+        if out.canary_rows is not None:
+            served = sum(on_canary[i] for i in range(len(events)) if i not in failed)
+            self._metrics.canary_predictions.labels(self.spec.name, scorer.name).inc(served)
         return records, event_times, failed
 
     def _feature_ages(self, ages: npt.NDArray[np.float64]) -> list[dict[str, float]]:

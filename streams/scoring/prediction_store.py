@@ -38,6 +38,8 @@ import numpy.typing as npt
 import orjson
 import redis.asyncio as aioredis
 
+from streams.scoring.canary import arm_model_name
+
 # ARGV: ttl, counter key ('' for none), counter increment, inference hash ('' for none),
 # its model@version, the batch's inference seconds, its events, then key/value pairs.
 SET_MANY_WITH_TTL = """
@@ -221,26 +223,40 @@ class PredictionStore:
         matrix: npt.NDArray[np.float32],
         infer_seconds: float | None = None,
         skew_keys: tuple[Sequence[str | int], Sequence[float]] | None = None,
+        canary: tuple[Sequence[bool], int] | None = None,
         slices: Sequence[Sequence[str | bool | None]] | None = None,
     ) -> None:
-        """Store the batch's predictions; with ``infer_seconds`` (the model's time on the
+        """Store what each event was served; with ``infer_seconds`` (the model's time on the
         batch) also add it to the version's inference totals (promotion's latency guard).
         ``skew_keys``: each event's entity key and event time, kept with its vector for the
         skew check (only when the spec's monitoring.skew is on). ``slices``: each event's
-        monitoring.slices values (``SliceLayout.stored``)."""
+        monitoring.slices values (``SliceLayout.stored``). ``canary``: which rows the canary
+        served and its version; those are stored under the canary arm's name
+        (``streams.scoring.canary.arm_model_name``), so the label join evaluates each arm on
+        the events it served."""
         bucket = int(predicted_at // self._bucket_seconds)
         args: list[Any] = [self.ttl_seconds, self.keys.predicted_bucket(bucket), len(event_ids)]
         args += self._inference_args(model, version, infer_seconds, len(event_ids))
         n = len(event_ids)
         entity_keys, event_times = skew_keys if skew_keys is not None else ([None] * n, [None] * n)
         sliced = slices if slices is not None else [None] * n
+        on_canary = canary[0] if canary is not None else [False] * n
+        arm = (arm_model_name(model), canary[1]) if canary is not None else (model, version)
         rows = zip(event_ids, scores, matrix, entity_keys, event_times, sliced, strict=True)
-        for event_id, score, row, entity_key, event_time, values in rows:
+        for i, (event_id, score, row, entity_key, event_time, values) in enumerate(rows):
+            served_by, served_version = arm if on_canary[i] else (model, version)
             args.append(self.keys.prediction(event_id))
             args.append(
                 encode_record(
-                    predicted_at, model, version, score, row, entity_key, event_time, slices=values
-                )
+                    predicted_at,
+                    served_by,
+                    served_version,
+                    score,
+                    row,
+                    entity_key,
+                    event_time,
+                    slices=values,
+                )  # fmt: skip
             )
         await self._set_many(args=args)
 

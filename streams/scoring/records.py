@@ -78,13 +78,15 @@ def encode_prediction(
     scored_at: str,
     feature_ages: dict[str, float] | None = None,
     stale_views: list[str] | None = None,
+    served_by: str | None = None,
 ) -> bytes:
     """One prediction record. ``decision`` is present only when the spec sets a threshold,
     ``entity_key`` only when it is not None (the spec's privacy drops it).
 
     ``feature_ages``: seconds from each feature view's row to the event (NaN, encoded null,
     where the store had no row); ``stale_views``: the views whose row was older than the
-    spec's ``features.max_age_seconds``, present only when the spec sets it.
+    spec's ``features.max_age_seconds``, present only when the spec sets it; ``served_by``:
+    ``primary`` or ``canary``, present only when the spec declares a ``model.canary``.
 
     Both times come formatted (``iso_utc``): ``scored_at`` is the same for a whole batch,
     and ``event_time`` is formatted once per event for the primary's record and every
@@ -98,6 +100,8 @@ def encode_prediction(
     record["score"] = score
     if decision is not None:
         record["decision"] = decision
+    if served_by is not None:
+        record["served_by"] = served_by
     record["features"] = features
     record["features_defaulted"] = bool(defaulted)
     record["defaulted_features"] = defaulted

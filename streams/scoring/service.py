@@ -98,7 +98,9 @@ class ScoringService:
         return closed
 
     async def _remember(self, scored: ScoredBatch, codes: Codes | None) -> None:
-        assert self.store is not None and scored.matrix is not None and scored.scores is not None
+        assert self.store is not None and scored.matrix is not None
+        assert scored.served_scores is not None
+        canary = scored.canary_rows
         kept: dict[str, Any] = {}  # what the spec's monitoring asks the store to keep too
         if self.pipeline.spec.monitoring.skew.enabled:  # what the learner asks Feast offline
             entity_keys = [event.entity_key for event in scored.events]
@@ -110,8 +112,9 @@ class ScoringService:
             self.clock(),
             scored.model,
             scored.model_version,
-            scored.scores.tolist(),
+            scored.served_scores.tolist(),
             scored.matrix,
+            canary=None if canary is None else (canary.tolist(), scored.canary_version),
             infer_seconds=scored.model_seconds,
             **kept,
         )

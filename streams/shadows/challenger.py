@@ -15,19 +15,16 @@ Only the spec's ``model.follow_challenger: false`` turns it off.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
-from models.errors import ModelRefused, RegistryError
-from models.fitness import Layout, load_checked
 from models.inputs import Matrix
-from models.registry import ALIASES_FILE, CHALLENGER, ModelRegistry
+from models.registry import CHALLENGER, ModelRegistry
 from models.scorer import OnnxScorer
 from streams.metrics import Metrics
+from streams.shadows.model_follow import OptionalAliasWatch, WatchedChange
 from streams.shadows.shadow import ShadowRunner
 from streams.spec import PipelineSpec
 
@@ -51,88 +48,11 @@ class ChallengerModel:
         return self.scorer.score(matrix)
 
 
-@dataclass(frozen=True)
-class ChallengerChange:
-    """What the alias did: a version to shadow now, or ``None``: the alias was removed."""
-
-    scorer: OnnxScorer | None
-
-
-_Signature = tuple[int, int, int, int] | None
-
-
-class ChallengerWatch:
-    """Where the primary's ``challenger`` alias points. ``check`` is blocking (it may load a
-    model): run it off the event loop."""
-
-    def __init__(self, registry: ModelRegistry, spec: PipelineSpec, metrics: Metrics) -> None:
-        self.registry = registry
-        self.pipeline = spec.name
-        self.name = spec.model.name
-        self.version: int | None = None  # the version shadowed now
-        self._path = registry.root / self.name / ALIASES_FILE
-        self._seen: _Signature | str = "unread"
-        self._layouts = [Layout.of(spec)]
-        self._refused: set[int] = set()
-        self._last_error = ""
-        self._m_refusals = metrics.model_refusals
-        self._m_refused_version = metrics.model_refused_version.labels(
-            spec.name, self.name, CHALLENGER
-        )
-
-    def check(self) -> ChallengerChange | None:
-        signature = self._signature()
-        if signature == self._seen:
-            return None
-        self._seen = signature
-        try:
-            target = self.registry.aliases(self.name).get(CHALLENGER) if signature else None
-        except RegistryError as exc:  # aliases.json unreadable: keep what is shadowed
-            if str(exc) != self._last_error:
-                self._last_error = str(exc)
-                log.warning("pipeline %s: cannot read the %s alias: %s", self.pipeline, ROLE, exc)
-            return None
-        self._last_error = ""
-        if target == self.version:
-            return None
-        if target is None:
-            log.info(
-                "pipeline %s: %s alias of %s removed; no longer shadowing v%s",
-                self.pipeline, ROLE, self.name, self.version,
-            )  # fmt: skip
-            self.version = None
-            self._m_refused_version.set(0)
-            return ChallengerChange(None)
-        try:
-            scorer = load_checked(self.registry, self.name, target, self._layouts)
-        except ModelRefused as refused:
-            self._refuse(refused)
-            return None
-        log.info(
-            "pipeline %s: shadowing %s v%d (alias %r)", self.pipeline, self.name, target, CHALLENGER
-        )
-        self.version = target
-        self._m_refused_version.set(0)
-        return ChallengerChange(scorer)
-
-    def _refuse(self, refused: ModelRefused) -> None:
-        self._m_refused_version.set(refused.version)
-        if refused.version in self._refused:
-            return  # warned once already
-        self._refused.add(refused.version)
-        self._m_refusals.labels(self.pipeline, self.name, CHALLENGER, refused.reason).inc()
-        log.warning(
-            "pipeline %s: alias %r moved to a version it refuses: %s; %s",
-            self.pipeline, CHALLENGER, refused,
-            f"still shadowing v{self.version}" if self.version else "shadowing none",
-        )  # fmt: skip
-
-    def _signature(self) -> _Signature:
-        try:
-            stat = os.stat(self._path)
-        except FileNotFoundError:
-            return None
-        return (stat.st_ino, stat.st_dev, stat.st_mtime_ns, stat.st_size)
+def challenger_watch(
+    registry: ModelRegistry, spec: PipelineSpec, metrics: Metrics
+) -> OptionalAliasWatch:
+    """The watch on the primary's ``challenger`` alias."""
+    return OptionalAliasWatch(registry, spec, metrics, CHALLENGER, ROLE)
 
 
 class ChallengerShadow:
@@ -158,7 +78,7 @@ class ChallengerShadow:
         self._stop = stop
         self._m_info = metrics.model_info
 
-    def apply(self, change: ChallengerChange) -> None:
+    def apply(self, change: WatchedChange) -> None:
         """On the event loop, between batches."""
         runner = self.runner
         if runner is not None:

@@ -14,10 +14,12 @@ promotion costs one warning per worker, not a crash of every worker following th
 from __future__ import annotations
 
 import logging
+import os
+from dataclasses import dataclass
 
 from models.errors import ModelRefused, RegistryError
 from models.fitness import REFUSAL_REASONS, Layout, Serving, load_checked, load_serving
-from models.registry import ModelRegistry
+from models.registry import ALIASES_FILE, ModelRegistry
 from models.scorer import OnnxScorer
 from models.watch import AliasWatcher
 from streams.metrics import Metrics
@@ -136,3 +138,95 @@ class AliasFollower:
             "pipeline %s: alias %r moved to a version it refuses: %s; still serving version %d",
             self.pipeline, self.alias, refused, self.scorer.version,
         )  # fmt: skip
+
+
+_Signature = tuple[int, int, int, int] | None
+
+
+@dataclass(frozen=True)
+class WatchedChange:
+    """What the alias did: a version to serve now, or ``None``: the alias was removed."""
+
+    scorer: OnnxScorer | None
+
+
+class OptionalAliasWatch:
+    """Where an alias of the primary's model points that may come and go (``challenger``,
+    ``canary``): ``check`` says when it appears, moves to a version that loads and fits, or
+    is removed. A version it refuses is logged and counted once, and whatever served before
+    keeps serving. ``check`` is blocking (it may load a model): run it off the event loop."""
+
+    def __init__(
+        self, registry: ModelRegistry, spec: PipelineSpec, metrics: Metrics, alias: str,
+        role: str,
+    ) -> None:  # fmt: skip
+        self.registry = registry
+        self.alias = alias
+        self.role = role
+        self.pipeline = spec.name
+        self.name = spec.model.name
+        self.version: int | None = None  # the version shadowed now
+        self._path = registry.root / self.name / ALIASES_FILE
+        self._seen: _Signature | str = "unread"
+        self._layouts = [Layout.of(spec)]
+        self._refused: set[int] = set()
+        self._last_error = ""
+        self._m_refusals = metrics.model_refusals
+        self._m_refused_version = metrics.model_refused_version.labels(spec.name, self.name, alias)
+
+    def check(self) -> WatchedChange | None:
+        signature = self._signature()
+        if signature == self._seen:
+            return None
+        self._seen = signature
+        try:
+            target = self.registry.aliases(self.name).get(self.alias) if signature else None
+        except RegistryError as exc:  # aliases.json unreadable: keep what is shadowed
+            if str(exc) != self._last_error:
+                self._last_error = str(exc)
+                log.warning(
+                    "pipeline %s: cannot read the %s alias: %s", self.pipeline, self.alias, exc
+                )
+            return None
+        self._last_error = ""
+        if target == self.version:
+            return None
+        if target is None:
+            log.info(
+                "pipeline %s: %s alias of %s removed; v%s no longer serves as %s",
+                self.pipeline, self.alias, self.name, self.version, self.role,
+            )  # fmt: skip
+            self.version = None
+            self._m_refused_version.set(0)
+            return WatchedChange(None)
+        try:
+            scorer = load_checked(self.registry, self.name, target, self._layouts)
+        except ModelRefused as refused:
+            self._refuse(refused)
+            return None
+        log.info(
+            "pipeline %s: %s v%d serves as %s (alias %r)",
+            self.pipeline, self.name, target, self.role, self.alias,
+        )  # fmt: skip
+        self.version = target
+        self._m_refused_version.set(0)
+        return WatchedChange(scorer)
+
+    def _refuse(self, refused: ModelRefused) -> None:
+        self._m_refused_version.set(refused.version)
+        if refused.version in self._refused:
+            return  # warned once already
+        self._refused.add(refused.version)
+        self._m_refusals.labels(self.pipeline, self.name, self.alias, refused.reason).inc()
+        log.warning(
+            "pipeline %s: alias %r moved to a version it refuses: %s; %s",
+            self.pipeline, self.alias, refused,
+            f"still serving v{self.version}" if self.version else f"no {self.role} serves",
+        )  # fmt: skip
+
+    def _signature(self) -> _Signature:
+        try:
+            stat = os.stat(self._path)
+        except FileNotFoundError:
+            return None
+        return (stat.st_ino, stat.st_dev, stat.st_mtime_ns, stat.st_size)

@@ -18,7 +18,7 @@ from models.errors import RegistryError
 from models.registry import CHALLENGER, CHAMPION, ModelRegistry
 from streams.learning.join import LabelJoiner
 from streams.metrics import Metrics
-from streams.shadows.challenger import ChallengerModel, ChallengerShadow, ChallengerWatch
+from streams.shadows.challenger import ChallengerModel, ChallengerShadow, challenger_watch
 from streams.shadows.shadow import ShadowRunner
 from streams.spec import LabelsSpec
 from tests.unit.test_model_refusal import COLUMNS, fields, onnx_of_width
@@ -60,7 +60,7 @@ async def test_the_challenger_is_shadowed_while_its_alias_is_set(registry: Model
         tasks.pop(runner).cancel()
         runner.close()
 
-    watch = ChallengerWatch(registry, SPEC, metrics)
+    watch = challenger_watch(registry, SPEC, metrics)
     challenger = ChallengerShadow(SPEC, metrics, make_runner, start, stop)
     batches = iter(range(100))
 
@@ -128,7 +128,7 @@ def test_the_label_join_reads_the_challengers_scores_unless_the_spec_opts_out() 
 
 def test_a_challenger_model_scores_as_its_version(registry: ModelRegistry) -> None:
     metrics = Metrics()
-    watch = ChallengerWatch(registry, SPEC, metrics)
+    watch = challenger_watch(registry, SPEC, metrics)
     registry.set_alias(NAME, CHALLENGER, 3)
     change = watch.check()
     assert change is not None and change.scorer is not None
