@@ -102,6 +102,8 @@ class ScoringService:
         assert scored.served_scores is not None
         canary = scored.canary_rows
         kept: dict[str, Any] = {}  # what the spec's monitoring asks the store to keep too
+        if canary is not None:  # which rows the canary served (model.canary)
+            kept["canary"] = (canary.tolist(), scored.canary_version)
         if self.pipeline.spec.monitoring.skew.enabled:  # what the learner asks Feast offline
             entity_keys = [event.entity_key for event in scored.events]
             kept["skew_keys"] = (entity_keys, scored.event_times.tolist())
@@ -114,7 +116,6 @@ class ScoringService:
             scored.model_version,
             scored.served_scores.tolist(),
             scored.matrix,
-            canary=None if canary is None else (canary.tolist(), scored.canary_version),
             infer_seconds=scored.model_seconds,
             **kept,
         )

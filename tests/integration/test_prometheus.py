@@ -100,8 +100,19 @@ def live_pipeline(card_fraud: PreparedPipeline) -> tuple[Path, PipelineSpec]:
     }
     # Drift windows of 1,000 events close every few seconds at LOAD_RATE: the PSI series
     # and the drift alerts' expressions have data well within the test's waits.
-    monitoring = {"window": {"events": 1000}}
-    return card_fraud.variant(suffix, labels=labels, monitoring=monitoring)
+    # Every monitor on, so that every metric family and dashboard panel has data: a few
+    # labelled predictions checked against the offline store, slices, a declared canary
+    # (its alias unset: the primary serves every key).
+    monitoring = {
+        "window": {"events": 1000},
+        "skew": {"sample_rate": 0.02},
+        "slices": ["channel", "is_foreign"],
+    }
+    model = {
+        **card_fraud.spec.model.model_dump(mode="json", exclude_none=True),
+        "canary": {"share": 0.1},
+    }
+    return card_fraud.variant(suffix, labels=labels, monitoring=monitoring, model=model)
 
 
 async def _load(spec: PipelineSpec, bootstrap: str, stop: asyncio.Event) -> None:
