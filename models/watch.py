@@ -16,7 +16,17 @@ from typing import Literal
 
 from models.registry import ALIASES_FILE, ModelRegistry
 
-_Signature = tuple[int, int, int, int] | None
+Signature = tuple[int, int, int, int] | None
+
+
+def file_signature(path: os.PathLike[str] | str) -> Signature:
+    """What tells one version of ``aliases.json`` from the next without reading it: its
+    inode, device, mtime and size (None while there is no file)."""
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (stat.st_ino, stat.st_dev, stat.st_mtime_ns, stat.st_size)
 
 
 class AliasWatcher:
@@ -36,7 +46,7 @@ class AliasWatcher:
         self.alias = alias
         self._path = registry.root / name / ALIASES_FILE
         if current is None:
-            self._seen: _Signature | Literal["unread"] = self._signature()
+            self._seen: Signature | Literal["unread"] = self._signature()
             self.version: int = self._pointed_at()
         else:
             self._seen = "unread"  # the first check compares the file with ``current``
@@ -60,12 +70,8 @@ class AliasWatcher:
         self.version = target
         return target
 
-    def _signature(self) -> _Signature:
-        try:
-            stat = os.stat(self._path)
-        except FileNotFoundError:
-            return None
-        return (stat.st_ino, stat.st_dev, stat.st_mtime_ns, stat.st_size)
+    def _signature(self) -> Signature:
+        return file_signature(self._path)
 
     def _pointed_at(self) -> int:
         return self.registry.alias_version(self.name, self.alias)

@@ -14,14 +14,13 @@ promotion costs one warning per worker, not a crash of every worker following th
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 
 from models.errors import ModelRefused, RegistryError
 from models.fitness import REFUSAL_REASONS, Layout, Serving, load_checked, load_serving
 from models.registry import ALIASES_FILE, ModelRegistry
 from models.scorer import OnnxScorer
-from models.watch import AliasWatcher
+from models.watch import AliasWatcher, Signature, file_signature
 from streams.metrics import Metrics
 from streams.spec import ModelRef, PipelineSpec, ShadowRef
 
@@ -140,9 +139,6 @@ class AliasFollower:
         )  # fmt: skip
 
 
-_Signature = tuple[int, int, int, int] | None
-
-
 @dataclass(frozen=True)
 class WatchedChange:
     """What the alias did: a version to serve now, or ``None``: the alias was removed."""
@@ -167,7 +163,7 @@ class OptionalAliasWatch:
         self.name = spec.model.name
         self.version: int | None = None  # the version shadowed now
         self._path = registry.root / self.name / ALIASES_FILE
-        self._seen: _Signature | str = "unread"
+        self._seen: Signature | str = "unread"
         self._layouts = [Layout.of(spec)]
         self._refused: set[int] = set()
         self._last_error = ""
@@ -224,9 +220,5 @@ class OptionalAliasWatch:
             f"still serving v{self.version}" if self.version else f"no {self.role} serves",
         )  # fmt: skip
 
-    def _signature(self) -> _Signature:
-        try:
-            stat = os.stat(self._path)
-        except FileNotFoundError:
-            return None
-        return (stat.st_ino, stat.st_dev, stat.st_mtime_ns, stat.st_size)
+    def _signature(self) -> Signature:
+        return file_signature(self._path)
