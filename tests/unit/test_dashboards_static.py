@@ -339,6 +339,66 @@ def test_the_model_health_dashboard_shows_drift_freshness_and_dead_letters() -> 
         assert metric in exprs, metric
 
 
+def test_the_model_health_dashboard_shows_every_signal_in_its_row() -> None:
+    """Data quality and volume, skew, performance, slices, models and actions: each row
+    draws its metrics, and every panel says what it shows."""
+    dashboard = load_dashboard(DASHBOARD_DIR / "model_health.json")
+    rows: dict[str, str] = {}
+    row = ""
+    for panel in panels(dashboard):
+        if panel["type"] == "row":
+            row = panel["title"]
+            continue
+        assert panel["title"] and panel["description"], panel["id"]
+        rows[row] = rows.get(row, "") + " ".join(t["expr"] for t in panel["targets"])
+    expected = {
+        "Data quality and volume": (
+            'streamscore_data_quality_ratio{pipeline=~"$pipeline", check="missing"}',
+            'check=~"at_min|at_max"',
+            'check="unknown"',
+            "pipeline:streamscore_events:rate10m",
+            "pipeline:streamscore_events:rate_baseline",
+            "pipeline:streamscore_events:volume_drop_ratio",
+            "pipeline:streamscore_events:volume_spike_ratio",
+            "pipeline:streamscore_events:baseline_days",
+            'stage=~"quality|drift"',
+        ),
+        "Online/offline skew": (
+            "streamscore_skew_checked_total",
+            "streamscore_skew_mismatched_total",
+            "streamscore_skew_max_abs_difference",
+            "streamscore_skew_unchecked_total",
+        ),
+        "Performance: estimated, realized, concept drift": (
+            "streamscore_estimated_accuracy",
+            "streamscore_realized_accuracy{",
+            "streamscore_estimated_minus_realized_accuracy",
+            "time() - max by (pipeline, model)"
+            " (streamscore_realized_accuracy_window_start_timestamp_seconds",
+            "streamscore_concept_drift_detections_total",
+            "streamscore_concept_drift_error_mean",
+        ),
+        "Slices": (
+            "streamscore_slice_score_psi",
+            "delta(streamscore_slice_score_psi",
+            'streamscore_slice_online_metric{pipeline=~"$pipeline", metric="accuracy"}',
+            'metric="window_count"',
+        ),
+        "Models and actions": (
+            'model=~".+@challenger"',
+            'role="challenger"',
+            "streamscore_canary_version",
+            "streamscore_canary_predictions_total",
+            'model=~".+@canary"',
+            "increase(streamscore_actions_total",
+        ),
+    }
+    for title, exprs in expected.items():
+        assert title in rows, f"no row {title!r}"
+        for expr in exprs:
+            assert expr in rows[title], f"{title}: {expr}"
+
+
 def test_a_panel_added_to_a_row_is_laid_out_after_the_others() -> None:
     from streams.monitoring.dashboard import ROWS, Panel, Row, Target, layout
 

@@ -42,6 +42,7 @@ import pytest
         "streams.monitoring.reading",
         "streams.monitoring.health",
         "streams.monitoring.dashboard",
+        "streams.monitoring.dashboard.panel",
     ],
 )
 def test_docstring_examples(module: str) -> None:
