@@ -22,7 +22,9 @@ from streams.spec import TrainModel, load_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = ROOT / "streams" / "specs" / "card_fraud.yaml"
-TIME_BOUND = 30.0  # seconds: every failure below comes well inside it
+# A hang guard only: a loaded 2-core machine has taken 30 s to start `validate`, which imports
+# Feast with its type checks. What must be quick is timed beyond the start-up (``startup``).
+TIME_BOUND = 120.0
 
 
 def run(
@@ -50,6 +52,15 @@ def one_line_error(stderr: str) -> str:
     assert lines[0].startswith("error: "), stderr
     assert "Traceback" not in stderr
     return lines[0]
+
+
+@pytest.fixture(scope="module")
+def startup() -> float:
+    """Seconds the command line takes to start and exit on this machine now (its imports):
+    a bounded wait is asserted beyond this, so the bound holds however loaded the machine."""
+    code, _, _, elapsed = run("--version")
+    assert code == 0
+    return elapsed
 
 
 @pytest.fixture
@@ -87,7 +98,7 @@ def test_an_unreachable_broker_is_one_line_naming_the_setting(
 
 
 def test_a_broker_that_never_answers_is_given_up_after_the_connect_timeout(
-    silent_port: int,
+    silent_port: int, startup: float
 ) -> None:
     env = {
         "STREAMSCORE_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{silent_port}",
@@ -98,7 +109,7 @@ def test_a_broker_that_never_answers_is_given_up_after_the_connect_timeout(
     line = one_line_error(stderr)
     assert "no answer in 1 s" in line
     assert "STREAMSCORE_KAFKA_CONNECT_TIMEOUT_SECONDS" in line
-    assert elapsed < 15  # the client's own timeouts alone are 40 s
+    assert elapsed < startup + 15  # the client's own timeouts alone are 40 s
 
 
 def test_a_worker_with_unreachable_redis_stops_in_one_line(refused_port: int) -> None:
@@ -121,7 +132,7 @@ def test_features_apply_with_unreachable_redis_stops_in_one_line(refused_port: i
 
 
 def test_a_redis_that_never_answers_is_given_up_after_the_connect_timeout(
-    silent_port: int,
+    silent_port: int, startup: float
 ) -> None:
     env = {
         "STREAMSCORE_REDIS_URL": f"redis://:secret-password@127.0.0.1:{silent_port}/0",
@@ -133,7 +144,7 @@ def test_a_redis_that_never_answers_is_given_up_after_the_connect_timeout(
     line = one_line_error(stderr)
     assert "STREAMSCORE_REDIS_URL" in line
     assert "secret-password" not in line
-    assert elapsed < 15
+    assert elapsed < startup + 15
 
 
 def test_a_metrics_port_in_use_names_the_setting() -> None:
