@@ -72,18 +72,22 @@ class GuardRunner:
         self._m_metric = metrics.guard_metric
         self._publish()  # every series from the start (increase() and the panels need them)
 
-    async def after_batch(self) -> None:
-        """Follow the aliases, judge, act on the verdicts (called after each checkpoint)."""
-        guard = self.guard
+    async def look(self) -> None:
+        """Follow the registry's aliases (before a batch's labels are observed, so that the
+        labels of a canary that just appeared count)."""
         try:
-            aliases = await asyncio.to_thread(self.registry.aliases, guard.model)
-        except RegistryError as exc:  # unreadable aliases: judge again after the next batch
+            aliases = await asyncio.to_thread(self.registry.aliases, self.guard.model)
+        except RegistryError as exc:  # unreadable aliases: the watches stay as they are
             if str(exc) != self._last_error:
                 self._last_error = str(exc)
                 log.warning("pipeline %s: guard: %s", self.spec.name, exc)
             return
         self._last_error = ""
-        guard.follow(aliases)
+        self.guard.follow(aliases)
+
+    async def judge(self) -> None:
+        """Judge the watches and carry out the rollbacks (after the batch's checkpoint)."""
+        guard = self.guard
         for verdict in guard.verdicts():
             if verdict.rollback:
                 await self._roll_back(verdict)

@@ -262,6 +262,8 @@ class LearnerService:
         duplicates = len(records) - len(fresh)
         if duplicates:
             self._m_duplicates.inc(duplicates)
+        if self.guard is not None:
+            await self.guard.look()
         # River is pure Python: learning and serializing the checkpoint would stall the event
         # loop (and with it the scoring agent), so they run in a thread.
         args = await asyncio.to_thread(self._learn, fresh, len(records))
@@ -278,7 +280,7 @@ class LearnerService:
         evidence = entries(fresh, skip=self.online.name if self.online is not None else None)
         await self._redis("evidence", lambda: self._evidence.add(evidence))
         if self.guard is not None:  # only the owner gets here: a fenced learner never acts
-            await self.guard.after_batch()
+            await self.guard.judge()
         self._publish_metrics(len(fresh))
         await self._update_coverage()
         return len(fresh)

@@ -218,16 +218,24 @@ def sample(metrics: Metrics, name: str, **labels: str) -> float | None:
     return metrics.registry.get_sample_value(name, {"pipeline": "unit", "model": MODEL, **labels})
 
 
+async def batch(runner: GuardRunner, labels: list[dict]) -> None:
+    """What the learner does with a batch: look at the aliases, observe, (checkpoint), judge."""
+    await runner.look()
+    runner.guard.observe(labels)
+    await runner.judge()
+
+
 async def test_a_bad_canary_loses_its_alias_and_the_rollback_is_recorded(registry) -> None:
     metrics = Metrics()
     runner, recorded = runner_for(registry, metrics)
     rollbacks = {"watch": "canary"}
     assert sample(metrics, "streamscore_guard_rollbacks_total", **rollbacks) == 0
     registry.set_alias(MODEL, "canary", 2)
-    await runner.after_batch()
+    await batch(runner, primary(1) + canary(2, right=False, n=N - 1))
     assert sample(metrics, "streamscore_guard_watched_version", watch="canary") == 2
-    runner.guard.observe(primary(1) + canary(2, right=False))
-    await runner.after_batch()
+    assert sample(metrics, "streamscore_guard_labels", watch="canary", arm="candidate") == N - 1
+    assert registry.aliases(MODEL)["canary"] == 2 and recorded == []
+    await batch(runner, canary(2, right=False, n=1))
     assert "canary" not in registry.aliases(MODEL)
     (record,) = recorded
     assert (record["action"], record["decided_by"], record["alias"]) == (
@@ -237,38 +245,29 @@ async def test_a_bad_canary_loses_its_alias_and_the_rollback_is_recorded(registr
     assert record["evidence"]["labels"] == N and record["reasons"]
     assert sample(metrics, "streamscore_guard_rollbacks_total", **rollbacks) == 1
     assert sample(metrics, "streamscore_guard_watched_version", watch="canary") == 0
-    await runner.after_batch()  # judged once: nothing more to do
+    await batch(runner, canary(2, right=False))  # late labels of the removed canary
     assert len(recorded) == 1
 
 
 async def test_a_canary_moved_meanwhile_is_not_rolled_back(registry) -> None:
     runner, recorded = runner_for(registry, Metrics())
     registry.set_alias(MODEL, "canary", 2)
-    await runner.after_batch()
+    await runner.look()
     runner.guard.observe(primary(1) + canary(2, right=False))
-    # A person moves the canary between the guard's read and its write: theirs wins.
-    follow = runner.guard.follow
-
-    def moved_meanwhile(aliases) -> None:
-        follow(aliases)
-        registry.set_alias(MODEL, "canary", 3)
-
-    runner.guard.follow = moved_meanwhile  # type: ignore[method-assign]
-    await runner.after_batch()
+    # A person moves the canary between the guard's look and its write: theirs wins.
+    registry.set_alias(MODEL, "canary", 3)
+    await runner.judge()
     assert registry.aliases(MODEL)["canary"] == 3 and recorded == []
 
 
 async def test_a_bad_promotion_is_moved_back(registry) -> None:
     runner, recorded = runner_for(registry, Metrics())
-    await runner.after_batch()  # sees champion v1
-    runner.guard.observe(primary(1))
+    await batch(runner, primary(1))  # the first look: champion v1, unwatched
     registry.set_alias(MODEL, CHAMPION, 3)
-    await runner.after_batch()
-    runner.guard.observe(primary(3, right=False))
-    await runner.after_batch()
+    await batch(runner, primary(3, right=False))
     assert registry.aliases(MODEL)[CHAMPION] == 1
     (record,) = recorded
     assert (record["alias"], record["from_version"], record["to_version"]) == (CHAMPION, 3, 1)
     assert record["evidence"]["watch"] == "promotion"
-    await runner.after_batch()  # the move back is the guard's own: not watched
+    await batch(runner, primary(1))  # the move back is the guard's own: not watched
     assert runner.guard.promotion is None and registry.aliases(MODEL)[CHAMPION] == 1
