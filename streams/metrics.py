@@ -331,8 +331,9 @@ class Metrics:
         self.guard_labels = Gauge(
             "streamscore_guard_labels",
             "Labels in the guard's window of each arm (candidate: the watched version;"
-            " baseline: what it is judged against); judged once both hold"
-            " actions.guard.min_labels.",
+            " baseline: what it is judged against; between promotions, watch promotion's"
+            " baseline is the primary version's latest labels, what the next move would be"
+            " judged against); judged once both hold actions.guard.min_labels.",
             ["pipeline", "model", "watch", "arm"], registry=r,
         )  # fmt: skip
         self.guard_metric = Gauge(

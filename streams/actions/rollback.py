@@ -151,10 +151,15 @@ class GuardRunner:
         watches: dict[WatchKind, Watch | None] = {
             "canary": guard.canary, "promotion": guard.promotion,
         }  # fmt: skip
+        # Between promotions, the promotion's baseline is the one the next move would be
+        # judged against: the latest labels of the version the primary's alias names.
+        upcoming = guard.primary_windows.get(guard.seen) if guard.seen is not None else None
         for kind, watch in watches.items():
             self._m_version[kind].set(watch.version if watch is not None else 0)
             for arm in ("candidate", "baseline"):
                 window = getattr(watch, arm) if watch is not None else None
+                if watch is None and kind == "promotion" and arm == "baseline":
+                    window = upcoming
                 self._m_labels.labels(name, model, kind, arm).set(len(window) if window else 0)
                 figure = window.figure(guard.metric, guard.threshold) if window else None
                 labels = (name, model, kind, arm, guard.metric)

@@ -150,9 +150,7 @@ def test_a_bad_canary_is_rolled_back_by_the_guard_and_a_good_one_is_not(
         asyncio.run(produce(bootstrap, spec.input.topic, events[2 * EVENTS :]))
         assert served(2).get("canary", 0) > WINDOW
         asyncio.run(produce(bootstrap, spec.labels.topic, labels[EVENTS:]))
-        wait_for(
-            lambda: outcome(worker, spec, "joined") >= 3 * EVENTS, 60, worker, "every label"
-        )
+        wait_for(lambda: outcome(worker, spec, "joined") >= 3 * EVENTS, 60, worker, "every label")
         wait_for(
             lambda: guard_labels("candidate") == WINDOW and guard_labels("baseline") == WINDOW,
             30, worker, "the good canary's full guard window",

@@ -271,3 +271,14 @@ async def test_a_bad_promotion_is_moved_back(registry) -> None:
     assert record["evidence"]["watch"] == "promotion"
     await batch(runner, primary(1))  # the move back is the guard's own: not watched
     assert runner.guard.promotion is None and registry.aliases(MODEL)[CHAMPION] == 1
+
+
+async def test_between_promotions_the_baseline_a_move_would_meet_is_exported(registry) -> None:
+    metrics = Metrics()
+    runner, _ = runner_for(registry, metrics)
+    await batch(runner, primary(1, n=20))
+    baseline = {"watch": "promotion", "arm": "baseline"}
+    assert sample(metrics, "streamscore_guard_labels", **baseline) == 20
+    figure = sample(metrics, "streamscore_guard_metric", **baseline, metric="log_loss")
+    assert figure == pytest.approx(-np.log(0.8))
+    assert sample(metrics, "streamscore_guard_watched_version", watch="promotion") == 0
