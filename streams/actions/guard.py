@@ -53,8 +53,9 @@ from streams.scoring.canary import arm_model_name
 
 WatchKind = Literal["canary", "promotion"]
 WATCHES: tuple[WatchKind, ...] = ("canary", "promotion")
-#: Primary versions whose latest labels are kept (the current one and those before it).
-KEPT_VERSIONS = 3
+#: Primary versions whose latest labels are kept: the current one, and the one before it
+#: (whose late labels still arrive after a move).
+KEPT_VERSIONS = 2
 #: Scores are clamped this far from 0 and 1 in the log loss (as River's LogLoss does).
 EPSILON = 1e-15
 
@@ -97,7 +98,8 @@ class ServedWindow:
         return served_figure(metric, s, y, threshold)
 
     def to_data(self) -> list[list[float]]:
-        return [list(self.scores), list(self.labels)]
+        # Checkpointed with every label batch: 6 decimals keep it small and judge the same.
+        return [[round(score, 6) for score in self.scores], list(self.labels)]
 
     @classmethod
     def from_data(cls, data: Any, size: int) -> ServedWindow:

@@ -141,11 +141,12 @@ class GuardSpec(_Strict):
         description="The served metric to judge on; absent: actions.promote's metric.",
     )
     min_labels: int = Field(
-        default=200,
+        default=1000,
         ge=30,
         le=100_000,
         description="Labels the new version must have served before it is judged (the"
-        " guard window); the baseline is judged on as many.",
+        " guard window); the baseline is judged on as many. The guard compares point"
+        " estimates: this is its only protection against noise.",
     )
     margin: float | None = Field(
         default=None,
