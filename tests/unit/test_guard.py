@@ -14,9 +14,10 @@ from models.registry import CHAMPION, ModelRegistry
 from streams.actions.guard import Guard, GuardStateError, served_figure
 from streams.actions.rollback import GuardRunner, guard_for
 from streams.actions.spec import GuardSpec
+from streams.learning.learner import LearnerService
 from streams.metrics import Metrics
 from streams.spec import PipelineSpec
-from tests.unit.test_canary import CANARY_SPEC
+from tests.unit.test_canary import CANARY_SPEC, RecordingRedis
 from tests.unit.test_model_refusal import COLUMNS, fields, onnx_of_width
 from tests.unit.test_pipeline import SPEC
 
@@ -202,6 +203,7 @@ def runner_for(registry: ModelRegistry, metrics: Metrics) -> tuple[GuardRunner, 
         {
             **CANARY_SPEC.model_dump(exclude_none=True),
             "actions": {"guard": {"min_labels": N}},
+            "labels": {"topic": "labels"},
         }
     )
     guard = guard_for(spec)
@@ -282,3 +284,22 @@ async def test_between_promotions_the_baseline_a_move_would_meet_is_exported(reg
     figure = sample(metrics, "streamscore_guard_metric", **baseline, metric="log_loss")
     assert figure == pytest.approx(-np.log(0.8))
     assert sample(metrics, "streamscore_guard_watched_version", watch="promotion") == 0
+
+
+def test_the_learner_checkpoints_the_guard_and_a_new_owner_resumes_it(registry) -> None:
+    def learner() -> LearnerService:
+        runner, _ = runner_for(registry, Metrics())
+        client = RecordingRedis()
+        return LearnerService(runner.spec, client, Metrics(), guard=runner)  # type: ignore[arg-type]
+
+    owner = learner()
+    assert owner.guard is not None
+    owner.guard.guard.follow({CHAMPION: 1, "canary": 2})
+    owner.guard.guard.observe(primary(1) + canary(2, right=False, n=N - 1))
+    checkpoint = owner._performance_state()
+    successor = learner()
+    assert successor.guard is not None
+    successor._restore_performance(checkpoint)
+    assert successor.guard.guard.to_data() == owner.guard.guard.to_data()
+    successor._restore_performance(b'{"concept_drift": {}, "guard": [1]}')  # not a guard's
+    assert successor.guard.guard.canary is None  # a new guard, not half of one
