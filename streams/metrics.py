@@ -321,6 +321,32 @@ class Metrics:
             " action: promotion, refusal, rollback (other: anything else).",
             ["pipeline", "action"], registry=r,
         )  # fmt: skip
+        # --- the guard: automatic rollback (streams/actions/guard.py, rollback.py) ---------
+        self.guard_watched_version = Gauge(
+            "streamscore_guard_watched_version",
+            "The version the learner's guard watches, by watch (canary: the canary's version;"
+            " promotion: the version the primary's alias moved to, until judged); 0: none.",
+            ["pipeline", "model", "watch"], registry=r,
+        )  # fmt: skip
+        self.guard_labels = Gauge(
+            "streamscore_guard_labels",
+            "Labels in the guard's window of each arm (candidate: the watched version;"
+            " baseline: what it is judged against; between promotions, watch promotion's"
+            " baseline is the primary version's latest labels, what the next move would be"
+            " judged against); judged once both hold actions.guard.min_labels.",
+            ["pipeline", "model", "watch", "arm"], registry=r,
+        )  # fmt: skip
+        self.guard_metric = Gauge(
+            "streamscore_guard_metric",
+            "The guard's served metric (actions.guard.metric) of each arm over its window.",
+            ["pipeline", "model", "watch", "arm", "metric"], registry=r,
+        )  # fmt: skip
+        self.guard_rollbacks = Counter(
+            "streamscore_guard_rollbacks_total",
+            "Automatic rollbacks by the learner's guard: a canary's alias removed (watch"
+            " canary) or the primary's alias moved back (watch promotion).",
+            ["pipeline", "model", "watch"], registry=r,
+        )  # fmt: skip
         # --- online/offline skew (streams/learning/skew_check.py) -------------------------
         self.skew_checked = Counter(
             "streamscore_skew_checked_total",

@@ -694,6 +694,11 @@ class PipelineSpec(_Strict):
             choices = ", ".join(TASK_METRICS[self.task])
             msg = f"actions.promote.metric: {metric!r} is not a {self.task} metric; use {choices}"
             raise ValueError(msg)
+        guard = self.actions.guard.metric
+        if guard is not None and guard not in TASK_METRICS[self.task]:
+            choices = ", ".join(TASK_METRICS[self.task])
+            msg = f"actions.guard.metric: {guard!r} is not a {self.task} metric; use {choices}"
+            raise ValueError(msg)
         return self
 
 

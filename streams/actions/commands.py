@@ -180,10 +180,10 @@ def _summary(record: dict[str, Any]) -> str:
     parts = []
     evidence = record.get("evidence")
     if isinstance(evidence, dict) and evidence.get("metric"):
-        interval = evidence.get("interval") or [None, None]
+        interval = evidence.get("interval")  # none in a guard's rollback: a point estimate
+        shown = f" [{_signed(interval[0])}, {_signed(interval[1])}]" if interval else ""
         parts.append(
-            f"{evidence['metric']} gain {_signed(evidence.get('gain'))}"
-            f" [{_signed(interval[0])}, {_signed(interval[1])}]"
+            f"{evidence['metric']} gain {_signed(evidence.get('gain'))}{shown}"
             f" on {evidence.get('labels')} labels"
         )
     reasons = record.get("reasons")

@@ -11,9 +11,11 @@ the model name):
 ``action`` is ``promotion``, ``refusal`` (a ``--if-better`` promotion the evidence did not
 support; ``reasons`` says why, ``to_version`` is the refused candidate) or ``rollback``;
 retraining and canary actions will join them. ``decided_by`` is ``user@host`` for a
-command, ``controller`` for the controller. ``evidence`` is
-``streams.actions.decision.Decision.evidence`` (null for an unguarded promotion or a
-rollback).
+command, ``controller`` for the controller, ``guard`` for the learner's automatic rollback.
+``evidence`` is ``streams.actions.decision.Decision.evidence`` (null for an unguarded
+promotion or a command's rollback); a guard's rollback carries
+``streams.actions.guard.Verdict.evidence`` (the watch, the metric of each arm, the labels,
+the margin, the reason). A canary's rollback removes its alias: ``to_version`` is null.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from streams.scoring.records import iso_utc
 Action = Literal["promotion", "refusal", "rollback"]
 ACTIONS: tuple[Action, ...] = ("promotion", "refusal", "rollback")
 CONTROLLER = "controller"
+GUARD = "guard"
 
 
 def who() -> str:
@@ -52,7 +55,7 @@ def action_record(
     model: str,
     alias: str,
     from_version: int | None,
-    to_version: int,
+    to_version: int | None,
     decided_by: str,
     evidence: dict[str, Any] | None = None,
     reasons: tuple[str, ...] | list[str] = (),

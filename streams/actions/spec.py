@@ -102,11 +102,78 @@ class PromoteSpec(_Strict):
         return self.metric if self.metric is not None else TASK_METRICS[task][0]
 
 
+#: ``actions.guard.margin`` when absent: how much worse (absolute, in the metric's unit) a
+#: new version may serve before the guard rolls it back. mae and rmse are in the target's
+#: unit, which no default can know: theirs is relative (this share of the baseline's figure).
+GUARD_MARGINS: dict[PromoteMetric, float] = {
+    "accuracy": 0.02,
+    "roc_auc": 0.02,
+    "log_loss": 0.05,
+    "mae": 0.10,
+    "rmse": 0.10,
+}
+
+
+class GuardSpec(_Strict):
+    """The learner's automatic rollback (``streams.actions.guard``): a canary, or a version
+    the primary's alias just moved to, whose served ``metric`` over ``min_labels`` labels is
+    worse than its baseline's by more than ``margin`` goes back (the canary alias removed;
+    the primary's alias moved back to the previous version), recorded as a ``rollback``
+    action decided by ``guard``.
+
+    >>> GuardSpec().allowed("accuracy", 0.9)
+    0.02
+    >>> round(GuardSpec().allowed("mae", 120.0), 6)  # 10 % of the baseline's MAE
+    12.0
+    """
+
+    enabled: bool = Field(
+        default=True,
+        description="Run the guard. It watches a canary when model.canary is declared and"
+        " a move of the primary's alias (a promotion) when the primary follows one.",
+    )
+    promotions: bool = Field(
+        default=True,
+        description="Also watch a version the primary's alias moves to (false: canaries only).",
+    )
+    metric: PromoteMetric | None = Field(
+        default=None,
+        description="The served metric to judge on; absent: actions.promote's metric.",
+    )
+    min_labels: int = Field(
+        default=1000,
+        ge=30,
+        le=100_000,
+        description="Labels the new version must have served before it is judged (the"
+        " guard window); the baseline is judged on as many. The guard compares point"
+        " estimates: this is its only protection against noise.",
+    )
+    margin: float | None = Field(
+        default=None,
+        ge=0,
+        description="How much worse than its baseline the new version may serve, in the"
+        " metric's unit. Absent: 0.02 for accuracy and roc_auc, 0.05 for log_loss, and for"
+        " mae and rmse 10% of the baseline's figure.",
+    )
+
+    def metric_for(self, task: Task, promote: PromoteSpec) -> PromoteMetric:
+        return self.metric if self.metric is not None else promote.metric_for(task)
+
+    def allowed(self, metric: PromoteMetric, baseline: float) -> float:
+        """The margin in the metric's unit, against a baseline figure of ``baseline``."""
+        if self.margin is not None:
+            return self.margin
+        if metric in ("mae", "rmse"):
+            return GUARD_MARGINS[metric] * abs(baseline)
+        return GUARD_MARGINS[metric]
+
+
 class ActionsSpec(_Strict):
-    """What the service may do on its own evidence. Only ``promote`` today; ``retrain`` and
-    ``canary`` get their own fields here."""
+    """What the service may do on its own evidence: ``promote`` (guarded promotion) and
+    ``guard`` (automatic rollback)."""
 
     promote: PromoteSpec = PromoteSpec()
+    guard: GuardSpec = GuardSpec()
     topic: str | None = Field(
         default=None,
         pattern=r"^[A-Za-z0-9._-]+$",

@@ -64,6 +64,8 @@ from models.evaluation import EvaluationStateError, RollingEvaluation
 from models.inputs import Matrix
 from models.online import OnlineLearner, SnapshotError
 from streams.actions.evidence import EvidenceLog, entries
+from streams.actions.guard import GuardStateError
+from streams.actions.rollback import GuardRunner
 from streams.errors import StreamscoreError
 from streams.learning.concept_drift import (
     Change,
@@ -142,6 +144,7 @@ class LearnerService:
         metrics: Metrics,
         clock: Callable[[], float] = time.time,
         retry_for_seconds: float = 60.0,
+        guard: GuardRunner | None = None,
     ) -> None:
         if spec.labels is None:
             msg = f"pipeline {spec.name}: a learner needs 'labels' in the spec"
@@ -177,6 +180,9 @@ class LearnerService:
         self._m_coverage = metrics.label_coverage
         # Promotion's evidence: each learned label with every registry version's served score.
         self._evidence = EvidenceLog(client, spec.name, spec.actions.promote.evidence_labels)
+        # actions.guard: judges each new version's served labels; its state is checkpointed
+        # with the concept-drift detectors, its rollbacks run after the checkpoint.
+        self.guard = guard
         self._init_performance(metrics)
 
     def forget(self) -> None:
@@ -256,6 +262,8 @@ class LearnerService:
         duplicates = len(records) - len(fresh)
         if duplicates:
             self._m_duplicates.inc(duplicates)
+        if self.guard is not None:
+            await self.guard.look()
         # River is pure Python: learning and serializing the checkpoint would stall the event
         # loop (and with it the scoring agent), so they run in a thread.
         args = await asyncio.to_thread(self._learn, fresh, len(records))
@@ -271,6 +279,8 @@ class LearnerService:
         # After the checkpoint: a replayed batch's labels are not fresh, so none counts twice.
         evidence = entries(fresh, skip=self.online.name if self.online is not None else None)
         await self._redis("evidence", lambda: self._evidence.add(evidence))
+        if self.guard is not None:  # only the owner gets here: a fenced learner never acts
+            await self.guard.judge()
         self._publish_metrics(len(fresh))
         await self._update_coverage()
         return len(fresh)
@@ -305,6 +315,8 @@ class LearnerService:
             if learner is not None:
                 learner.learn(matrix, labels)
             self._watch_performance(fresh)
+            if self.guard is not None:
+                self.guard.guard.observe(fresh)
         ttl = max(1, int(self.window * 4))
         size = bucket_seconds(self.window)
         joined: dict[int, int] = {}
@@ -391,6 +403,9 @@ class LearnerService:
         delta, history = performance.adwin_delta, performance.error_history
         self.concept_drift = ConceptDrift(delta, history)
         self.realized = self._new_realized()
+        guard = self.guard.guard if self.guard is not None else None
+        if guard is not None:
+            guard.clear()
         if data is None:
             return
         try:
@@ -410,11 +425,20 @@ class LearnerService:
                 "pipeline %s: starting new concept-drift detectors and realized accuracy: %s",
                 self.spec.name, exc,
             )  # fmt: skip
+            return
+        if guard is not None and state.get("guard") is not None:
+            try:
+                guard.restore(state["guard"])
+            except GuardStateError as exc:
+                guard.clear()
+                log.warning("pipeline %s: starting a new guard: %s", self.spec.name, exc)
 
     def _performance_state(self) -> bytes:
         state: dict[str, Any] = {"concept_drift": self.concept_drift.to_data()}
         if self.realized is not None:
             state["realized"] = self.realized.to_data()
+        if self.guard is not None:
+            state["guard"] = self.guard.guard.to_data()
         return orjson.dumps(state)
 
     def _watch_performance(self, fresh: list[dict[str, Any]]) -> None:

@@ -19,6 +19,8 @@ from models.fitness import Serving
 from models.registry import ModelRegistry
 from models.scorer import OnnxScorer
 from streams.actions.counter import ActionsCounter
+from streams.actions.record import publish_actions
+from streams.actions.rollback import GuardRunner, guard_for
 from streams.errors import CannotListen, WorkerRoleError
 from streams.learning.join import LabelJoiner
 from streams.learning.label_consumer import LabelConsumer
@@ -97,7 +99,10 @@ def build_worker(
             retry_for_seconds=budget, privacy=privacy,
         )  # fmt: skip
         # Without an online model it still evaluates every model on the scores it served.
-        learner = LearnerService(spec, client, metrics, retry_for_seconds=budget)
+        learner = LearnerService(
+            spec, client, metrics, retry_for_seconds=budget,
+            guard=_guard_runner(spec, settings, metrics),
+        )  # fmt: skip
         skew = _skew_checker(spec, settings, client, metrics)
         consumer = LabelConsumer(
             spec, settings, lifecycle, joiner, learner, partitions,
@@ -108,6 +113,23 @@ def build_worker(
         app.add_dependency(ActionsCounter(spec, KafkaConnection.from_settings(settings), metrics))
     attach_health_checks(app, health, RedisConnection.from_settings(settings))
     return create_worker(app, settings)
+
+
+def _guard_runner(spec: PipelineSpec, settings: Settings, metrics: Metrics) -> GuardRunner | None:
+    """The learner's automatic rollback (``actions.guard``), or None when there is nothing
+    to guard; its actions are recorded on the pipeline's actions topic."""
+    guard = guard_for(spec)
+    if guard is None:
+        return None
+    kafka = KafkaConnection.from_settings(settings)
+
+    async def record(records: list[dict[str, Any]]) -> None:
+        async with asyncio.timeout(settings.kafka_connect_timeout_seconds):
+            await publish_actions(
+                kafka, spec.actions_topic, records, settings.topic_replication_factor
+            )
+
+    return GuardRunner(spec, guard, ModelRegistry(settings.model_dir), record, metrics)
 
 
 def _skew_checker(
