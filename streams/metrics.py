@@ -308,6 +308,12 @@ class Metrics:
             " alias absent or removed by a rollback).",
             ["pipeline", "model"], registry=r,
         )  # fmt: skip
+        self.canary_errors = Counter(
+            "streamscore_canary_errors_total",
+            "Batches whose canary rows the canary failed to score: the primary served them,"
+            " and the worker stopped routing to that version until its alias moves.",
+            ["pipeline", "model"], registry=r,
+        )  # fmt: skip
         self.canary_predictions = Counter(
             "streamscore_canary_predictions_total",
             "Prediction records the canary served (also in streamscore_predictions_total).",

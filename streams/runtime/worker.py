@@ -306,6 +306,7 @@ def _watch_canary(
 
     m_version.set(0)
     metrics.canary_predictions.labels(spec.name, spec.model.name)  # a series from the start
+    metrics.canary_errors.labels(spec.name, spec.model.name)
     swap(watch.check())  # serving from the first batch if the alias is set
 
     @app.timer(interval=ALIAS_CHECK_SECONDS)  # type: ignore[untyped-decorator]

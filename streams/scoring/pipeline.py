@@ -22,6 +22,7 @@ import numpy.typing as npt
 
 from features.errors import FeatureStoreError
 from features.freshness import FeatureRows, FreshnessPolicy, ServedFeatures
+from models.errors import ScoringError
 from models.inputs import InputLayout, Matrix
 from streams.errors import BadInput
 from streams.metrics import DEFAULTED_REASONS, Metrics, observe_many
@@ -223,11 +224,31 @@ class ScoringPipeline:
             return
         started = time.perf_counter()
         served = out.scores.copy()
-        served[rows] = canary.score(out.matrix[rows])
+        try:
+            served[rows] = canary.score(out.matrix[rows])
+        except ScoringError as exc:
+            self._drop_failed_canary(canary, exc)
+            return  # the primary's scores serve its keys: records say served_by primary
         self._metrics.inference_seconds.labels(self.spec.name, canary.name, CANARY).observe(
             time.perf_counter() - started
         )
         out.served_scores, out.canary_rows, out.canary_version = served, rows, canary.version
+
+    def _drop_failed_canary(self, canary: Scorer, exc: ScoringError) -> None:
+        """A canary that fails to score is no reason to fail the batch (the primary has
+        scored every row): this worker stops routing to it until its alias moves to another
+        version, and says so loudly. A worker restarted on the same alias tries it again,
+        and drops it again at its first failed batch, never in a loop of failed batches."""
+        if self.canary is canary:
+            self.canary = None
+        name = self.spec.name
+        self._metrics.canary_errors.labels(name, canary.name).inc()
+        self._metrics.canary_version.labels(name, canary.name).set(0)
+        log.error(
+            "pipeline %s: canary %s v%d failed to score (%s); the primary serves its keys in"
+            " this worker until the canary's alias moves to another version",
+            name, canary.name, canary.version, exc,
+        )  # fmt: skip
 
     def _drop_unencodable(
         self, out: ScoredBatch, sources: list[InputMessage], failed: dict[int, Exception]

@@ -8,6 +8,7 @@ import orjson
 import pytest
 from pydantic import ValidationError
 
+from models.errors import ScoringError
 from models.registry import ModelRegistry
 from streams.metrics import Metrics
 from streams.scoring.canary import arm_model_name, canary_rows
@@ -107,6 +108,35 @@ class RecordingRedis:
             self.args.extend(args)
 
         return run
+
+
+class FailingScorer(ConstantScorer):
+    def score(self, matrix):
+        raise ScoringError(self.name, self.version, "session.run failed on a batch: boom")
+
+
+async def test_a_canary_that_fails_to_score_never_fails_the_batch() -> None:
+    metrics = Metrics()
+    pipeline = ScoringPipeline(
+        CANARY_SPEC, InMemoryFeatures(), ConstantScorer("unit_lr", 1, 0.25), metrics
+    )
+    broken = FailingScorer("unit_lr", 2, 0.0)
+    pipeline.swap_canary(broken)
+    batch = [
+        message(i, {"id": f"e{i}", "user": f"u{i}", "amount": 5, "kind": "a"}) for i in range(40)
+    ]
+    scored = await pipeline.score_batch(batch)
+
+    records = [orjson.loads(r.value) for r in scored.predictions]
+    assert len(records) == 40 and not scored.dead_letters  # every event served
+    assert {(r["served_by"], r["model_version"], r["score"]) for r in records} == {
+        ("primary", 1, 0.25)
+    }
+    assert scored.canary_rows is None and pipeline.canary is None  # dropped in this worker
+    labels = {"pipeline": "unit", "model": "unit_lr"}
+    sample = metrics.registry.get_sample_value
+    assert sample("streamscore_canary_errors_total", labels) == 1
+    assert sample("streamscore_canary_version", labels) == 0
 
 
 async def test_stored_predictions_name_the_arm_that_served_them() -> None:
