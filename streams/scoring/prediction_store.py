@@ -116,6 +116,17 @@ class Keys:
         """Inference seconds and events per model version, as served (a hash)."""
         return f"{self.prefix}:actions:inference"
 
+    @property
+    def controller_state(self) -> str:
+        """``streamscore controller``'s memory across restarts (a hash: the labels counted
+        and the time at the last retrain's start)."""
+        return f"{self.prefix}:controller:state"
+
+    @property
+    def controller_lease(self) -> str:
+        """The token of the controller that may act (the others wait), with a TTL."""
+        return f"{self.prefix}:controller:lease"
+
     def predicted_bucket(self, bucket: int) -> str:
         return f"{self.prefix}:count:predicted:{bucket}"
 
