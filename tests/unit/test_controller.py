@@ -163,3 +163,18 @@ def test_the_summary_line_says_what_the_tick_saw() -> None:
         " | champion v1 challenger v2 | evidence n=80 | decision refuse (too few labels)"
     )
     assert "standby" in Tick(leader=False).line("p")
+
+
+async def test_a_challenger_shadows_inference_time_counts_for_its_registry_version() -> None:
+    """The latency guard looks up ``fraud_gbt@3``: the challenger shadow, named
+    ``fraud_gbt@challenger``, must count there (it counted under 'fraud_gbt@challenger@3',
+    so every automatic promotion of a challenger failed the guard)."""
+    from streams.scoring.prediction_store import PredictionStore
+    from tests.unit.test_canary import RecordingRedis
+
+    redis = RecordingRedis()
+    store = PredictionStore(redis, "unit", window_seconds=60)  # type: ignore[arg-type]
+    await store.put_shadow_scores("fraud_gbt@challenger", ["a", "b"], [0.1, 0.2], 3, 0.004)
+    assert "fraud_gbt@3" in redis.args and not [
+        a for a in redis.args if isinstance(a, str) and "@challenger@" in a
+    ]
