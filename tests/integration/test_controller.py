@@ -22,14 +22,16 @@ from pathlib import Path
 
 import orjson
 import pytest
+import redis
 
 from models.registry import CHALLENGER, CHAMPION, ModelRegistry
-from streams.actions.controller import evidence_bucket
+from streams.actions.controller import Controller, evidence_bucket
 from streams.actions.record import read_actions
 from streams.cli.generators import make_generator
 from streams.runtime.connections import KafkaConnection
 from streams.runtime.embedded import free_port
 from streams.runtime.processes import WorkerProcess
+from streams.scoring.prediction_store import Keys
 from tests.integration.harness import PreparedPipeline, consume, create_topics, produce
 from tests.integration.test_online_worker import outcome, wait_for
 from tests.integration.test_retrain_from_stream import challenger_records
@@ -41,6 +43,7 @@ CHANGE_AT = 100  # events before the concept changes (first phase)
 AFTER = 150  # events scored by champion and challenger, then labelled
 MIN_LABELS = 60  # actions.promote.min_labels
 THIN = 30  # labels first sent after the retrain: too few to decide on
+SEED = 16  # the generator's: the same events and labels every run
 
 
 def original(event: dict, label: int) -> int:
@@ -55,7 +58,7 @@ def flipped(event: dict, label: int) -> int:
 class Cycle:
     """A worker and a controller on a variant of the pipeline with its own registry."""
 
-    def __init__(self, card_fraud: PreparedPipeline, tmp_path: Path) -> None:
+    def __init__(self, card_fraud: PreparedPipeline, tmp_path: Path, seed: int) -> None:
         suffix = uuid.uuid4().hex[:8]
         model_dir = tmp_path / "models"  # a challenger alias must not reach others' workers
         shutil.copytree(card_fraud.settings.model_dir, model_dir)
@@ -82,7 +85,7 @@ class Cycle:
         )
         asyncio.run(create_topics(self.settings, self.spec))
         self.bootstrap = self.settings.kafka_bootstrap_servers
-        self.generator = make_generator(self.spec, seed=int(suffix, 16) % 1000)
+        self.generator = make_generator(self.spec, seed=seed)
         logs = card_fraud.workdir
         self.worker = WorkerProcess(self.spec_path, self.settings, logs / f"{self.spec.name}.log")
         controller_settings = self.settings.model_copy(
@@ -178,6 +181,18 @@ class Cycle:
         shadow = self.spec.challenger_shadow
         assert shadow is not None
         challenger_records(self.bootstrap, self.spec.shadow_topic, shadow, len(events), self.worker)
+        # A shadow publishes its records, then stores its scores: a label joined in between
+        # would find no challenger score (an "unserved" event for the guard).
+        keys = Keys(self.spec.name)
+        client = redis.Redis.from_url(self.settings.redis_url)
+        try:
+            wait_for(
+                lambda: client.exists(*(keys.shadow(shadow, k.decode()) for k, _ in events))
+                == len(events),
+                30, self.worker, "the challenger's stored scores",
+            )  # fmt: skip
+        finally:
+            client.close()
 
     def stop(self) -> None:
         started = time.monotonic()
@@ -192,7 +207,7 @@ class Cycle:
 def test_a_concept_change_is_retrained_from_the_stream_and_promoted_with_its_evidence(
     card_fraud: PreparedPipeline, tmp_path: Path
 ) -> None:
-    cycle = Cycle(card_fraud, tmp_path)
+    cycle = Cycle(card_fraud, tmp_path, seed=SEED)
     before, changed = (
         cycle.traffic(CHANGE_AT, original),
         cycle.traffic(TRAINED_ON - CHANGE_AT, flipped),
@@ -234,7 +249,7 @@ def test_a_concept_change_is_retrained_from_the_stream_and_promoted_with_its_evi
 def test_a_challenger_worse_on_the_labels_after_it_is_refused_once_per_bucket(
     card_fraud: PreparedPipeline, tmp_path: Path
 ) -> None:
-    cycle = Cycle(card_fraud, tmp_path)
+    cycle = Cycle(card_fraud, tmp_path, seed=SEED)
     # Trained on the changed concept, which then changes back: the challenger learned wrong.
     events, labels = cycle.traffic(TRAINED_ON, flipped)
     try:
@@ -269,3 +284,54 @@ def test_a_challenger_worse_on_the_labels_after_it_is_refused_once_per_bucket(
     assert last["to_version"] == version and last["decided_by"] == "controller"
     assert any(reason.startswith("not better by the margin: log_loss gain -") for reason in
                last["reasons"]), last["reasons"]  # fmt: skip
+
+
+async def test_held_drift_starts_a_retrain_a_failed_one_is_recorded_and_one_controller_acts(
+    card_fraud: PreparedPipeline, tmp_path: Path
+) -> None:
+    """No worker: drift records written straight to the monitoring topic. Two windows at
+    alert level start a retrain (from the monitoring topic's records, no Prometheus); with
+    no labelled records yet it fails, recorded with the child's reason; a second controller of
+    the same pipeline waits on the lease. Seconds."""
+    suffix = uuid.uuid4().hex[:8]
+    actions = {"retrain": {"on_drift": {"windows": 2}, "min_interval_seconds": 0}}
+    spec_path, spec = card_fraud.variant(suffix, actions=actions)
+    settings = card_fraud.settings
+    await create_topics(settings, spec)
+    now = datetime.now(UTC).isoformat()
+
+    def window(score: float) -> tuple[bytes, bytes]:
+        record = {
+            "kind": "drift", "pipeline": spec.name, "model": spec.model.name, "model_version": 1,
+            "window_end": now, "thresholds": {"warn": 0.1, "alert": 0.25},
+            "columns": {"amount": {"psi": 0.01}}, "score": {"psi": score},
+        }  # fmt: skip
+        return b"w", orjson.dumps(record)
+
+    bootstrap = settings.kafka_bootstrap_servers
+    await produce(bootstrap, spec.monitoring_topic, [window(0.5), window(0.02), window(0.4)])
+    acting = Controller(spec, spec_path, settings)
+    waiting = Controller(spec, spec_path, settings)
+    try:
+        first = await acting.tick()
+        assert first.drift_streak == 1 and first.retrain == "idle"  # one alert since the calm one
+        assert not (await waiting.tick()).leader
+        await produce(bootstrap, spec.monitoring_topic, [window(0.3)])
+        assert (await acting.tick()).retrain == "started"
+        async with asyncio.timeout(60):
+            while (await acting.tick()).retrain != "failed":
+                await asyncio.sleep(0.2)
+        assert not (await waiting.tick()).leader
+    finally:
+        await acting.close()
+        await waiting.close()
+    kafka = KafkaConnection.from_settings(settings)
+    started, failed = await read_actions(kafka, spec.actions_topic)
+    assert started["action"] == "retrain_started" and started["reasons"] == [
+        f"drift at alert level in 2 consecutive windows of {spec.model.name}"
+        " (actions.retrain.on_drift.windows: 2)"
+    ]
+    assert failed["action"] == "retrain_failed" and failed["decided_by"] == "controller"
+    assert "train --from-stream: exit status 1" in failed["reasons"][0]
+    assert "0 labelled rows on" in failed["reasons"][0]  # the child's own last line
+    assert "at least 200 needed (training.min_stream_rows" in failed["reasons"][0]
