@@ -279,6 +279,21 @@ class Settings(BaseSettings):
         " address, or one that accepts connections and never answers.",
     )
 
+    # -- streamscore controller: retrain triggers and automatic promotion --
+    controller_interval_seconds: float = Field(
+        default=10.0,
+        gt=0.0,
+        le=3600.0,
+        description="How often `streamscore controller` checks its pipeline's retrain"
+        " triggers and promotion evidence (one summary line per check).",
+    )
+    controller_retrain_timeout_seconds: float = Field(
+        default=3600.0,
+        gt=0.0,
+        description="Longest a retrain from the stream may run before the controller stops"
+        " it and records it as failed.",
+    )
+
     @field_validator("model_dir", "data_dir", "cache_dir")
     @classmethod
     def _absolute(cls, path: Path) -> Path:

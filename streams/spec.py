@@ -699,7 +699,37 @@ class PipelineSpec(_Strict):
             choices = ", ".join(TASK_METRICS[self.task])
             msg = f"actions.guard.metric: {guard!r} is not a {self.task} metric; use {choices}"
             raise ValueError(msg)
+        self._check_controller()
         return self
+
+    def _check_controller(self) -> None:
+        """What `streamscore controller` needs: a labelled topic and an estimator to retrain,
+        a floor metric of the task, and for ``promote.auto`` a followed champion alias and
+        a shadowed challenger (its evidence)."""
+        retrain = self.actions.retrain
+        if retrain.enabled and (self.labelled_topic is None or self.training is None):
+            msg = (
+                "actions.retrain: retraining from the stream needs 'labels' with"
+                " keep_labelled: true and a 'training' section (the estimator to fit)"
+            )
+            raise ValueError(msg)
+        floor = retrain.metric_floor
+        if floor is not None and floor.metric not in TASK_METRICS[self.task]:
+            choices = ", ".join(TASK_METRICS[self.task])
+            msg = (
+                f"actions.retrain.metric_floor.metric: {floor.metric!r} is not a {self.task}"
+                f" metric; use {choices}"
+            )
+            raise ValueError(msg)
+        if self.actions.promote.auto and (
+            self.model.version != "champion" or not self.model.follow_challenger
+        ):
+            msg = (
+                "actions.promote.auto: the controller moves the 'champion' alias on the"
+                " challenger shadow's evidence: it needs model.version: champion (got"
+                f" {self.model.version!r}) and model.follow_challenger: true"
+            )
+            raise ValueError(msg)
 
 
 def feature_column(ref: str) -> str:

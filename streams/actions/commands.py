@@ -186,6 +186,13 @@ def _summary(record: dict[str, Any]) -> str:
             f"{evidence['metric']} gain {_signed(evidence.get('gain'))}{shown}"
             f" on {evidence.get('labels')} labels"
         )
+    details = record.get("details")
+    lineage = details.get("lineage") if isinstance(details, dict) else None
+    if isinstance(lineage, dict):  # a retrain_finished record
+        parts.append(
+            f"{lineage.get('rows')} rows of {lineage.get('topic')}"
+            f" (sha256 {str(lineage.get('sha256'))[:12]}), held out: {lineage.get('metrics')}"
+        )
     reasons = record.get("reasons")
     if isinstance(reasons, list):
         parts += [str(reason) for reason in reasons]

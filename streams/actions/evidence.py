@@ -101,6 +101,11 @@ def read_evidence(client: redis.Redis, pipeline: str) -> list[LabelledEvent]:
     """Every entry kept for ``pipeline``, oldest first; entries that are not evidence (not
     JSON, wrong types) are skipped."""
     raw: list[bytes] = client.lrange(Keys(pipeline).evidence, 0, -1)  # type: ignore[assignment]
+    return parse_evidence(raw)
+
+
+def parse_evidence(raw: Sequence[bytes]) -> list[LabelledEvent]:
+    """The evidence list as read from Redis (newest first) -> its events, oldest first."""
     out = []
     for data in reversed(raw):
         event = _parsed(data)
@@ -168,6 +173,11 @@ def read_inference(client: redis.Redis, pipeline: str) -> dict[str, InferenceTim
     """Arm -> its inference totals (``streams.scoring.prediction_store``: the primary's per
     batch, each shadow's per run)."""
     raw: dict[bytes, bytes] = client.hgetall(Keys(pipeline).inference)  # type: ignore[assignment]
+    return parse_inference(raw)
+
+
+def parse_inference(raw: dict[bytes, bytes]) -> dict[str, InferenceTime]:
+    """The inference hash as read from Redis -> arm -> its totals."""
     seconds: dict[str, float] = {}
     counts: dict[str, int] = {}
     for field, value in raw.items():

@@ -10,12 +10,17 @@ the model name):
 
 ``action`` is ``promotion``, ``refusal`` (a ``--if-better`` promotion the evidence did not
 support; ``reasons`` says why, ``to_version`` is the refused candidate) or ``rollback``;
-retraining and canary actions will join them. ``decided_by`` is ``user@host`` for a
-command, ``controller`` for the controller, ``guard`` for the learner's automatic rollback.
-``evidence`` is ``streams.actions.decision.Decision.evidence`` (null for an unguarded
-promotion or a command's rollback); a guard's rollback carries
+``streamscore controller`` adds ``retrain_started`` (``reasons``: the triggers that held;
+``to_version`` null), ``retrain_finished`` (``to_version``: the new challenger) and
+``retrain_failed`` (``reasons``: the job's last error line). ``decided_by`` is
+``user@host`` for a command, ``controller`` for the controller, ``guard`` for the learner's
+automatic rollback. ``evidence`` is ``streams.actions.decision.Decision.evidence`` (null
+for an unguarded promotion, a command's rollback or a retrain); a guard's rollback carries
 ``streams.actions.guard.Verdict.evidence`` (the watch, the metric of each arm, the labels,
-the margin, the reason). A canary's rollback removes its alias: ``to_version`` is null.
+the margin, the reason). A canary's rollback removes its alias: ``to_version`` is null. A
+retrain's record also carries ``details``: the labels counted, the trigger, and for
+``retrain_finished`` the new version's lineage summary (topic, rows, sha256, offsets,
+held-out metrics).
 """
 
 from __future__ import annotations
@@ -33,8 +38,12 @@ from streams.runtime.connections import KafkaConnection
 from streams.runtime.topics import ensure_topics, topic_partitions
 from streams.scoring.records import iso_utc
 
-Action = Literal["promotion", "refusal", "rollback"]
-ACTIONS: tuple[Action, ...] = ("promotion", "refusal", "rollback")
+Action = Literal[
+    "promotion", "refusal", "rollback", "retrain_started", "retrain_finished", "retrain_failed"
+]
+ACTIONS: tuple[Action, ...] = (
+    "promotion", "refusal", "rollback", "retrain_started", "retrain_finished", "retrain_failed",
+)  # fmt: skip
 CONTROLLER = "controller"
 GUARD = "guard"
 
@@ -60,7 +69,9 @@ def action_record(
     evidence: dict[str, Any] | None = None,
     reasons: tuple[str, ...] | list[str] = (),
     at: float | None = None,
+    details: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    extra = {} if details is None else {"details": details}
     return {
         "action": action,
         "pipeline": pipeline,
@@ -72,6 +83,7 @@ def action_record(
         "evidence": evidence,
         "reasons": list(reasons),
         "at": iso_utc(time.time() if at is None else at),
+        **extra,
     }
 
 

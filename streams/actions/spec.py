@@ -1,5 +1,5 @@
-"""The spec's ``actions:`` section: when a model may replace another, and (later) when to
-retrain or roll out a canary.
+"""The spec's ``actions:`` section: when a model may replace another, when the controller
+retrains a challenger from the stream (``retrain``), and (later) a canary's guard.
 
 >>> ActionsSpec().promote.min_labels
 1000
@@ -7,6 +7,10 @@ retrain or roll out a canary.
 'log_loss'
 >>> PromoteSpec().metric_for("regression")
 'mae'
+>>> ActionsSpec().retrain.enabled
+False
+>>> RetrainSpec.model_validate({"every_labels": 5000}).enabled
+True
 """
 
 from __future__ import annotations
@@ -84,8 +88,9 @@ class PromoteSpec(_Strict):
     )
     auto: bool = Field(
         default=False,
-        description="Let the controller promote on its own when the same decision says yes"
-        " (not yet run by any process: the decision is actions.decision.decide_promotion).",
+        description="Let `streamscore controller` promote the challenger on its own when the"
+        " same decision (actions.decision.decide_promotion) says yes; it records every"
+        " promotion and refusal on the actions topic.",
     )
 
     @model_validator(mode="after")
@@ -168,11 +173,69 @@ class GuardSpec(_Strict):
         return GUARD_MARGINS[metric]
 
 
+class DriftTrigger(_Strict):
+    """Retrain when the primary's drift is at alert level in ``windows`` consecutive drift
+    records of the monitoring topic (its score's PSI or any column's)."""
+
+    windows: int = Field(
+        default=3, ge=1, le=100, description="Consecutive drift windows at alert level."
+    )
+
+
+class MetricFloor(_Strict):
+    """Retrain when the primary's served rolling metric (the learner's evaluation) is worse
+    than ``value``: below it for accuracy and roc_auc, above it for log_loss, mae, rmse."""
+
+    metric: PromoteMetric = Field(description="A metric of the spec's task.")
+    value: float = Field(description="The worst acceptable value of the metric.")
+    min_labels: int = Field(
+        default=200,
+        ge=1,
+        le=1_000_000,
+        description="Fewest labelled events in the evaluation's window before the floor is"
+        " checked (a handful of labels says little).",
+    )
+
+
+class RetrainSpec(_Strict):
+    """When ``streamscore controller`` retrains the primary's model from the stream (as
+    ``streamscore train --from-stream`` does, registering a ``challenger``). Off unless a
+    trigger is given; any trigger that holds starts a retrain."""
+
+    every_labels: int | None = Field(
+        default=None,
+        ge=1,
+        description="After this many new joined labels since the last retrain (or since the"
+        " controller first ran).",
+    )
+    on_drift: DriftTrigger | None = Field(default=None, description="On held drift alerts.")
+    metric_floor: MetricFloor | None = Field(
+        default=None, description="On the primary's served metric under a floor."
+    )
+    min_interval_seconds: float = Field(
+        default=3600.0,
+        ge=0,
+        description="Least time between two retrains' starts, whatever the triggers say.",
+    )
+    window_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        description="Train on the labelled records written in the last this many seconds"
+        " (after a concept change, the recent ones); absent: the whole labelled topic.",
+    )
+
+    @property
+    def enabled(self) -> bool:
+        return any(t is not None for t in (self.every_labels, self.on_drift, self.metric_floor))
+
+
 class ActionsSpec(_Strict):
-    """What the service may do on its own evidence: ``promote`` (guarded promotion) and
-    ``guard`` (automatic rollback)."""
+    """What the service may do on its own evidence: promote a challenger (by a command, or
+    by the controller with ``promote.auto``), retrain one (the controller) and roll back a
+    worse canary or fresh promotion (``guard``, the learner)."""
 
     promote: PromoteSpec = PromoteSpec()
+    retrain: RetrainSpec = RetrainSpec()
     guard: GuardSpec = GuardSpec()
     topic: str | None = Field(
         default=None,

@@ -300,6 +300,34 @@ def _train_from_stream(
 
 
 @app.command()
+def controller(spec: SpecOption) -> None:
+    """Retrain the primary from the stream when the spec's actions.retrain triggers say so,
+    and with actions.promote.auto promote its challenger on the evidence; each action is
+    recorded on the actions topic. One acts per pipeline (a Redis lease: others wait).
+    SIGTERM/SIGINT stop it."""
+    import logging
+
+    from streams.actions.controller import nothing_to_do, run_controller
+
+    settings = load_settings()
+    pipeline = _spec(spec)
+    idle = nothing_to_do(pipeline)
+    if idle is not None:
+        _say_error(idle)
+        raise typer.Exit(2)
+    levels = {"crit": logging.CRITICAL, "error": logging.ERROR, "warn": logging.WARNING}
+    logging.basicConfig(
+        level=levels.get(settings.log_level, settings.log_level.upper()),
+        format="%(asctime)s %(levelname)s %(message)s",
+    )
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    try:
+        asyncio.run(run_controller(pipeline, spec, settings))
+    except StreamscoreError as exc:
+        raise _fail(exc) from exc
+
+
+@app.command()
 def produce(
     spec: SpecOption,
     rate: Annotated[float, typer.Option(help="Events per second.")] = 500.0,

@@ -116,6 +116,17 @@ class Keys:
         """Inference seconds and events per model version, as served (a hash)."""
         return f"{self.prefix}:actions:inference"
 
+    @property
+    def controller_state(self) -> str:
+        """``streamscore controller``'s memory across restarts (a hash: the labels counted
+        and the time at the last retrain's start)."""
+        return f"{self.prefix}:controller:state"
+
+    @property
+    def controller_lease(self) -> str:
+        """The token of the controller that may act (the others wait), with a TTL."""
+        return f"{self.prefix}:controller:lease"
+
     def predicted_bucket(self, bucket: int) -> str:
         return f"{self.prefix}:count:predicted:{bucket}"
 
@@ -283,7 +294,11 @@ class PredictionStore:
     ) -> list[Any]:
         if seconds is None or version is None or not events:
             return ["", "", 0, 0]
-        return [self.keys.inference, f"{model}@{version}", repr(float(seconds)), events]
+        # The version's arm (streams.actions.evidence.arm, not imported: it imports us): a
+        # role's name such as the challenger shadow's 'fraud_gbt@challenger' counts under its
+        # registry name, where the evidence and the latency guard look for it.
+        arm = f"{model.split('@', 1)[0]}@{version}"
+        return [self.keys.inference, arm, repr(float(seconds)), events]
 
     async def count_forwarded(self, n: int) -> int:
         """Count ``n`` more labels handed to the learner (and announce the total)."""

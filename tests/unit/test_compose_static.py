@@ -33,7 +33,9 @@ GRAFANA = ROOT / "monitoring" / "grafana"
 PREFIX = "STREAMSCORE_"
 WORKER_JOB = "streamscore-worker"
 
-STREAMSCORE_SERVICES = ("feast-apply", "features-materialize", "worker", "learner", "producer")
+STREAMSCORE_SERVICES = (
+    "feast-apply", "features-materialize", "worker", "learner", "producer", "controller",
+)  # fmt: skip
 HEALTHCHECKED = ("kafka", "redis", "prometheus", "alertmanager", "grafana", "worker", "learner")
 MONITORING_SERVICES = ("prometheus", "alertmanager", "grafana")
 ALERTMANAGER_YML = ROOT / "monitoring" / "alertmanager" / "alertmanager.yml"

@@ -32,6 +32,8 @@ import pytest
         "streams.actions.spec",
         "streams.actions.compare",
         "streams.actions.evidence",
+        "streams.actions.triggers",
+        "streams.actions.controller",
         "streams.monitoring.estimate",
         "streams.learning.concept_drift",
         "streams.learning.realized",

@@ -32,7 +32,7 @@ SPEC = load_spec(ROOT / SPEC_PATH)
 KUBERNETES_VERSION = "1.30"
 PREFIX = "STREAMSCORE_"
 #: Files kept out of kustomization.yaml on purpose (a template; a CRD few clusters have).
-NOT_APPLIED = {"secret.template.yaml", "podmonitor.yaml"}
+NOT_APPLIED = {"secret.template.yaml", "podmonitor.yaml", "controller.yaml"}
 
 
 def manifests() -> dict[str, dict[str, Any]]:

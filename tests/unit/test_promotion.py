@@ -280,7 +280,7 @@ def test_actions_defaults_topic_and_metric_per_task(tmp_path) -> None:
         ({"promote": {"margin": -0.1}}, "actions.promote.margin: Input should be greater"),
         ({"promote": {"confidence": 1.0}}, "actions.promote.confidence: Input should be less"),
         ({"promote": {"metric": "f1"}}, "actions.promote.metric: Input should be"),
-        ({"retrain": {}}, "actions.retrain: Extra inputs are not permitted"),
+        ({"retrain": {"every": 5}}, "actions.retrain.every: Extra inputs are not permitted"),
         ({"topic": "bad topic"}, "actions.topic: String should match pattern"),
     ],
 )  # fmt: skip
@@ -306,5 +306,6 @@ def test_the_counter_labels_each_record_by_a_known_action_or_other() -> None:
     from streams.actions.counter import counted_action
 
     assert counted_action(b'{"action": "refusal"}') == "refusal"
-    assert counted_action(b'{"action": "retrain_started"}') == "other"  # until it is known
+    assert counted_action(b'{"action": "retrain_started"}') == "retrain_started"
+    assert counted_action(b'{"action": "teleport"}') == "other"  # until it is known
     assert counted_action(b"[1, 2]") == "other" and counted_action(None) == "other"
