@@ -104,7 +104,8 @@ def plot_latency(systems: list[System], extras: dict[str, Any], path: Path) -> N
             xs = np.unique(second)
             ys = [np.percentile(latency[second == x], q) * 1000.0 for x in xs]
             left.plot(xs, ys, style, color=color, label=f"{key} p{q}")
-    left.set_yscale("log")
+    if left.has_data():  # a run without the latency phases (--only) plots nothing there
+        left.set_yscale("log")
     left.set_xlabel("second of the phase")
     left.set_ylabel("latency, event time -> publish (ms)")
     left.set_title("real pipeline: per-second latency percentiles")
@@ -127,8 +128,9 @@ def plot_latency(systems: list[System], extras: dict[str, Any], path: Path) -> N
         right.scatter([], [], color=color, label=name)
     right.scatter([], [], marker="o", color="k", label="p50")
     right.scatter([], [], marker="^", color="k", label="p99 (hollow: not sustained)")
-    right.set_xscale("log")
-    right.set_yscale("log")
+    if right.collections and any(len(c.get_offsets()) for c in right.collections):
+        right.set_xscale("log")
+        right.set_yscale("log")
     right.set_xlabel("offered events/s (search steps)")
     right.set_ylabel("latency (ms)")
     right.set_title("latency by offered rate")

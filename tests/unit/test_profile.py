@@ -86,7 +86,7 @@ def test_the_score_distribution_comes_from_the_held_out_scores() -> None:
 @settings(max_examples=60, deadline=None)
 @given(
     arrays(np.float32, st.tuples(st.integers(1, 300), st.just(2)),
-           elements=st.floats(-1e6, 1e6, width=32)),
+           elements=st.one_of(st.floats(-1e6, 1e6, width=32), st.integers(-3, 3))),
     arrays(np.float64, st.integers(0, 50), elements=st.floats(0, 1)),
 )  # fmt: skip
 def test_count_equals_searchsorted_per_column(values: np.ndarray, scores: np.ndarray) -> None:
