@@ -5,13 +5,15 @@ and Redis, prepares features (offline data, feast apply, materialize), trains
 the demo models if absent, creates the topics, runs one worker process and a producer, and
 shows what a downstream consumer sees. Stops everything it started, on Ctrl-C or after
 ``duration`` seconds, and reports whether every produced event came out as a prediction or
-a dead letter.
+a dead letter. With ``cycle`` it also runs ``streamscore controller`` on a variant of the
+spec (streams/cli/cycle.py) and shows the actions it records.
 """
 
 from __future__ import annotations
 
 import asyncio
 import signal
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +23,12 @@ from rich.live import Live
 from rich.table import Table
 
 from streams.cli.bootstrap import prepare_features, train_if_needed
+from streams.cli.cycle import (
+    CYCLE_CONTROLLER_INTERVAL_SECONDS,
+    action_text,
+    cycle_model_dir,
+    write_cycle_spec,
+)
 from streams.cli.drift_switch import DriftSwitch
 from streams.cli.producer import EventProducer
 from streams.cli.summary import LiveSummary
@@ -48,9 +56,11 @@ def run_demo(
     rate: float,
     bad_rate: float,
     drift: DriftSwitch | None = None,
+    cycle: bool = False,
 ) -> bool:
     """Run the demo; True when every produced event was accounted for. ``drift`` shifts the
-    producer's events part-way (``--drift``), for the summary's drift columns to react."""
+    producer's events part-way (``--drift``), for the summary's drift columns to react;
+    ``cycle`` adds the controller (``--cycle``)."""
     choice = choose_broker(settings)
     kafka, redis = choice.broker, EmbeddedRedis()
     console.print(choice.why)
@@ -72,24 +82,65 @@ def run_demo(
                 console.print(
                     f"trained {version.name} v{version.version}: {version.manifest.metrics}"
                 )
-        asyncio.run(ensure_topics(KafkaConnection.from_settings(demo_settings), spec_topics(spec)))
+        topics = spec_topics(spec)
+        if cycle:
+            spec_path, spec, demo_settings = _cycle_variant(spec_path, spec, demo_settings)
+            topics = {**spec_topics(spec), spec.actions_topic: 1}
+        asyncio.run(ensure_topics(KafkaConnection.from_settings(demo_settings), topics))
         log_path = demo_settings.data_dir / "demo" / "worker.log"
         worker = WorkerProcess(spec_path, demo_settings, log_path)
         console.print(
             f"worker pid {worker.process.pid}, log {log_path}, "
             f"metrics http://127.0.0.1:{demo_settings.metrics_port}/metrics"
         )
+        controller = None
         try:
+            if cycle:
+                controller = _start_controller(spec_path, demo_settings)
             if drift is not None:
                 console.print(f"drift on purpose: {drift.describe()}")
-            return asyncio.run(_run(spec, demo_settings, worker, duration, rate, bad_rate, drift))
+            return asyncio.run(
+                _run(spec, demo_settings, worker, duration, rate, bad_rate, drift, controller)
+            )
         finally:
+            if controller is not None:
+                code = controller.stop()
+                console.print(f"controller stopped (exit code {code})")
             code = worker.stop()
             console.print(f"worker stopped (exit code {code})")
     finally:
         redis.stop()
         kafka.stop()
         console.print(f"embedded {kafka.name} and Redis stopped")
+
+
+def _cycle_variant(
+    spec_path: Path, spec: PipelineSpec, settings: Settings
+) -> tuple[Path, PipelineSpec, Settings]:
+    """The cycle's spec (written to the demo's folder), and settings whose registry is a
+    copy of the demo's (the cycle moves aliases) and whose controller ticks often."""
+    folder = settings.data_dir / "demo" / "cycle"
+    cycle_path, cycle_spec = write_cycle_spec(spec_path, folder)
+    models = cycle_model_dir(spec, settings, folder / "models")
+    console.print(
+        f"cycle: spec {cycle_path} (retrain on drift, automatic promotion on"
+        f" {cycle_spec.actions.promote.min_labels} labels), models copied to {models}"
+    )
+    cycle_settings = settings.model_copy(
+        update={
+            "model_dir": models,
+            "controller_interval_seconds": CYCLE_CONTROLLER_INTERVAL_SECONDS,
+        }
+    )
+    return cycle_path, cycle_spec, cycle_settings
+
+
+def _start_controller(spec_path: Path, settings: Settings) -> WorkerProcess:
+    log_path = settings.data_dir / "demo" / "controller.log"
+    command = [sys.executable, "-m", "streams.cli", "controller", "--spec", str(spec_path)]
+    controller = WorkerProcess(spec_path, settings, log_path, command=command)
+    console.print(f"controller pid {controller.process.pid}, log {log_path}")
+    return controller
 
 
 async def _run(
@@ -100,6 +151,7 @@ async def _run(
     rate: float,
     bad_rate: float,
     drift: DriftSwitch | None,
+    controller: WorkerProcess | None = None,
 ) -> bool:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -116,7 +168,8 @@ async def _run(
         label_delay=LABEL_DELAY_SECONDS,
         drift=drift,
     )
-    summary = LiveSummary(spec, KafkaConnection.from_settings(settings))
+    actions_topic = spec.actions_topic if controller is not None else None
+    summary = LiveSummary(spec, KafkaConnection.from_settings(settings), actions_topic)
     summary_stop = asyncio.Event()
     tasks = [
         asyncio.create_task(producer.run(stop, duration=duration), name="producer"),
@@ -127,6 +180,8 @@ async def _run(
     def state() -> str:
         if not worker.running:
             return f"[red]exited ({worker.process.returncode})[/red]"
+        if controller is not None and not controller.running:
+            return f"consuming; [red]controller exited ({controller.process.returncode})[/red]"
         return "consuming"
 
     models = ModelFigures(spec, worker)
@@ -172,9 +227,15 @@ async def _run(
         await watch(print_line)
         console.print(line(), markup=False)
 
+    if controller is not None:
+        # The decision may come a tick after the last labels: leave the controller a few
+        # ticks to record it before the summary stops reading.
+        await asyncio.sleep(3 * CYCLE_CONTROLLER_INTERVAL_SECONDS)
     stop.set()
     summary_stop.set()
     await asyncio.gather(*tasks, return_exceptions=True)
+    if controller is not None:
+        _report_actions(summary, controller)
     return _report(summary, producer.stats.sent, worker)
 
 
@@ -242,6 +303,14 @@ async def _ready(worker: WorkerProcess, stop: asyncio.Event) -> bool:
             return True
         await asyncio.sleep(0.2)
     return False
+
+
+def _report_actions(summary: LiveSummary, controller: WorkerProcess) -> None:
+    console.print(f"actions recorded on {summary.actions_topic}: {len(summary.actions)}")
+    for record in summary.actions:
+        console.print(f"  {record.get('at')}  {action_text(record)}", markup=False)
+    if not summary.actions:
+        console.print(f"controller log tail:\n{controller.log_tail()}", markup=False)
 
 
 def _report(summary: LiveSummary, produced: int, worker: WorkerProcess) -> bool:

@@ -450,17 +450,30 @@ def demo(
             " few windows like training first).",
         ),
     ] = 20.0,
+    cycle: Annotated[
+        bool,
+        typer.Option(
+            "--cycle",
+            help="Also run `streamscore controller` on a variant of the spec whose triggers a"
+            " short demo reaches (drift -> retrain from the stream -> challenger shadowed ->"
+            " automatic promotion or refusal); the summary shows the actions. Without --drift,"
+            " drifts amount=x3.",
+        ),
+    ] = False,
 ) -> None:
     """Everything on embedded servers: broker, Redis, Feast, training, a worker, a producer."""
+    from streams.cli.cycle import DEFAULT_DRIFT
     from streams.cli.demo import run_demo
 
     settings = load_settings()
     pipeline = _spec(spec)
+    if cycle and not drift:
+        drift = [DEFAULT_DRIFT]
     switch = _drift_switch(pipeline, drift, drift_after)
     try:
         ok = run_demo(
             spec, pipeline, settings, duration=duration or None, rate=rate, bad_rate=bad_rate,
-            drift=switch,
+            drift=switch, cycle=cycle,
         )  # fmt: skip
     except StreamscoreError as exc:
         raise _fail(exc) from exc

@@ -4,8 +4,9 @@ Reads the predictions, dead-letter and monitoring topics (no consumer group, fro
 beginning) and keeps counts, rates and the latency from each event's time to its
 prediction's publish time (the Kafka timestamp the worker's producer stamped on the
 record); the latest drift window per model (max column PSI and the score's, with their
-level); and the features' freshness over the last seconds (age per view from the
-predictions' ``feature_age_seconds``, the stale share from their ``stale_views``).
+level); the features' freshness over the last seconds (age per view from the
+predictions' ``feature_age_seconds``, the stale share from their ``stale_views``); and,
+given an actions topic (``demo --cycle``), the latest actions on the pipeline's models.
 """
 
 from __future__ import annotations
@@ -20,12 +21,15 @@ import orjson
 from rich.table import Table
 from rich.text import Text
 
+from streams.cli.cycle import action_text
 from streams.monitoring.reading import DriftHeadline
 from streams.runtime.connections import KafkaConnection
 from streams.scoring.validation import parse_timestamp
 from streams.spec import PipelineSpec
 
 WINDOW_SECONDS = 10.0
+#: Actions the summary's "actions" rows show, the latest last.
+ACTIONS_SHOWN = 4
 
 
 @dataclass
@@ -98,8 +102,13 @@ def _age(seconds: float) -> str:
 
 
 class LiveSummary:
-    def __init__(self, spec: PipelineSpec, kafka: KafkaConnection) -> None:
+    def __init__(
+        self, spec: PipelineSpec, kafka: KafkaConnection, actions_topic: str | None = None
+    ) -> None:
         self.spec = spec
+        self.actions_topic = actions_topic
+        # Every action record read, in order (a demo sees a handful).
+        self.actions: list[dict[str, object]] = []
         self.counts = OutputCounts()
         self._kafka = kafka
         # (arrival monotonic time, latency seconds) of recent predictions, for p50/p99 and rates
@@ -110,10 +119,14 @@ class LiveSummary:
         self.drift_windows = 0
 
     async def run(self, stop: asyncio.Event) -> None:
-        consumer = self._kafka.consumer(
+        topics = [
             self.spec.output.topic,
             self.spec.output.dead_letter_topic,
             self.spec.monitoring_topic,
+            *([self.actions_topic] if self.actions_topic else []),
+        ]
+        consumer = self._kafka.consumer(
+            *topics,
             group_id=None,
             auto_offset_reset="earliest",
         )
@@ -129,6 +142,10 @@ class LiveSummary:
 
     def _take(self, topic: str, value: bytes | None, timestamp_ms: int) -> None:
         document = orjson.loads(value or b"{}")
+        if topic == self.actions_topic:
+            if isinstance(document, dict):
+                self.actions.append(document)
+            return
         if topic == self.spec.monitoring_topic:
             headline = DriftHeadline.of(document)
             if headline is not None:  # other kinds of monitoring record: not in this view
@@ -190,7 +207,20 @@ class LiveSummary:
         table.add_row(f"feature age (last {WINDOW_SECONDS:.0f} s)", self.freshness.text())
         for label, text in self.drift_rows():
             table.add_row(label, text)
+        for label, line in self.actions_rows():
+            table.add_row(label, line)
         return table
+
+    def actions_rows(self) -> list[tuple[str, str]]:
+        """The latest actions (none without an actions topic): the first row is labelled
+        'actions' with the count so far, the others continue it."""
+        if self.actions_topic is None:
+            return []
+        if not self.actions:
+            return [("actions", "none yet")]
+        latest = [action_text(record) for record in self.actions[-ACTIONS_SHOWN:]]
+        labels = [f"actions ({len(self.actions)})", *[""] * (len(latest) - 1)]
+        return list(zip(labels, latest, strict=True))
 
     def drift_rows(self) -> list[tuple[str, Text]]:
         """One row per model: its latest closed window's most drifted column and score PSI,
@@ -220,4 +250,5 @@ class LiveSummary:
             f"dead_letters={c.dead_letters} unknown_entities={c.unknown_entities} latency {latency}"
             f" feature_age=[{self.freshness.text()}]"
             + "".join(f" drift_{m}=[{h.text()}]" for m, h in sorted(self.drift.items()))
+            + "".join(f" action=[{text}]" for _, text in self.actions_rows())
         )
