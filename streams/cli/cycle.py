@@ -23,12 +23,22 @@ from streams.spec import PipelineSpec, load_spec
 #: With --cycle and no --drift: a shift the drift windows see within seconds.
 DEFAULT_DRIFT = "amount=x3"
 #: What the variant sets. Drift windows of 2,000 events close every ~2 s at the demo's
-#: 1,000 events/s; two at alert level start a retrain; 300 paired labels (~a few seconds
-#: of labels) are enough for a decision.
+#: 1,000 events/s; two at alert level start a retrain, and one retrain per demo (the drift
+#: stays on: the trigger keeps holding); 300 paired labels (a few seconds of labels) are
+#: enough for a decision. Two guards are loosened, as tests/integration/test_controller.py
+#: does: a shadow's inference time includes its hop to a thread (measured in the demo:
+#: ~80-100 us per event against the inline champion's ~11 us, the same model size), and
+#: the challenger misses the scores of the batches in flight when the worker loads it
+#: (0.4% of the first 2,000 labels, measured), both of which refuse any challenger.
 CYCLE_WINDOW_EVENTS = 2000
 CYCLE_ACTIONS: dict[str, Any] = {
-    "retrain": {"on_drift": {"windows": 2}, "min_interval_seconds": 60},
-    "promote": {"auto": True, "min_labels": 300},
+    "retrain": {"on_drift": {"windows": 2}, "min_interval_seconds": 3600},
+    "promote": {
+        "auto": True,
+        "min_labels": 300,
+        "max_latency_ratio": 20,
+        "unserved_tolerance": 0.01,
+    },
 }
 #: The controller checks this often in the demo (the default, 10 s, would eat a short demo).
 CYCLE_CONTROLLER_INTERVAL_SECONDS = 2.0
