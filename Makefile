@@ -9,6 +9,9 @@ SPEC ?= streams/specs/card_fraud.yaml
 # see `streamscore demo --help`) shifts those fields DRIFT_AFTER seconds in.
 DRIFT ?=
 DRIFT_AFTER ?= 20
+# One full action cycle in the demo: `make demo CYCLE=1 DURATION=150` also runs the controller
+# (drift -> retrain from the stream -> challenger shadowed -> automatic promotion or refusal).
+CYCLE ?=
 
 .PHONY: demo test lint typecheck load faults clean
 
@@ -21,7 +24,8 @@ $(INSTALLED): pyproject.toml
 ## Start embedded Kafka + Redis, materialize features, train if needed, run a worker and a producer.
 demo: $(INSTALLED)
 	$(BIN)/streamscore demo --spec $(SPEC) --duration $(DURATION) \
-		$(if $(strip $(DRIFT)),--drift-after $(DRIFT_AFTER) $(foreach d,$(DRIFT),--drift $(d)))
+		$(if $(strip $(DRIFT)),--drift-after $(DRIFT_AFTER) $(foreach d,$(DRIFT),--drift $(d))) \
+		$(if $(strip $(CYCLE)),--cycle)
 
 ## Lint, type-check, then run the whole test suite (unit + integration on embedded servers).
 ## Two pytest processes, each with its own broker and Redis, a test file in one of them:

@@ -29,7 +29,7 @@ DEFAULT_DRIFT = "amount=x3"
 #: does: a shadow's inference time includes its hop to a thread (measured in the demo:
 #: ~80-100 us per event against the inline champion's ~11 us, the same model size), and
 #: the challenger misses the scores of the batches in flight when the worker loads it
-#: (0.4% of the first 2,000 labels, measured), both of which refuse any challenger.
+#: (0.4-1.6% of the first 1,500-2,000 labels, measured); either refuses any challenger.
 CYCLE_WINDOW_EVENTS = 2000
 CYCLE_ACTIONS: dict[str, Any] = {
     "retrain": {"on_drift": {"windows": 2}, "min_interval_seconds": 3600},
