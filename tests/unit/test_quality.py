@@ -16,6 +16,7 @@ from streams.monitoring.spec import WindowSpec
 from streams.monitoring.window import OpenWindow, Windows
 from streams.scoring.validation import Event, EventValidator, optional_bits
 from streams.spec import PipelineSpec, load_spec_text
+from tests.unit.test_drift import Published
 
 SPEC_TEXT = """
 name: qual
@@ -339,14 +340,6 @@ def test_quality_is_on_and_volume_has_defaults_unless_the_spec_says_otherwise() 
 
 
 # --- in the scoring service -----------------------------------------------------------------
-
-
-class Published:
-    def __init__(self) -> None:
-        self.records: list = []
-
-    async def publish(self, records) -> None:
-        self.records.extend(records)
 
 
 async def test_the_service_measures_what_reached_the_model_and_what_was_refused() -> None:
