@@ -20,8 +20,11 @@ flattened to ``section.key`` -> number.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
+
+from streams.monitoring.drift import level
 
 #: Parts of a drift record shown by their own view, never as generic sections.
 DRIFT_PARTS = frozenset(
@@ -58,11 +61,8 @@ def level_of(value: float, thresholds: dict[str, Any]) -> str:
     """The drift monitor's levels (streams.monitoring.drift.level) from a record's
     thresholds: 'alert' above alert, 'warn' at or above warn, else 'ok'."""
     warn, alert = _number(thresholds.get("warn")), _number(thresholds.get("alert"))
-    if alert is not None and value > alert:
-        return "alert"
-    if warn is not None and value >= warn:
-        return "warn"
-    return "ok"
+    unset = math.inf  # a threshold the record lacks is never reached
+    return level(value, unset if warn is None else warn, unset if alert is None else alert)
 
 
 @dataclass(frozen=True)
