@@ -34,6 +34,18 @@ PROJECT_STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ),
     ("shadow models", ("streams/shadows/shadow.py",)),
     (
+        "monitoring: drift + estimate",
+        ("streams/monitoring/drift.py", "streams/monitoring/estimate.py", "models/profile.py"),
+    ),
+    (
+        "monitoring: data quality + slices",
+        (
+            "streams/monitoring/quality.py",
+            "streams/monitoring/window.py",
+            "streams/monitoring/slices.py",
+        ),
+    ),
+    (
         "labels + prediction store",
         ("streams/learning/join.py", "streams/scoring/prediction_store.py"),
     ),
@@ -110,13 +122,19 @@ def available() -> bool:
     return py_spy() is not None
 
 
+def rate_for(search: dict[str, Any]) -> float:
+    """The rate a worker is sampled at after its search: 90% of what it sustained."""
+    return max(0.9 * float(search.get("sustained_events_per_second") or 0.0), 500.0)
+
+
 async def profile_worker(
-    runner: Runner, system: System, search: dict[str, Any], out_dir: Path, seconds: float
+    runner: Runner, system: System, rate: float, out_dir: Path, seconds: float
 ) -> dict[str, Any] | None:
+    """Sample ``system``'s first worker with py-spy for ``seconds`` while it is offered
+    ``rate`` events/s; the summary, or None without py-spy."""
     binary = py_spy()
     if binary is None:
         return None
-    rate = max(0.9 * float(search.get("sustained_events_per_second") or 0.0), 500.0)
     raw = out_dir / f"profile-{system.name}-worker.txt"
     out_dir.mkdir(parents=True, exist_ok=True)
     pid = system.workers[0].process.pid

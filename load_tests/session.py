@@ -88,7 +88,8 @@ class LoadSession:
         stages = per_search * len(self.plan) + (REAL in self.plan) * real_stages
         # pass-through: its latency phase (the floor), restart on an empty broker
         stages += (PASSTHROUGH in self.plan) * (1 + (not profile.prestart))
-        stages += 0 if cost is None else 1 + 2 * cost.rounds  # start both, the rounds
+        # start both, the rounds (+ py-spy on each side)
+        stages += 0 if cost is None else 1 + 2 * cost.rounds + 2 * with_profiler
         self.display = Display(console, stages)
         self.searches: dict[str, dict[str, Any]] = {}
         self.extras: dict[str, Any] = {
@@ -278,7 +279,11 @@ class LoadSession:
         if self.with_profiler and name != REAL_X2:
             self.display.stage(f"{name}: sampling its worker under load (py-spy)")
             self.extras["profiles"][name] = await profiling.profile_worker(
-                self.runner, system, found, self.out_dir, self.profile.profile_seconds
+                self.runner,
+                system,
+                profiling.rate_for(found),
+                self.out_dir,
+                self.profile.profile_seconds,
             )
             self.display.advance()
 
@@ -312,6 +317,13 @@ class LoadSession:
                 micros = monitoring_cost.cpu_us_per_event(step)
                 shown = "-" if micros is None else f"{micros:.1f}"
                 self.display.result(f"{system.name} {label}", f"{shown} µs CPU per event")
+                self.display.advance()
+        if self.with_profiler:  # where the difference goes: each side sampled at the rate
+            for system in (on, off):
+                self.display.stage(f"{system.name}: sampling its worker (py-spy)")
+                self.extras["profiles"][system.name] = await profiling.profile_worker(
+                    self.runner, system, plan.rate, self.out_dir, self.profile.profile_seconds
+                )
                 self.display.advance()
         for system in (on, off):
             if not await self.runner.finish(system):
