@@ -221,11 +221,12 @@ class ProfileBins:
         self._numeric_at = [index[c.columns[0]] for c in numeric]
         self._numeric_edges = [np.asarray(c.edges, dtype=np.float64) for c in numeric]
         # Every numeric column's edges in one (columns, edges) array, padded with NaN (no
-        # value is >= NaN): a batch is binned in one comparison, not one call per column.
+        # value is >= NaN): rows are binned a few calls per edge rank, not per column.
         widest = max((len(e) for e in self._numeric_edges), default=0)
-        self._edge_table = np.full((len(numeric), widest), np.nan)
+        table = np.full((len(numeric), widest), np.nan)
         for j, edges in enumerate(self._numeric_edges):
-            self._edge_table[j, : len(edges)] = edges
+            table[j, : len(edges)] = edges
+        self._edges_by_rank = np.ascontiguousarray(table.T)  # (edges, columns)
         # matrix @ weights gives a group's category code: 1..k for the hot column, 0 for none.
         self._weights = np.zeros((len(input_columns), len(category)), dtype=np.float32)
         for j, column in enumerate(category):
@@ -254,11 +255,14 @@ class ProfileBins:
         codes: list[npt.NDArray[np.int64]] = []
         if n and self._numeric_at:
             # Bin = number of edges <= value (searchsorted's side="right"), every column at
-            # once: a (rows, columns, edges) comparison costs less than a call per column
-            # at the few dozen rows a batch has at moderate rates. (A model input is never
+            # once: one comparison per edge rank (the k-th edge of every column), fewer calls
+            # than one per column and half the time of one (rows, columns, edges) comparison
+            # at the thousand rows the monitors count at a time. (A model input is never
             # NaN: JSON has none, and a missing feature takes the spec's default.)
-            values = matrix[:, self._numeric_at]
-            bins = (values[:, :, None] >= self._edge_table[None, :, :]).sum(axis=2)
+            values = matrix[:, self._numeric_at].astype(np.float64)
+            bins = np.zeros(values.shape, dtype=np.int64)
+            for edges in self._edges_by_rank:
+                bins += values >= edges
             codes.append((bins + self._numeric_offsets).ravel())
         if n and self._weights.shape[1]:
             hot = (matrix @ self._weights).astype(np.int64)

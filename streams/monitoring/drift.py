@@ -1,9 +1,10 @@
 """Drift of the served inputs and scores against the primary's training reference.
 
-Every scored batch is binned in one vectorised pass (``models.profile.ProfileBins.count``:
+Scored rows are binned in one vectorised pass (``models.profile.ProfileBins.count``:
 broadcast comparisons against the bin edges, one matrix product for the one-hot groups, one
-``bincount``; nothing per event in Python) and added to the open window's counts. When the
-window closes (``monitoring.window``: a number of events, or seconds) the population
+``bincount``; nothing per event in Python) and added to the open window's counts; the rows of
+consecutive batches are held and binned together (``pending.py``), up to a thousand at once.
+When the window closes (``monitoring.window``: a number of events, or seconds) the population
 stability index of every column and of the score is computed against the reference shares,
 the PSI gauges are set, and one record describing the window goes to the monitoring topic.
 The window also sums the primary's label-free accuracy estimate (``estimate.py``).
@@ -36,6 +37,7 @@ from models.profile import ProfileBins, ReferenceProfile
 from models.registry import ModelRegistry
 from streams.metrics import Metrics
 from streams.monitoring.estimate import expected_correct
+from streams.monitoring.pending import PendingRows
 from streams.monitoring.slices import (
     MIN_SLICE_EVENTS,
     Codes,
@@ -157,6 +159,8 @@ class DriftMonitor:
         self.threshold = spec.model.threshold if spec.model.threshold is not None else 0.5
         self._slices = SliceLayout.of(spec)
         self._slice_gauges = SliceGauges(metrics, spec.name)
+        # Batches' rows are binned a thousand at a time, not a batch at a time (pending.py).
+        self._pending = PendingRows(self._count)
 
     def use(self, model: str, version: int, profile: ReferenceProfile | None) -> None:
         """Register the profile of a version about to serve (None: it has none)."""
@@ -188,21 +192,36 @@ class DriftMonitor:
         if window is None:
             return []
         closed: list[OutputRecord] = []
+        codes = slices if window.reference.slices is not None else None
         for rows, closes in self.windows.split(window, len(scores), self.clock()):
             if rows.stop > rows.start:
-                window.counts += window.reference.bins.count(matrix[rows], scores[rows])
-                if self.estimates:
-                    window.expected_correct += float(
-                        expected_correct(scores[rows], self.threshold).sum()
-                    )
-                sliced = window.reference.slices
-                if sliced is not None and slices is not None and window.slice_counts is not None:
-                    window.slice_counts += sliced.count(scores[rows], slices[rows])
+                self._pending.add(
+                    matrix[rows], scores[rows], None if codes is None else codes[rows]
+                )
             if closes:
+                self._pending.flush()
                 closed.append(self._close(window))
         return closed
 
+    def _count(
+        self,
+        matrix: npt.NDArray[np.float32],
+        scores: npt.NDArray[np.float64],
+        slices: Codes | None,
+    ) -> None:
+        """Add rows to the open window's counts (``PendingRows`` calls it, rows held over
+        several batches at once)."""
+        window = self._window
+        assert window is not None  # rows are dropped, never counted, when it is closed
+        window.counts += window.reference.bins.count(matrix, scores)
+        if self.estimates:
+            window.expected_correct += float(expected_correct(scores, self.threshold).sum())
+        sliced = window.reference.slices
+        if sliced is not None and slices is not None and window.slice_counts is not None:
+            window.slice_counts += sliced.count(scores, slices)
+
     def _switch(self, model: str, version: int) -> None:
+        self._pending.clear()  # rows of the dropped window
         old = self._window
         if old is not None and old.events:
             log.info(

@@ -17,10 +17,11 @@ field, a feature ``view__feature``), the share of values that fail a check:
   the model: this is the share that did not. An event is dead-lettered for its first bad
   field only, so a later field's unknown value behind it is not counted.
 
-Counting is numpy over the batch (the matrix scored, the batch's defaulted-feature mask, one
-int of absent-field bits per event taken with one ``fromiter``), a few sums per window part;
-the batch's dead letters are counted in the window its first scored event falls in (all of
-them in the open one when none was scored). When a window closes the gauges
+Counting is numpy (the matrix scored, the defaulted-feature mask, one int of absent-field
+bits per event taken with one ``fromiter`` per batch), a few sums over the rows of
+consecutive batches, held and counted together (``pending.py``); a batch's dead letters are
+counted in the window its first scored event falls in (all of them in the open one when none
+was scored). When a window closes the gauges
 ``streamscore_data_quality_ratio{column, check}`` are set and a ``quality`` record goes to
 the monitoring topic.
 
@@ -63,6 +64,7 @@ import orjson
 
 from models.profile import column_groups
 from streams.metrics import Metrics
+from streams.monitoring.pending import PendingRows
 from streams.monitoring.window import Windows
 from streams.scoring.records import OutputRecord, iso_utc
 from streams.scoring.validation import Event, optional_bits
@@ -135,22 +137,28 @@ class _Layout:
             category_at=category,
         )  # fmt: skip
 
-    def absent(self, events: Sequence[Event]) -> npt.NDArray[np.bool_]:
-        """(n, optional columns): which events lacked each optional field."""
-        out = np.zeros((len(events), len(self.absent_bit)), dtype=np.bool_)
-        if not self.absent_bit or not events:
-            return out
-        for word in sorted({bit // _BITS_PER_WORD for bit in self.absent_bit}):
-            if word == 0 and max(self.absent_bit) < _BITS_PER_WORD:  # the usual case
-                values = np.fromiter((e.absent for e in events), np.int64, len(events))
-            else:
-                shift, mask = word * _BITS_PER_WORD, (1 << _BITS_PER_WORD) - 1
-                values = np.fromiter(
-                    ((e.absent >> shift) & mask for e in events), dtype=np.int64, count=len(events)
-                )
-            for j, bit in enumerate(self.absent_bit):
-                if bit // _BITS_PER_WORD == word:
-                    out[:, j] = (values >> (bit % _BITS_PER_WORD)) & 1
+    def absent_words(self, events: Sequence[Event]) -> npt.NDArray[np.int64] | None:
+        """(n, words) of the events' absent-field bits, ``_BITS_PER_WORD`` to a word (None:
+        the spec's model input has no optional event field)."""
+        if not self.absent_bit:
+            return None
+        words = 1 + max(self.absent_bit) // _BITS_PER_WORD
+        if words == 1:  # the usual case
+            return np.fromiter((e.absent for e in events), np.int64, len(events))[:, None]
+        out = np.empty((len(events), words), dtype=np.int64)
+        mask = (1 << _BITS_PER_WORD) - 1
+        for word in range(words):
+            shift = word * _BITS_PER_WORD
+            out[:, word] = np.fromiter(
+                ((e.absent >> shift) & mask for e in events), dtype=np.int64, count=len(events)
+            )
+        return out
+
+    def absent(self, words: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
+        """(n, optional columns): which rows of ``absent_words`` lacked each optional field."""
+        out = np.empty((len(words), len(self.absent_bit)), dtype=np.bool_)
+        for j, bit in enumerate(self.absent_bit):
+            out[:, j] = (words[:, bit // _BITS_PER_WORD] >> (bit % _BITS_PER_WORD)) & 1
         return out
 
 
@@ -218,6 +226,8 @@ class QualityMonitor:
             "unknown": children("unknown", list(layout.category_at.values())),
         }
         self._m_windows = metrics.data_quality_windows.labels(self.pipeline)
+        # Batches' rows are counted a thousand at a time, not a batch at a time (pending.py).
+        self._pending = PendingRows(self._count)
 
     def observe(
         self,
@@ -231,7 +241,7 @@ class QualityMonitor:
         values were defaulted (n, refs), its scored events (for their absent fields), and
         its dead letters with the field of each unknown category among them."""
         n = 0 if matrix is None else len(matrix)
-        absent = self._layout.absent(events) if n else None
+        words = self._layout.absent_words(events) if n else None
         refused: tuple[int, npt.NDArray[np.int64]] | None = (
             (dead_letters, self._count_unknown(unknown_categories)) if dead_letters else None
         )
@@ -240,12 +250,14 @@ class QualityMonitor:
         for rows, closes in self.windows.split(window, n, self.clock()):
             if rows.stop > rows.start:
                 assert matrix is not None and feature_defaulted is not None
-                assert absent is not None
-                self._count(window, matrix[rows], feature_defaulted[rows], absent[rows])
+                self._pending.add(
+                    matrix[rows], feature_defaulted[rows], None if words is None else words[rows]
+                )
                 if refused is not None:  # in the window of the batch's first scored event
                     window.add_dead_letters(*refused)
                     refused = None
             if closes:
+                self._pending.flush()
                 closed.append(self._close(window))
         if refused is not None:  # nothing scored: into the open window
             window.add_dead_letters(*refused)
@@ -261,16 +273,17 @@ class QualityMonitor:
 
     def _count(
         self,
-        window: _Window,
         matrix: npt.NDArray[np.float32],
         defaulted: npt.NDArray[np.bool_],
-        absent: npt.NDArray[np.bool_],
+        absent_words: npt.NDArray[np.int64] | None,
     ) -> None:
-        layout = self._layout
+        """Add rows to the open window's counts (``PendingRows`` calls it, rows held over
+        several batches at once)."""
+        layout, window = self._layout, self._window
         if len(layout.feature_at):
             window.missing[layout.feature_at] += defaulted[:, layout.feature_ref].sum(axis=0)
-        if len(layout.absent_at):
-            window.missing[layout.absent_at] += absent.sum(axis=0)
+        if absent_words is not None:
+            window.missing[layout.absent_at] += layout.absent(absent_words).sum(axis=0)
         if len(layout.min_at):
             window.at_min += (matrix[:, layout.min_column] == layout.min_value).sum(axis=0)
         if len(layout.max_at):

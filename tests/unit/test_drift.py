@@ -299,6 +299,65 @@ def test_counting_bins_the_whole_batch_at_once(profile: ReferenceProfile) -> Non
     assert whole.tolist() == rows.tolist()
 
 
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), rows=st.integers(1, 300))
+def test_binning_equals_searchsorted_on_each_column(
+    profile: ReferenceProfile, seed: int, rows: int
+) -> None:
+    """Every numeric value lands in bin = the number of its column's edges <= it, values
+    equal to an edge included."""
+    bins = ProfileBins(profile, make_spec().input_columns())
+    rng = np.random.default_rng(seed)
+    matrix = draw(rows, rng)
+    numeric = [c for c in profile.columns if c.kind == "numeric"]
+    index = {name: i for i, name in enumerate(make_spec().input_columns())}
+    for column in numeric:  # a quarter of the values sit exactly on an edge
+        on_edge = rng.random(rows) < 0.25
+        matrix[on_edge, index[column.columns[0]]] = rng.choice(column.edges, on_edge.sum())
+    counts = bins.count(matrix, np.empty(0))
+    starts = dict(zip([c.name for c in profile.columns], bins.segments, strict=False))
+    for column in numeric:
+        values = matrix[:, index[column.columns[0]]].astype(np.float64)
+        expected = np.bincount(
+            np.searchsorted(column.edges, values, side="right"), minlength=len(column.shares)
+        )
+        start, end = starts[column.name]
+        assert counts[start:end].tolist() == expected.tolist()
+
+
+def test_the_records_are_the_same_however_the_stream_is_batched(
+    profile: ReferenceProfile,
+) -> None:
+    """Rows are held and binned a thousand at a time: windows, counts and PSI must not
+    depend on where the batches were cut."""
+    matrix = draw(5_321, np.random.default_rng(8))
+    outcomes = []
+    for batch in (1, 7, 333, 2_500):
+        drift, _ = monitor(profile, "monitoring: {window: {events: 1000}}")
+        records = feed(drift, matrix, batch=batch)
+        outcomes.append([orjson.loads(r.value) for r in records])
+    assert len(outcomes[0]) == 5
+    assert all(outcome == outcomes[0] for outcome in outcomes[1:])
+
+
+def test_rows_held_when_the_primary_changes_are_dropped_with_its_window(
+    profile: ReferenceProfile,
+) -> None:
+    drift, _ = monitor(profile, "monitoring: {window: {events: 100}}")
+    drift.use("drifty_lr", 2, profile)
+    rng = np.random.default_rng(9)
+    assert feed(drift, draw(60, rng), batch=20) == []  # held, not yet binned
+    shifted = draw(100, rng, amount_scale=5.0)
+    (record,) = feed(drift, shifted, batch=50, version=2)
+    # Only version 2's rows: the shifted amounts, none of version 1's.
+    value = orjson.loads(record.value)
+    assert value["model_version"] == 2 and value["events"] == 100
+    alone, _ = monitor(profile, "monitoring: {window: {events: 100}}")
+    alone.use("drifty_lr", 2, profile)
+    (expected,) = feed(alone, shifted, batch=100, version=2)
+    assert value["columns"] == orjson.loads(expected.value)["columns"]
+
+
 # --- in the scoring service -----------------------------------------------------------------
 
 

@@ -264,6 +264,29 @@ def test_a_batch_split_between_two_windows_counts_each_part_in_its_own() -> None
     assert windows == 2
 
 
+def test_the_records_are_the_same_however_the_stream_is_batched() -> None:
+    """Rows are held and counted a thousand at a time: windows and shares must not depend on
+    where the batches were cut."""
+    rng = np.random.default_rng(12)
+    n = 3_210
+    matrix = draw(n, rng)
+    matrix[rng.random(n) < 0.1, 1] = 10  # some at count's max
+    defaulted = rng.random((n, 2)) < 0.2
+    absent = {int(i): int(rng.integers(1, 4)) for i in np.flatnonzero(rng.random(n) < 0.3)}
+    outcomes = []
+    for batch in (1, 9, 400, 3_000):
+        quality, _ = monitor(make_spec("monitoring: {window: {events: 1000}}"))
+        records = []
+        for start in range(0, n, batch):
+            rows = slice(start, start + batch)
+            held = {i - start: bits for i, bits in absent.items() if start <= i < start + batch}
+            records += observe(quality, matrix[rows], defaulted[rows], held)
+        outcomes.append([orjson.loads(r.value)["columns"] for r in records])
+    assert len(outcomes[0]) == 3
+    assert outcomes[0][0]["flag"]["missing"] > 0 and outcomes[0][0]["count"]["at_max"] > 0
+    assert all(outcome == outcomes[0] for outcome in outcomes[1:])
+
+
 def test_a_time_window_closes_with_the_first_batch_after_its_span_even_of_dead_letters() -> None:
     clock = Clock()
     quality, _ = monitor(make_spec("monitoring: {window: {seconds: 60}}"), clock)
