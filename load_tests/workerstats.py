@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from load_tests.processes import Samples, Worker, scrape, sum_of
 
-STAGES = ("decode", "enrich", "infer", "drift", "publish")
+STAGES = ("decode", "enrich", "infer", "drift", "quality", "publish")
 
 
 def worker_samples(workers: Sequence[Worker]) -> list[Samples | None]:
@@ -15,12 +15,15 @@ def worker_samples(workers: Sequence[Worker]) -> list[Samples | None]:
 
 
 def worker_delta(before: list[Samples | None], after: list[Samples | None]) -> dict[str, float]:
-    """Per-stage mean batch time, mean batch size and events, summed over the workers."""
+    """Per-stage mean batch time, mean batch size, events, CPU seconds and resident memory
+    at the end, summed over the workers."""
     out: dict[str, float] = {}
     totals: dict[str, float] = {}
+    rss = 0.0  # at the phase's end: a worker whose memory grows shows it here
     for b, a in zip(before, after, strict=False):
         if not a:
             continue
+        rss += sum_of(a, "process_resident_memory_bytes")
         b = b or {}
         names = [("events", "streamscore_events_total", {})]
         names += [
@@ -43,6 +46,7 @@ def worker_delta(before: list[Samples | None], after: list[Samples | None]) -> d
         return out
     out["events"] = totals["events"]
     out["cpu_seconds"] = totals["cpu_seconds"]
+    out["rss_mb"] = rss / 2**20
     if totals["batches"]:
         out["mean_batch_size"] = totals["batch_size_sum"] / totals["batches"]
     for stage in STAGES:
