@@ -151,4 +151,7 @@ TARGETS: dict[str, tuple[str, float]] = {
     "learning_cpu_per_label_over_scoring_per_event": ("<=", 1.0),
     # issue 15: the scoring worker's CPU µs per event with the spec's monitoring on, minus off
     "monitoring_cpu_us_per_event_added": ("<=", 5.0),
+    # the same, measured directly: the drift + quality stages' own time per event in that
+    # worker (wall clock, so at least their CPU); the difference above is noisier than 5 µs
+    "monitoring_stages_us_per_event": ("<=", 5.0),
 }

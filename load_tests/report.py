@@ -145,7 +145,7 @@ def build_report(
             scaling["scoring_cpu_two_workers_over_one"],
             floor.latency_ms if floor else {},
             _learning_over_scoring(searches.get(REAL)),
-            (extras.get("monitoring_cost") or {}).get("monitoring_cpu_us_per_event_added"),
+            extras.get("monitoring_cost") or {},
         ),
         "steps": [step.as_dict() for step in steps],
         "memory_mb_at_end": memory_mb,
@@ -283,8 +283,9 @@ def _targets(
     scaling_cpu: float | None,
     floor_lat: dict[str, float],
     learning_over_scoring: float | None,
-    monitoring_added: float | None = None,
+    monitoring_cost: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
+    cost = monitoring_cost or {}
     measured = {
         "p50_ms_at_2000_poisson": lat.get("p50"),
         "p99_ms_at_2000_poisson": lat.get("p99"),
@@ -293,7 +294,8 @@ def _targets(
         "real_over_naive": ratios["real_over_naive"],
         "scoring_cpu_two_workers_over_one": scaling_cpu,
         "learning_cpu_per_label_over_scoring_per_event": learning_over_scoring,
-        "monitoring_cpu_us_per_event_added": monitoring_added,
+        "monitoring_cpu_us_per_event_added": cost.get("monitoring_cpu_us_per_event_added"),
+        "monitoring_stages_us_per_event": cost.get("monitoring_stages_us_per_event"),
     }
     # The pass-through worker on the same measure: what the machine and broker allow a
     # worker that does no work at all (a target past it is out of reach here).

@@ -96,6 +96,8 @@ def test_the_report_has_the_target_and_the_markdown_section(tmp_path: Path) -> N
     assert (target["measured"], target["met"]) == (2.0, True)
     assert report["monitoring_cost"] is cost
     text = markdown(report)
+    (stages,) = [t for t in report["targets"] if t["name"] == "monitoring_stages_us_per_event"]
+    assert (stages["measured"], stages["met"]) == (1.5, True)
     assert "| monitoring_cpu_us_per_event_added | <= 5 | 2.00 | yes |" in text
     assert "Added by monitoring: **2.0 µs per event** (target <= 5)" in text
     assert "which range from -18.8 to 6.0" in text
