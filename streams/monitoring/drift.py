@@ -1,9 +1,10 @@
 """Drift of the served inputs and scores against the primary's training reference.
 
-Scored rows are binned in one vectorised pass (``models.profile.ProfileBins.count``:
-broadcast comparisons against the bin edges, one matrix product for the one-hot groups, one
-``bincount``; nothing per event in Python) and added to the open window's counts; the rows of
-consecutive batches are held and binned together (``pending.py``), up to a thousand at once.
+Scored rows are binned in one vectorised pass (``models.profile.ProfileBins.count``: a
+comparison per edge rank over every numeric column, one matrix product for the one-hot
+groups, one ``bincount``; nothing per event in Python) and added to the open window's
+counts; the rows of consecutive batches are held and binned together (``pending.py``), up to
+a thousand at once.
 When the window closes (``monitoring.window``: a number of events, or seconds) the population
 stability index of every column and of the score is computed against the reference shares,
 the PSI gauges are set, and one record describing the window goes to the monitoring topic.
