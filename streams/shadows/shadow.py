@@ -241,11 +241,14 @@ class ShadowRunner:
                 strict=True,
             )
         ]
-        await self.publisher.publish(records)
+        # Stored before published: whoever reads a shadow record and then sends its label
+        # finds the shadow's score in the store (published first, the label join could
+        # count the shadow as not having served that event).
         if self.store is not None:
             await self.store.put_shadow_scores(
                 name, batch.event_ids, scores.tolist(), version, infer_seconds
             )
+        await self.publisher.publish(records)
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

@@ -1,5 +1,6 @@
 """A shadow that fell behind takes every queued batch as one: one model run and one publish
-for all of them, records in the primary's order, the backlog gauge back to zero."""
+for all of them, records in the primary's order, the backlog gauge back to zero; its scores are
+stored before its records are published."""
 
 from __future__ import annotations
 
@@ -62,3 +63,36 @@ async def test_batches_queued_behind_a_busy_shadow_are_scored_as_one() -> None:
         "streamscore_shadow_backlog_events", {"pipeline": "p", "model": "fraud_gbt"}
     )
     assert backlog == 0
+
+
+class StoreThenPublish:
+    """A store and a publisher that note, per published record, whether the shadow's score
+    for its event was already stored."""
+
+    def __init__(self) -> None:
+        self.stored: set[str] = set()
+        self.stored_when_published: list[bool] = []
+
+    async def put_shadow_scores(self, model, event_ids, scores, version=None, infer_seconds=None):
+        await asyncio.sleep(0)  # a real store awaits a round trip
+        self.stored.update(event_ids)
+
+    async def publish(self, records) -> None:
+        self.stored_when_published += [r.key.decode() in self.stored for r in records]
+
+
+async def test_a_shadow_score_is_stored_before_its_record_is_published() -> None:
+    both = StoreThenPublish()
+    runner = ShadowRunner(
+        Counting(), pipeline="p", topic="shadows", threshold=0.5, queue_batches=16,
+        publisher=both, store=both, metrics=Metrics(),  # type: ignore[arg-type]
+    )  # fmt: skip
+    runner.offer(batch(0, 3))
+    running = asyncio.ensure_future(runner.run())
+    try:
+        await asyncio.wait_for(runner.drain(), 10)
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        runner.close()
+    assert both.stored_when_published == [True, True, True]
