@@ -25,7 +25,7 @@ from rich.table import Table
 
 from models.errors import ModelIntegrityError, ModelNotFound, RegistryError
 from models.fitness import Layout, layouts_using, load_checked
-from models.registry import ALIASES_FILE, CHAMPION, ModelRegistry
+from models.registry import ALIASES_FILE, CHALLENGER, CHAMPION, ModelRegistry
 from streams.actions import commands
 from streams.actions.record import Action, action_record, who
 from streams.errors import StreamscoreError
@@ -184,6 +184,11 @@ def promote(
         raise _fail(msg) from exc
     was = "nothing" if before is None else f"version {before}"
     _err().print(f"{name}: {alias} -> version {version} (was {was})", highlight=False)
+    if alias == CHAMPION and registry.retire_challenger(name, version):
+        _err().print(
+            f"{name}: {CHALLENGER} alias removed (version {version} serves as {CHAMPION})",
+            highlight=False,
+        )
     _note_unchecked_columns(layouts)
     _record(sink, using, "promotion", name, alias, before, version, evidence)
 

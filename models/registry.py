@@ -223,6 +223,16 @@ class ModelRegistry:
             self._write_aliases(folder, updated)
         return version
 
+    def retire_challenger(self, name: str, promoted: int) -> bool:
+        """After ``promoted`` became the champion: remove the challenger alias if it still
+        names that version (recorded in the history), so that workers stop scoring the
+        champion a second time in shadow. False when it names another version, or none."""
+        try:
+            self.remove_alias(name, CHALLENGER, expected=promoted)
+        except AliasMoved:
+            return False
+        return True
+
     def register(
         self,
         name: str,

@@ -363,6 +363,9 @@ class Controller:
         self._decision = None
         log.info("%s %s: promoted %s v%s over v%s on %s labels", STAGE, self.spec.name, name,
                  candidate, champion, evidence["labels"])  # fmt: skip
+        if self._registry.retire_challenger(name, candidate):
+            log.info("%s %s: the %s alias is removed (v%s serves as %s now)", STAGE,
+                     self.spec.name, CHALLENGER, candidate, CHAMPION)  # fmt: skip
         return f"promoted v{candidate}"
 
     def _refuse(

@@ -14,7 +14,7 @@ from models.cli import models_app
 from models.errors import ModelNotFound, RegistryError
 from models.estimators import make_estimator, to_onnx_bytes
 from models.manifest import ManifestFields, TrainingData
-from models.registry import CHAMPION, ModelRegistry
+from models.registry import CHALLENGER, CHAMPION, ModelRegistry
 from models.scorer import OnnxScorer
 from models.watch import AliasWatcher
 from streams.spec import TrainModel
@@ -113,6 +113,19 @@ def test_promote_to_another_alias_and_noop(registry: ModelRegistry) -> None:
     assert code == 0 and "already points at version 3" in out
     assert registry.alias_history("fraud") == history  # no empty move recorded
     assert registry.aliases("fraud") == {CHAMPION: 1, "canary": 3}
+
+
+def test_promoting_the_challengers_version_to_champion_retires_the_challenger(
+    registry: ModelRegistry,
+) -> None:
+    registry.set_alias("fraud", CHALLENGER, 3)
+    code, out = invoke(registry, "promote", "fraud", "2")  # another version: it stays
+    assert code == 0 and "challenger alias removed" not in out
+    assert registry.aliases("fraud") == {CHAMPION: 2, CHALLENGER: 3}
+    code, out = invoke(registry, "promote", "fraud", "3")
+    assert code == 0, out
+    assert "fraud: challenger alias removed (version 3 serves as champion)" in out
+    assert registry.aliases("fraud") == {CHAMPION: 3}
 
 
 @pytest.mark.parametrize(

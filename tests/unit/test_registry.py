@@ -11,7 +11,7 @@ import pytest
 
 from models.errors import AliasMoved, ModelIntegrityError, ModelNotFound, RegistryError
 from models.manifest import ManifestFields, TrainingData
-from models.registry import CHAMPION, ModelRegistry
+from models.registry import CHALLENGER, CHAMPION, ModelRegistry
 
 ONNX = b"not really onnx: the registry stores bytes"
 
@@ -91,6 +91,24 @@ def test_set_alias_with_expected_is_a_compare_and_set(registry: ModelRegistry) -
     registry.set_alias("fraud", "canary", 3, expected=None)  # "not set yet" is a value too
     with pytest.raises(AliasMoved, match="expected nothing, found version 3"):
         registry.set_alias("fraud", "canary", 1, expected=None)
+
+
+def test_a_promoted_challenger_is_retired_only_while_it_names_the_promoted_version(
+    registry: ModelRegistry,
+) -> None:
+    for payload in (ONNX, ONNX + b"2", ONNX + b"3"):
+        registry.register("fraud", payload, fields())
+    registry.set_alias("fraud", CHALLENGER, 2)
+    registry.set_alias("fraud", CHAMPION, 2)
+    assert registry.retire_challenger("fraud", 2) is True
+    assert registry.aliases("fraud") == {CHAMPION: 2}
+    last = registry.alias_history("fraud")[-1]
+    assert (last.alias, last.version, last.previous) == (CHALLENGER, None, 2)
+    assert registry.retire_challenger("fraud", 2) is False  # none left: nothing to do
+    # A newer challenger (retrained meanwhile) stays: it is not the promoted version.
+    registry.set_alias("fraud", CHALLENGER, 3)
+    assert registry.retire_challenger("fraud", 2) is False
+    assert registry.aliases("fraud") == {CHAMPION: 2, CHALLENGER: 3}
 
 
 def test_concurrent_promotions_from_the_same_reading_move_the_alias_once(
