@@ -4,6 +4,7 @@ source stands in for the online store here (integration tests use the real one).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -212,3 +213,27 @@ async def test_feature_read_retries_are_counted_by_stage(onnx_scorer) -> None:
         "streamscore_redis_retries_total", {"pipeline": SPEC.name, "stage": "enrich"}
     )
     assert retried == 2
+
+
+class WaitingScorer(CountingScorer):
+    """Scores as the ONNX model does, after waiting ``wait`` seconds without using the CPU
+    (what a wait for the GIL or a descheduled thread looks like to a wall clock)."""
+
+    def __init__(self, scorer: OnnxScorer, wait: float) -> None:
+        super().__init__(scorer)
+        self.wait = wait
+
+    def score(self, matrix):
+        time.sleep(self.wait)
+        return super().score(matrix)
+
+
+async def test_the_models_time_is_the_cpu_its_run_took_not_the_time_it_waited(
+    onnx_scorer,
+) -> None:
+    """Promotion's latency guard compares versions on ``model_seconds``: a wait that is not
+    the model's work (here 200 ms asleep) must not count."""
+    pipeline = ScoringPipeline(SPEC, InMemoryFeatures(), WaitingScorer(onnx_scorer, 0.2), Metrics())
+    batch = [message(i, {"id": f"e{i}", "user": "u1", "amount": 5, "kind": "a"}) for i in range(8)]
+    scored = await pipeline.score_batch(batch)
+    assert scored.model_seconds is not None and 0 < scored.model_seconds < 0.05
