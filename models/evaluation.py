@@ -86,6 +86,10 @@ class _ModelWindow:
         self.log_loss: Any = utils.Rolling(metrics.LogLoss, window_size=window)
         self.roc_auc: Any = metrics.RollingROCAUC(window_size=window)  # type: ignore[no-untyped-call]
         self.labels: collections.deque[bool] = collections.deque(maxlen=window)
+        # The window's decisions and scores as plain values too (River's windows hold them
+        # inside (args, kwargs) pairs): a checkpoint, every label batch, copies these in C.
+        self.decisions: collections.deque[bool] = collections.deque(maxlen=window)
+        self.scores: collections.deque[float] = collections.deque(maxlen=window)
         self.positives = 0
         self.count = 0
 
@@ -93,6 +97,8 @@ class _ModelWindow:
         if len(self.labels) == self.labels.maxlen and self.labels[0]:
             self.positives -= 1
         self.labels.append(label)
+        self.decisions.append(decision)
+        self.scores.append(score)
         self.positives += label
         self.count += 1
         self.accuracy.update(label, decision)
@@ -119,8 +125,8 @@ class _ModelWindow:
         return {
             "count": self.count,
             "labels": list(self.labels),
-            "decisions": [decision for (_, decision), _ in self.accuracy.window],
-            "scores": [score for (_, score), _ in self.log_loss.window],
+            "decisions": list(self.decisions),
+            "scores": list(self.scores),
             "accuracy": export_state(self.accuracy.obj),
             "log_loss": export_state(self.log_loss.obj),
         }
@@ -163,6 +169,8 @@ class _ModelWindow:
         for label, score in zip(labels, scores, strict=True):
             state.roc_auc.update(label, score)
         state.labels.extend(labels)
+        state.decisions.extend(decisions)
+        state.scores.extend(scores)
         state.positives = sum(labels)
         state.count = count
         return state
