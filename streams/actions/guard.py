@@ -79,7 +79,9 @@ class ServedWindow:
         return len(self.labels) == self.labels.maxlen
 
     def add(self, score: float, label: float) -> None:
-        self.scores.append(score)
+        # Rounded once, here: the window is checkpointed with every label batch, and 6
+        # decimals keep that small, judge the same, and let a restored window equal this one.
+        self.scores.append(round(score, 6))
         self.labels.append(label)
 
     def copy(self) -> ServedWindow:
@@ -98,8 +100,7 @@ class ServedWindow:
         return served_figure(metric, s, y, threshold)
 
     def to_data(self) -> list[list[float]]:
-        # Checkpointed with every label batch: 6 decimals keep it small and judge the same.
-        return [[round(score, 6) for score in self.scores], list(self.labels)]
+        return [list(self.scores), list(self.labels)]
 
     @classmethod
     def from_data(cls, data: Any, size: int) -> ServedWindow:
