@@ -39,6 +39,18 @@ def batch(first: int, n: int) -> ShadowBatch:
     )
 
 
+async def run_until_drained(runner: ShadowRunner) -> None:
+    """Run ``runner`` until every batch offered so far is scored and published, then stop
+    and close it."""
+    running = asyncio.ensure_future(runner.run())
+    try:
+        await asyncio.wait_for(runner.drain(), 10)
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        runner.close()
+
+
 async def test_batches_queued_behind_a_busy_shadow_are_scored_as_one() -> None:
     model, publisher, metrics = Counting(), Publisher(), Metrics()
     runner = ShadowRunner(
@@ -47,13 +59,7 @@ async def test_batches_queued_behind_a_busy_shadow_are_scored_as_one() -> None:
     )  # fmt: skip
     for first, n in ((0, 3), (3, 1), (4, 2), (6, 4)):  # queued while the shadow was away
         runner.offer(batch(first, n))
-    running = asyncio.ensure_future(runner.run())
-    try:
-        await asyncio.wait_for(runner.drain(), 10)
-    finally:
-        running.cancel()
-        await asyncio.gather(running, return_exceptions=True)
-        runner.close()
+    await run_until_drained(runner)
     assert model.runs == [10]  # one run for the four batches
     records = [orjson.loads(r.value) for r in publisher.records]
     assert [r["event_id"] for r in records] == [f"e{i}" for i in range(10)]
@@ -88,11 +94,5 @@ async def test_a_shadow_score_is_stored_before_its_record_is_published() -> None
         publisher=both, store=both, metrics=Metrics(),  # type: ignore[arg-type]
     )  # fmt: skip
     runner.offer(batch(0, 3))
-    running = asyncio.ensure_future(runner.run())
-    try:
-        await asyncio.wait_for(runner.drain(), 10)
-    finally:
-        running.cancel()
-        await asyncio.gather(running, return_exceptions=True)
-        runner.close()
+    await run_until_drained(runner)
     assert both.stored_when_published == [True, True, True]

@@ -5,7 +5,6 @@ agreement and MAE/RMSE columns for the labelled evaluation."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import numpy as np
@@ -17,6 +16,7 @@ from models.evaluation import RollingEvaluation
 from streams.cli.compare import compare_shadows, report
 from streams.metrics import Metrics
 from streams.shadows.shadow import ShadowBatch, ShadowRunner
+from tests.unit.test_shadow_catch_up import run_until_drained
 from tests.unit.test_shadow_follow import Publisher
 from tests.unit.test_spec_task import spec
 
@@ -38,7 +38,6 @@ async def shadow_records(task: str) -> tuple[list[dict[str, Any]], Metrics]:
         Constant(), pipeline="p", topic="shadows", threshold=None, queue_batches=2,
         publisher=publisher, store=None, metrics=metrics, task=task,  # type: ignore[arg-type]
     )  # fmt: skip
-    running = asyncio.ensure_future(runner.run())
     runner.offer(
         ShadowBatch(
             event_ids=["a", "b", "c"],
@@ -48,12 +47,7 @@ async def shadow_records(task: str) -> tuple[list[dict[str, Any]], Metrics]:
             primary_scores=PRIMARY,
         )
     )
-    try:
-        await asyncio.wait_for(runner.drain(), 10)
-    finally:
-        running.cancel()
-        await asyncio.gather(running, return_exceptions=True)
-        runner.close()
+    await run_until_drained(runner)
     return [orjson.loads(r.value) for r in publisher.records], metrics
 
 
