@@ -269,8 +269,12 @@ class LabelConsumer(Service):
         self._m_held.set(0)
         self._next.clear()
         self._committed.clear()
-        if assigned and self._learner is not None:
+        if self._learner is None:
+            return
+        if assigned:
             self._learner.forget()
+        else:  # another worker owns the labels (or none yet): its figures, not ours
+            self._learner.withdraw_figures()
 
     async def batch_done(self) -> None:
         """Wait for the batch in progress (if any) to finish and commit."""

@@ -191,6 +191,18 @@ class LearnerService:
         self.learner = None
         self._claimed = False
 
+    def withdraw_figures(self) -> None:
+        """Stop exporting the figures this learner computed (rolling evaluation, coverage,
+        concept drift's error means, realized accuracy): another worker owns the labels
+        now, and values frozen at the hand-over would sit beside its live ones. Counters
+        stay: their sums across workers remain true. One pipeline per worker process, so
+        each family is cleared whole."""
+        for family in (
+            self._m_metric, self._m_as_learned, self._m_slice_metric, self._m_coverage,
+            self._m_error_mean, self._m_realized, self._m_difference, self._m_realized_start,
+        ):  # fmt: skip
+            family.clear()
+
     async def load(self) -> None:
         """Claim the model, then resume from the last checkpoint, or start a new model."""
         keys = self.keys

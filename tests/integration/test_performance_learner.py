@@ -128,6 +128,17 @@ async def test_realized_beside_estimate_and_concept_drift_resume_after_a_restart
     error_mean = value(metrics, "streamscore_concept_drift_error_mean", **primary)
     assert error_mean is not None and error_mean > 0.3
 
+    # The labels move to another worker: this one stops exporting its figures (they would
+    # freeze beside the new owner's), its counters stay (sums across workers stay true).
+    online = "streamscore_online_metric"
+    assert value(metrics, online, **primary, metric="accuracy") is not None
+    learner.withdraw_figures()
+    for name in (online, "streamscore_concept_drift_error_mean", "streamscore_realized_accuracy",
+                 "streamscore_estimated_minus_realized_accuracy", start):  # fmt: skip
+        labels = {**primary, "metric": "accuracy"} if name == online else primary
+        assert value(metrics, name, **labels) is None, name
+    assert value(metrics, "streamscore_concept_drift_detections_total", **worse) >= 1
+
     # A restarted learner resumes both from the checkpoint: the primary's detector exactly
     # (fewer errors since its change than error_history), the shadow's from its newest 5000.
     restarted = LearnerService(spec, redis_client, Metrics(), clock=Clock(T0 + 600))
