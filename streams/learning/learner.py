@@ -297,6 +297,25 @@ class LearnerService:
         await self._update_coverage()
         return len(fresh)
 
+    def _evaluate(self, fresh: list[dict[str, Any]], labels: list[Any]) -> None:
+        """Each model on the scores it published, in learning order: one call per model
+        for the batch (each model's window is its own, so only the order within a model
+        matters); per event for its slice values' evaluations (monitoring.slices)."""
+        served: dict[str, tuple[list[float], list[Any]]] = {}
+        for record, label in zip(fresh, labels, strict=True):
+            for model, score in record["scores"].items():
+                scores, truths = served.setdefault(model, ([], []))
+                scores.append(score)
+                truths.append(label)
+        for model, (scores, truths) in sorted(served.items()):
+            self.evaluation.update_many(model, scores, truths, self.threshold)
+        if self.sliced is None:
+            return
+        for record, label in zip(fresh, labels, strict=True):
+            for evaluation in self.sliced.of(record.get("slices")):
+                for model, score in sorted(record["scores"].items()):
+                    evaluation.update(model, score, label, self.threshold)
+
     async def _redis(self, what: str, call: Callable[[], Awaitable[Any]]) -> Any:
         return await within_budget(
             call, seconds=self.retry_for_seconds, what=f"learn: {what}",
@@ -313,17 +332,9 @@ class LearnerService:
             labels = [r["label"] for r in fresh]
             # Before learning: progressive validation (the online model's "as learned").
             own = learner.predict_many(matrix).tolist() if learner is not None else None
-            sliced = self.sliced
-            for i, (record, label) in enumerate(zip(fresh, labels, strict=True)):
-                # The evaluations of the event's slice values (monitoring.slices), if any.
-                slices = sliced.of(record.get("slices")) if sliced is not None else ()
-                # Row by row in learning order: each model on the score it published.
-                for model, score in sorted(record["scores"].items()):
-                    self.evaluation.update(model, score, label, self.threshold)
-                    for evaluation in slices:
-                        evaluation.update(model, score, label, self.threshold)
-                if own is not None:
-                    self.as_learned.update(online, own[i], label, self.threshold)
+            self._evaluate(fresh, labels)
+            if own is not None:
+                self.as_learned.update_many(online, own, labels, self.threshold)
             if learner is not None:
                 learner.learn(matrix, labels)
             self._watch_performance(fresh)
