@@ -10,10 +10,11 @@ Tests marked ``tansu`` also run on an embedded Tansu, so both brokers stay prove
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import redis.asyncio as aioredis
 
 from streams.runtime.brokers import BrokerChoice, choose_broker
 from streams.runtime.embedded import EmbeddedRedis, EmbeddedTansu
@@ -45,6 +46,14 @@ def broker_kind(broker: BrokerChoice) -> str:
 def redis_url() -> Iterator[str]:
     with EmbeddedRedis() as redis:
         yield redis.url
+
+
+@pytest.fixture
+async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    """An asyncio client of the session's Redis, closed after the test."""
+    client = aioredis.Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
 
 
 @pytest.fixture

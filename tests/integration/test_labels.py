@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pytest
-import redis.asyncio as aioredis
 
 import streams.learning.learner
 from models.evaluation import EvaluationStateError, RollingEvaluation
@@ -48,13 +47,6 @@ def label(event_id: str, value: int | bool) -> bytes:
     return orjson.dumps(
         {"event_id": event_id, "label": value, "label_time": "2027-01-15T08:00:00Z"}
     )
-
-
-@pytest.fixture
-async def redis_client(redis_url: str):
-    client = aioredis.Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pytest
-import redis.asyncio as aioredis
 
 from streams.learning.join import Label, joined_record
 from streams.learning.learner import LearnerService
@@ -39,13 +38,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture
-async def redis_client(redis_url: str):
-    client = aioredis.Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
 
 
 @pytest.fixture

@@ -37,31 +37,27 @@ T0 = 1_800_000_000.0
 
 
 async def test_the_learner_keeps_each_versions_served_scores_as_evidence(
-    card_fraud: PreparedPipeline, redis_url: str
+    card_fraud: PreparedPipeline, redis_url: str, redis_client: aioredis.Redis
 ) -> None:
     spec = card_fraud.spec.model_copy(update={"name": f"evidence-{uuid.uuid4().hex[:8]}"})
     promote = spec.actions.promote.model_copy(update={"evidence_labels": 30, "min_labels": 30})
     spec = spec.model_copy(update={"actions": spec.actions.model_copy(update={"promote": promote})})
-    client = aioredis.Redis.from_url(redis_url)
-    try:
-        store = PredictionStore(client, spec.name, 60.0)
-        ids = [f"e{i}" for i in range(40)]
-        vectors = np.zeros((40, len(spec.input_columns())), dtype=np.float32)
-        scores = [i / 40 for i in range(40)]
-        await store.put_predictions(ids, T0, "fraud_gbt", 1, scores, vectors, infer_seconds=0.004)
-        # The shadow shed the last 10 events' batch: no score, no entry for it there.
-        await store.put_shadow_scores("fraud_lr", ids[:30], [0.5] * 30, 3, infer_seconds=0.006)
-        joiner = LabelJoiner(spec, store, Metrics(), clock=lambda: T0 + 1)
-        messages = [
-            InputMessage(None, orjson.dumps({"event_id": i, "label": n % 2}), "l", 0, n, T0)
-            for n, i in enumerate(ids)
-        ]
-        joined = (await joiner.join(messages)).joined
-        learner = LearnerService(spec, client, Metrics(), clock=lambda: T0 + 1)
-        assert await learner.handle(joined) == 40
-        assert await learner.handle(joined) == 0  # replayed: nothing twice, in evidence too
-    finally:
-        await client.aclose()
+    store = PredictionStore(redis_client, spec.name, 60.0)
+    ids = [f"e{i}" for i in range(40)]
+    vectors = np.zeros((40, len(spec.input_columns())), dtype=np.float32)
+    scores = [i / 40 for i in range(40)]
+    await store.put_predictions(ids, T0, "fraud_gbt", 1, scores, vectors, infer_seconds=0.004)
+    # The shadow shed the last 10 events' batch: no score, no entry for it there.
+    await store.put_shadow_scores("fraud_lr", ids[:30], [0.5] * 30, 3, infer_seconds=0.006)
+    joiner = LabelJoiner(spec, store, Metrics(), clock=lambda: T0 + 1)
+    messages = [
+        InputMessage(None, orjson.dumps({"event_id": i, "label": n % 2}), "l", 0, n, T0)
+        for n, i in enumerate(ids)
+    ]
+    joined = (await joiner.join(messages)).joined
+    learner = LearnerService(spec, redis_client, Metrics(), clock=lambda: T0 + 1)
+    assert await learner.handle(joined) == 40
+    assert await learner.handle(joined) == 0  # replayed: nothing twice, in evidence too
     sync = redis.Redis.from_url(redis_url)
     events = read_evidence(sync, spec.name)
     assert len(events) == 30  # evidence_labels: the newest 30 of the 40 learned

@@ -13,7 +13,6 @@ import numpy as np
 import orjson
 import pandas as pd
 import pytest
-import redis.asyncio as aioredis
 
 from streams.learning.join import LabelJoiner
 from streams.learning.learner import LearnerService
@@ -154,13 +153,6 @@ def test_a_degraded_channel_shows_in_its_own_slice_only(card_fraud: PreparedPipe
 
 
 # --- the label join and the learner on a real Redis ---------------------------------------
-
-
-@pytest.fixture
-async def redis_client(redis_url: str):
-    client = aioredis.Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
 
 
 def label_message(offset: int, event_id: str, label: int) -> InputMessage:

@@ -16,6 +16,7 @@ from models.profile import ProfileBins, ReferenceProfile, build_profile, column_
 from streams.metrics import Metrics
 from streams.monitoring.drift import EPSILON, DriftMonitor, level, psi
 from streams.spec import PipelineSpec, load_spec_text
+from tests.unit.test_shadow_follow import Publisher
 
 SPEC_TEXT = """
 name: drifty
@@ -361,14 +362,6 @@ def test_rows_held_when_the_primary_changes_are_dropped_with_its_window(
 # --- in the scoring service -----------------------------------------------------------------
 
 
-class Published:
-    def __init__(self) -> None:
-        self.records: list = []
-
-    async def publish(self, records) -> None:
-        self.records.extend(records)
-
-
 async def test_the_service_publishes_a_closed_windows_record_with_its_batch() -> None:
     from streams.scoring.pipeline import ScoringPipeline
     from streams.scoring.service import ScoringService
@@ -394,7 +387,7 @@ async def test_the_service_publishes_a_closed_windows_record_with_its_batch() ->
     drift = DriftMonitor(spec, metrics)
     drift.use("unit_lr", 3, profile)
     pipeline = ScoringPipeline(spec, InMemoryFeatures(), Scorer(), metrics)
-    publisher = Published()
+    publisher = Publisher()
     service = ScoringService(pipeline, publisher, metrics, drift=drift)
     events = [{"id": f"e{i}", "user": "u1", "amount": 5, "kind": "a"} for i in range(6)]
     await service.handle([message(i, e) for i, e in enumerate(events[:3])])

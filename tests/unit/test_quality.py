@@ -16,7 +16,7 @@ from streams.monitoring.spec import WindowSpec
 from streams.monitoring.window import OpenWindow, Windows
 from streams.scoring.validation import Event, EventValidator, optional_bits
 from streams.spec import PipelineSpec, load_spec_text
-from tests.unit.test_drift import Published
+from tests.unit.test_shadow_follow import Publisher
 
 SPEC_TEXT = """
 name: qual
@@ -383,7 +383,7 @@ async def test_the_service_measures_what_reached_the_model_and_what_was_refused(
     metrics = Metrics()
     quality = QualityMonitor(spec, metrics)
     pipeline = ScoringPipeline(spec, InMemoryFeatures(), Scorer(), metrics)
-    publisher = Published()
+    publisher = Publisher()
     service = ScoringService(pipeline, publisher, metrics, quality=quality)
     batch = [
         {"id": "e0", "user": "u1", "amount": 1000, "kind": "a"},  # amount at its max
