@@ -162,11 +162,11 @@ class ShadowRunner:
             self._m_backlog.set(self._backlog)
             model = self.model  # swap_model() may replace it; this batch keeps its own
             try:
-                scores, elapsed = await loop.run_in_executor(
+                scores, elapsed, cpu = await loop.run_in_executor(
                     self._executor, _timed_score, model, batch.matrix
                 )
                 self._m_infer.observe(elapsed)
-                await self._emit(batch, scores, model, elapsed)
+                await self._emit(batch, scores, model, cpu)
                 self.scored += len(batch.event_ids)
             except asyncio.CancelledError:
                 raise
@@ -259,9 +259,10 @@ class ShadowRunner:
 
 def _timed_score(
     model: ShadowModel, matrix: npt.NDArray[np.float32]
-) -> tuple[npt.NDArray[np.float64], float]:
-    """The model's run and its CPU time in the thread that runs it (``model_cpu_seconds``),
-    as the primary's is measured: promotion's latency guard compares the two per event."""
-    started = time.thread_time()
+) -> tuple[npt.NDArray[np.float64], float, float]:
+    """The model's run with its wall time (the inference histogram, as the primary's) and
+    its CPU time in the thread that runs it (as the primary's ``model_seconds``: promotion's
+    latency guard compares the two per event)."""
+    started, cpu = time.perf_counter(), time.thread_time()
     scores = model.score(matrix)
-    return scores, time.thread_time() - started
+    return scores, time.perf_counter() - started, time.thread_time() - cpu
