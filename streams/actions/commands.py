@@ -17,10 +17,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from streams.actions.decision import Decision, decide_promotion
-from streams.actions.evidence import arm, read_evidence, read_inference
+from streams.actions.evidence import read_evidence, read_inference
 from streams.actions.record import publish_actions, read_actions
 from streams.errors import StreamscoreError, Unreachable
 from streams.runtime.connections import KafkaConnection, RedisConnection
+from streams.scoring.canary import arm
 from streams.settings import Settings
 from streams.spec import PipelineSpec
 

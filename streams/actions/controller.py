@@ -53,13 +53,14 @@ from models.fitness import Layout, load_checked
 from models.registry import CHALLENGER, CHAMPION, ModelRegistry
 from streams.actions.decision import Decision, decide_promotion
 from streams.actions.drift_follow import MonitoringFollower
-from streams.actions.evidence import arm, paired, parse_evidence, parse_inference
+from streams.actions.evidence import paired, parse_evidence, parse_inference
 from streams.actions.lease import Lease
 from streams.actions.record import CONTROLLER, Action, action_record, publish_actions
 from streams.actions.retrain_job import RetrainJob, RetrainOutcome
 from streams.actions.triggers import DriftStreak, floor_reason, interval_left, labels_reason
 from streams.errors import StreamscoreError
 from streams.runtime.connections import KafkaConnection, RedisConnection
+from streams.scoring.canary import arm
 from streams.scoring.prediction_store import Keys
 from streams.scoring.records import iso_utc
 from streams.settings import Settings

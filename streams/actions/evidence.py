@@ -37,19 +37,8 @@ import redis
 import redis.asyncio as aioredis
 
 from streams.actions.compare import PairedSample
+from streams.scoring.canary import arm
 from streams.scoring.prediction_store import Keys
-
-
-def arm(model: str, version: int) -> str:
-    """``<model>@<version>``: one model version, wherever it served (primary or shadow).
-    ``model`` may be a role's name for a registry model (``fraud_gbt@challenger``, the
-    challenger shadow's): its registry name is what goes before the version, so a version
-    has one arm whichever role it served in (registry names have no '@').
-
-    >>> arm("fraud_gbt@challenger", 3)
-    'fraud_gbt@3'
-    """
-    return f"{model.split('@', 1)[0]}@{version}"
 
 
 @dataclass(frozen=True)

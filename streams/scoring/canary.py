@@ -41,3 +41,15 @@ def arm_model_name(model: str) -> str:
     """The name the canary arm's scores go by in the label join and its evaluation
     (``fraud_gbt@canary``), so that each arm is evaluated on the events it served."""
     return f"{model}@{CANARY}"
+
+
+def arm(model: str, version: int) -> str:
+    """``<model>@<version>``: one model version, wherever it served (primary or shadow).
+    ``model`` may be a role's name for a registry model (``fraud_gbt@challenger``, the
+    challenger shadow's): its registry name is what goes before the version, so a version
+    has one arm whichever role it served in (registry names have no '@').
+
+    >>> arm("fraud_gbt@challenger", 3)
+    'fraud_gbt@3'
+    """
+    return f"{model.split('@', 1)[0]}@{version}"

@@ -38,7 +38,7 @@ import numpy.typing as npt
 import orjson
 import redis.asyncio as aioredis
 
-from streams.scoring.canary import arm_model_name
+from streams.scoring.canary import arm, arm_model_name
 
 # ARGV: ttl, counter key ('' for none), counter increment, inference hash ('' for none),
 # its model@version, the batch's inference seconds, its events, then key/value pairs.
@@ -294,11 +294,10 @@ class PredictionStore:
     ) -> list[Any]:
         if seconds is None or version is None or not events:
             return ["", "", 0, 0]
-        # The version's arm (streams.actions.evidence.arm, not imported: it imports us): a
-        # role's name such as the challenger shadow's 'fraud_gbt@challenger' counts under its
-        # registry name, where the evidence and the latency guard look for it.
-        arm = f"{model.split('@', 1)[0]}@{version}"
-        return [self.keys.inference, arm, repr(float(seconds)), events]
+        # The version's arm: a role's name such as the challenger shadow's
+        # 'fraud_gbt@challenger' counts under its registry name, where the evidence and the
+        # latency guard look for it.
+        return [self.keys.inference, arm(model, version), repr(float(seconds)), events]
 
     async def count_forwarded(self, n: int) -> int:
         """Count ``n`` more labels handed to the learner (and announce the total)."""

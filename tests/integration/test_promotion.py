@@ -20,13 +20,14 @@ from typer.testing import CliRunner
 from models.manifest import ManifestFields
 from models.registry import CHAMPION, ModelRegistry
 from streams.actions.counter import ActionsCounter
-from streams.actions.evidence import EvidenceLog, arm, read_evidence, read_inference
+from streams.actions.evidence import EvidenceLog, read_evidence, read_inference
 from streams.actions.record import action_record, publish_actions, read_actions
 from streams.cli.main import app as cli
 from streams.learning.join import LabelJoiner
 from streams.learning.learner import LearnerService
 from streams.metrics import Metrics
 from streams.runtime.connections import KafkaConnection
+from streams.scoring.canary import arm
 from streams.scoring.prediction_store import Keys, PredictionStore
 from streams.scoring.records import InputMessage
 from tests.integration.harness import PreparedPipeline

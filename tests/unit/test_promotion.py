@@ -20,7 +20,6 @@ from streams.actions.evidence import (
     InferenceTime,
     LabelledEvent,
     _parsed,
-    arm,
     entries,
     paired,
     served_shares,
@@ -28,6 +27,7 @@ from streams.actions.evidence import (
 from streams.actions.record import action_record
 from streams.actions.spec import PromoteSpec
 from streams.errors import SpecError
+from streams.scoring.canary import arm
 from streams.spec import load_spec_text
 from tests.unit.test_pipeline import SPEC
 
