@@ -365,7 +365,7 @@ class ScoringPipeline:
             event_times.append(event_time)
         self._metrics.predictions.labels(self.spec.name, scorer.name).inc(len(records))
         if out.canary_rows is not None:
-            served = sum(on_canary[i] for i in range(len(events)) if i not in failed)
+            served = int(out.canary_rows.sum()) - sum(on_canary[i] for i in failed)
             self._metrics.canary_predictions.labels(self.spec.name, scorer.name).inc(served)
         return records, event_times, failed
 
