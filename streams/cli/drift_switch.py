@@ -149,7 +149,6 @@ class DriftSwitch:
     after: float
     clock: Callable[[], float] = time.monotonic
     _started: float | None = None
-    _said: bool = False
 
     def __post_init__(self) -> None:
         if not self.after >= 0:

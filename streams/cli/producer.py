@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 
 import orjson
 
-from streams.cli.drift_switch import DriftSwitch
+from streams.cli.drift_switch import DriftSwitch, apply_shifts
 from streams.cli.generators import EventGenerator, corrupt, make_generator
 from streams.runtime.connections import KafkaConnection
 from streams.spec import PipelineSpec
@@ -103,14 +103,15 @@ class EventProducer:
         id_field = self.spec.event.id_field
         deliveries = []
         now = datetime.now(UTC)
-        drift = self.drift if self.drift is not None and self.drift.on else None
+        # Whether the drift is on is decided once per batch, not per event (a clock read).
+        shifts = self.drift.shifts if self.drift is not None and self.drift.on else None
         for _ in range(n):
             if self.label_delay is not None:
                 event, label = self._generator.next_labelled(now)  # type: ignore[attr-defined]
             else:
                 event, label = self._generator.next_event(now), None
-            if drift is not None:
-                event = drift.apply(event)
+            if shifts is not None:
+                event = apply_shifts(shifts, event)
             key = str(event[id_field]).encode()
             if self.bad_rate and self._rng.random() < self.bad_rate:
                 value = corrupt(event, self.spec, self._rng)

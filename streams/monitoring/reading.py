@@ -70,9 +70,6 @@ class DriftHeadline:
     """A drift record in one line: its most drifted column and the score's PSI."""
 
     model: str
-    version: Any
-    events: int
-    window_end: str
     column: str | None
     column_psi: float | None
     column_level: str
@@ -91,9 +88,6 @@ class DriftHeadline:
         score = score_psi(record)
         return cls(
             model=str(record.get("model", "?")),
-            version=record.get("model_version"),
-            events=int(record.get("events") or 0),
-            window_end=str(record.get("window_end", "")),
             column=column,
             column_psi=top,
             column_level="-" if top is None else level_of(top, thresholds),

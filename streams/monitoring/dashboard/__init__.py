@@ -48,9 +48,9 @@ ROWS: list[Row] = [
 ]
 
 
-def dashboard(rows: list[Row] | None = None) -> dict[str, Any]:
-    """The dashboard's JSON as a dict (``ROWS`` unless given)."""
-    return grafana.dashboard(ROWS if rows is None else rows)
+def dashboard() -> dict[str, Any]:
+    """The dashboard's JSON as a dict."""
+    return grafana.dashboard(ROWS)
 
 
 def render() -> str:
