@@ -248,6 +248,11 @@ class ModelRef(_Strict):
     )
     canary: CanarySpec | None = None
 
+    @property
+    def decision_threshold(self) -> float:
+        """The threshold evaluations decide at: ``threshold``, or 0.5 when it is unset."""
+        return self.threshold if self.threshold is not None else 0.5
+
     @model_validator(mode="after")
     def _canary_differs(self) -> ModelRef:
         if self.canary is not None and self.canary.version == self.version:

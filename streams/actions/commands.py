@@ -79,7 +79,7 @@ def decide(
         inference = read_inference(client, spec.name)
     finally:
         client.close()
-    threshold = spec.model.threshold if spec.model.threshold is not None else 0.5
+    threshold = spec.model.decision_threshold
     return decide_promotion(
         events, inference, champion=arm(name, champion), candidate=arm(name, candidate),
         policy=spec.actions.promote, task=spec.task, threshold=threshold,

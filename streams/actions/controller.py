@@ -335,7 +335,7 @@ class Controller:
         seen = (champion, candidate, len(events), events[-1].event_id)
         if seen != self._decided or self._decision is None:
             inference = parse_inference(await self._redis.hgetall(self.keys.inference))  # type: ignore[misc]
-            threshold = self.spec.model.threshold if self.spec.model.threshold is not None else 0.5
+            threshold = self.spec.model.decision_threshold
             self._decision = await asyncio.to_thread(
                 decide_promotion, events, inference, champion=arms[0], candidate=arms[1],
                 policy=self.spec.actions.promote, task=self.spec.task, threshold=threshold,

@@ -45,7 +45,7 @@ def guard_for(spec: PipelineSpec) -> Guard | None:
     canary = spec.model.canary.version if spec.model.canary is not None else None
     if not policy.enabled or (canary is None and (alias is None or not policy.promotions)):
         return None
-    threshold = spec.model.threshold if spec.model.threshold is not None else 0.5
+    threshold = spec.model.decision_threshold
     metric = policy.metric_for(spec.task, spec.actions.promote)
     return Guard(spec.model.name, alias, canary, policy, metric, threshold)
 

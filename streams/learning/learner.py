@@ -153,7 +153,7 @@ class LearnerService:
         self.online = spec.online  # None: evaluate every model, learn nothing
         self.window = spec.labels.window_seconds
         # Accuracy's decision rule; a regression evaluation has none and ignores it.
-        self.threshold = spec.model.threshold if spec.model.threshold is not None else 0.5
+        self.threshold = spec.model.decision_threshold
         self.task = spec.task
         self.keys = Keys(spec.name)
         self.client = client

@@ -157,7 +157,7 @@ class DriftMonitor:
         self._key = spec.name.encode()
         # The label-free accuracy estimate (streams/monitoring/estimate.py): classifiers only.
         self.estimates = spec.task == "classification"
-        self.threshold = spec.model.threshold if spec.model.threshold is not None else 0.5
+        self.threshold = spec.model.decision_threshold
         self._slices = SliceLayout.of(spec)
         self._slice_gauges = SliceGauges(metrics, spec.name)
         # Batches' rows are binned a thousand at a time, not a batch at a time (pending.py).
