@@ -79,6 +79,7 @@ from streams.metrics import Metrics, observe_many
 from streams.monitoring.slices import SliceLayout
 from streams.runtime.connections import RedisConnection
 from streams.runtime.retrying import REDIS_TRANSIENT, within_budget
+from streams.scoring.canary import arm_model_name
 from streams.scoring.prediction_store import Keys, bucket_seconds
 from streams.spec import PipelineSpec
 
@@ -402,6 +403,8 @@ class LearnerService:
         models = [spec.model.name, *(s.name for s in spec.shadows)]
         models += [spec.online.name] if spec.online is not None else []
         models += [spec.challenger_shadow] if spec.challenger_shadow is not None else []
+        # The canary's arm: the events it served carry its score under this name.
+        models += [arm_model_name(spec.model.name)] if spec.model.canary is not None else []
         self._models = frozenset(models)
         self._m_detections = metrics.concept_drift_detections
         for model in models:  # at 0 from the start: a first detection is an increase

@@ -16,7 +16,7 @@ from streams.learning.join import Label, joined_record
 from streams.learning.learner import LearnerService
 from streams.metrics import Metrics
 from streams.scoring.prediction_store import Keys
-from streams.spec import PipelineSpec, load_spec_text
+from streams.spec import CanarySpec, PipelineSpec, load_spec_text
 from tests.planted import planted_pickle
 from tests.unit.test_drift import SPEC_TEXT
 from tests.unit.test_performance import calibrated, overconfident
@@ -152,3 +152,27 @@ async def test_realized_beside_estimate_and_concept_drift_resume_after_a_restart
     await planted.handle(window_of_labels(T0 + 180, r[:10], w[:10], "d"))
     stored = orjson.loads(await redis_client.get(Keys(spec.name).performance))
     assert sorted(stored["concept_drift"]["errors"]) == [PRIMARY, SHADOW]  # JSON again
+
+
+async def test_a_canarys_arm_has_its_concept_drift_series_and_state_from_the_start(
+    spec, redis_client
+) -> None:
+    """The events a canary served carry its score as ``<model>@canary``: that arm is one of
+    the learner's models, exported at 0 and restored from the checkpoint like the others."""
+    canary = CanarySpec(version="canary", share=0.2)
+    model = spec.model.model_copy(update={"canary": canary})
+    canary_spec = spec.model_copy(update={"model": model})
+    metrics = Metrics()
+    learner = LearnerService(canary_spec, redis_client, metrics, clock=Clock(T0 + 600))
+    arm = {"pipeline": spec.name, "model": f"{PRIMARY}@canary", "direction": "worse"}
+    assert value(metrics, "streamscore_concept_drift_detections_total", **arm) == 0
+    p, y = calibrated(300, seed=31)
+    records = window_of_labels(T0, p, y, "k")
+    for record in records:
+        record["scores"][f"{PRIMARY}@canary"] = record["scores"][PRIMARY]
+    await handle_in_batches(learner, records)
+    restarted = LearnerService(canary_spec, redis_client, Metrics(), clock=Clock(T0 + 600))
+    await restarted.load()
+    assert restarted.concept_drift.error_mean(f"{PRIMARY}@canary") == pytest.approx(
+        learner.concept_drift.error_mean(f"{PRIMARY}@canary")
+    )
