@@ -219,12 +219,12 @@ class ProfileBins:
         numeric = [c for c in profile.columns if c.kind == "numeric"]
         category = [c for c in profile.columns if c.kind == "category"]
         self._numeric_at = [index[c.columns[0]] for c in numeric]
-        self._numeric_edges = [np.asarray(c.edges, dtype=np.float64) for c in numeric]
+        numeric_edges = [np.asarray(c.edges, dtype=np.float64) for c in numeric]
         # Every numeric column's edges in one (columns, edges) array, padded with NaN (no
         # value is >= NaN): rows are binned a few calls per edge rank, not per column.
-        widest = max((len(e) for e in self._numeric_edges), default=0)
+        widest = max((len(e) for e in numeric_edges), default=0)
         table = np.full((len(numeric), widest), np.nan)
-        for j, edges in enumerate(self._numeric_edges):
+        for j, edges in enumerate(numeric_edges):
             table[j, : len(edges)] = edges
         self._edges_by_rank = np.ascontiguousarray(table.T)  # (edges, columns)
         # matrix @ weights gives a group's category code: 1..k for the hot column, 0 for none.

@@ -83,13 +83,11 @@ class SliceField:
 class SliceLayout:
     """The slice fields of a spec, in ``monitoring.slices`` order."""
 
-    def __init__(
-        self, fields: Sequence[SliceField], from_matrix: Mapping[int, Any] | None = None
-    ) -> None:
+    def __init__(self, fields: Sequence[SliceField]) -> None:
         self.fields = tuple(fields)
         #: Field index -> its model input columns: a one-hot group's, in declared order
-        #: (an int array), or a bool's one column (an int).
-        self.from_matrix = dict(from_matrix or {})
+        #: (an int array), or a bool's one column (an int); ``compile`` fills it.
+        self.from_matrix: dict[int, Any] = {}
         sizes = [len(f.labels) for f in self.fields]
         self._radix = np.cumprod([1, *sizes[:-1]]).astype(np.int64)  # one code per combination
         self._rows: dict[int, list[StoredValue]] = {}  # combination -> stored values
@@ -177,7 +175,6 @@ class SliceDrift:
     """Score counts per slice value in the reference's score bins, for one window."""
 
     def __init__(self, layout: SliceLayout, score_edges: Sequence[float | str]) -> None:
-        self.layout = layout
         self._edges = np.asarray(score_edges, dtype=np.float64)  # numbers (the profile's check)
         self.bins = len(self._edges) + 1
         sizes = [len(f.labels) for f in layout.fields]
