@@ -137,6 +137,22 @@ class LearnerFenced(StreamscoreError):
     """Another learner claimed the model since this one did: its checkpoint was refused."""
 
 
+#: Per model, a label batch's served scores, labels and prediction times, in learning order.
+Served = dict[str, tuple[list[float], list[Any], list[float]]]
+
+
+def served_by_model(fresh: Sequence[dict[str, Any]]) -> Served:
+    """The batch grouped by model once, for its evaluation and its performance watch."""
+    served: Served = {}
+    for record in fresh:
+        for model, score in record["scores"].items():
+            scores, labels, times = served.setdefault(model, ([], [], []))
+            scores.append(score)
+            labels.append(record["label"])
+            times.append(record["predicted_at"])
+    return served
+
+
 class LearnerService:
     def __init__(
         self,
@@ -298,24 +314,26 @@ class LearnerService:
         await self._update_coverage()
         return len(fresh)
 
-    def _evaluate(self, fresh: list[dict[str, Any]], labels: list[Any]) -> None:
+    def _evaluate(self, fresh: list[dict[str, Any]], served: Served) -> None:
         """Each model on the scores it published, in learning order: one call per model
         for the batch (each model's window is its own, so only the order within a model
-        matters); per event for its slice values' evaluations (monitoring.slices)."""
-        served: dict[str, tuple[list[float], list[Any]]] = {}
-        for record, label in zip(fresh, labels, strict=True):
-            for model, score in record["scores"].items():
-                scores, truths = served.setdefault(model, ([], []))
-                scores.append(score)
-                truths.append(label)
-        for model, (scores, truths) in sorted(served.items()):
-            self.evaluation.update_many(model, scores, truths, self.threshold)
+        matters), and the same per slice value's evaluation (monitoring.slices)."""
+        for model, (scores, labels, _) in sorted(served.items()):
+            self.evaluation.update_many(model, scores, labels, self.threshold)
         if self.sliced is None:
             return
-        for record, label in zip(fresh, labels, strict=True):
+        # (slice value's evaluation, model) -> that evaluation, its scores and labels.
+        sliced: dict[tuple[int, str], tuple[RollingEvaluation, list[float], list[Any]]] = {}
+        for record in fresh:
             for evaluation in self.sliced.of(record.get("slices")):
-                for model, score in sorted(record["scores"].items()):
-                    evaluation.update(model, score, label, self.threshold)
+                for model, score in record["scores"].items():
+                    key = (id(evaluation), model)
+                    if key not in sliced:
+                        sliced[key] = (evaluation, [], [])
+                    sliced[key][1].append(score)
+                    sliced[key][2].append(record["label"])
+        for (_, model), (evaluation, scores, labels) in sliced.items():
+            evaluation.update_many(model, scores, labels, self.threshold)
 
     async def _redis(self, what: str, call: Callable[[], Awaitable[Any]]) -> Any:
         return await within_budget(
@@ -333,12 +351,13 @@ class LearnerService:
             labels = [r["label"] for r in fresh]
             # Before learning: progressive validation (the online model's "as learned").
             own = learner.predict_many(matrix).tolist() if learner is not None else None
-            self._evaluate(fresh, labels)
+            served = served_by_model(fresh)
+            self._evaluate(fresh, served)
             if own is not None:
                 self.as_learned.update_many(online, own, labels, self.threshold)
             if learner is not None:
                 learner.learn(matrix, labels)
-            self._watch_performance(fresh)
+            self._watch_performance(served)
             if self.guard is not None:
                 self.guard.guard.observe(fresh)
         ttl = max(1, int(self.window * 4))
@@ -467,16 +486,9 @@ class LearnerService:
             state["guard"] = self.guard.guard.to_data()
         return orjson.dumps(state)
 
-    def _watch_performance(self, fresh: list[dict[str, Any]]) -> None:
+    def _watch_performance(self, served: Served) -> None:
         """Each model's errors on the batch to its detector, in learning order; the
         primary's labelled predictions to the realized accuracy (numpy per model)."""
-        served: dict[str, tuple[list[float], list[Any], list[float]]] = {}
-        for record in fresh:
-            for model, score in record["scores"].items():
-                scores, labels, times = served.setdefault(model, ([], [], []))
-                scores.append(score)
-                labels.append(record["label"])
-                times.append(record["predicted_at"])
         threshold = self.threshold if self.task == "classification" else None
         for model, (scores, labels, times) in sorted(served.items()):
             s = np.asarray(scores, dtype=np.float64)
