@@ -28,6 +28,7 @@ True
 
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import dataclass
 
@@ -131,6 +132,27 @@ _PER_EVENT = {
     "mae": _absolute_error,
     "rmse": _squared_error,  # rooted after the mean
 }
+
+
+def served_figure(
+    metric: PromoteMetric, scores: Array, labels: Array, threshold: float
+) -> float | None:
+    """One arm's ``metric`` on its own served ``scores`` against ``labels`` (no pairing, no
+    interval: the guard's figure), from the same per-event terms and AUC as the comparison;
+    None for ROC AUC with one class.
+
+    >>> served_figure("log_loss", np.array([0.9, 0.1]), np.array([1.0, 0.0]), 0.5)
+    0.1053605156578263
+    >>> served_figure("roc_auc", np.array([0.9, 0.8]), np.array([1.0, 1.0]), 0.5) is None
+    True
+    """
+    if metric == "roc_auc":
+        positive = labels == 1
+        if positive.all() or not positive.any():
+            return None
+        return float(_placements(scores, positive)[0])
+    value = float(_PER_EVENT[metric](scores, labels, threshold).mean())
+    return math.sqrt(value) if metric == "rmse" else value
 
 
 def _bootstrap_means(columns: list[Array], resamples: int, seed: int) -> list[Array]:

@@ -39,14 +39,13 @@ owner of the labels resumes the watches.
 from __future__ import annotations
 
 import collections
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
-import numpy.typing as npt
 
+from streams.actions.compare import served_figure
 from streams.actions.spec import LOWER_IS_BETTER, GuardSpec, PromoteMetric
 from streams.errors import StreamscoreError
 from streams.scoring.canary import arm_model_name
@@ -56,8 +55,6 @@ WATCHES: tuple[WatchKind, ...] = ("canary", "promotion")
 #: Primary versions whose latest labels are kept: the current one, and the one before it
 #: (whose late labels still arrive after a move).
 KEPT_VERSIONS = 2
-#: Scores are clamped this far from 0 and 1 in the log loss (as River's LogLoss does).
-EPSILON = 1e-15
 
 
 class GuardStateError(StreamscoreError):
@@ -115,38 +112,6 @@ class ServedWindow:
             msg = f"a window holds numbers only: {exc}"
             raise GuardStateError(msg) from exc
         return out
-
-
-def served_figure(
-    metric: PromoteMetric, scores: npt.NDArray[np.float64], labels: npt.NDArray[np.float64],
-    threshold: float,
-) -> float | None:  # fmt: skip
-    """One arm's ``metric`` on its served ``scores`` against ``labels`` (numpy arrays).
-
-    >>> served_figure("log_loss", np.array([0.9, 0.1]), np.array([1.0, 0.0]), 0.5)
-    0.10536051565782628
-    >>> served_figure("roc_auc", np.array([0.9, 0.8]), np.array([1.0, 1.0]), 0.5) is None
-    True
-    """
-    if metric == "accuracy":
-        return float(np.mean((scores >= threshold) == (labels >= 0.5)))
-    if metric == "log_loss":
-        p = np.clip(scores, EPSILON, 1 - EPSILON)
-        return float(-np.mean(labels * np.log(p) + (1 - labels) * np.log(1 - p)))
-    if metric == "mae":
-        return float(np.mean(np.abs(scores - labels)))
-    if metric == "rmse":
-        return float(math.sqrt(np.mean((scores - labels) ** 2)))
-    positive = labels >= 0.5
-    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
-    if not n_pos or not n_neg:
-        return None
-    # Mann-Whitney: the share of (positive, negative) pairs ranked right, ties half
-    # (midranks: each distinct score gets the mean of the ranks it spans).
-    _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
-    midranks = np.cumsum(counts) - (counts - 1) / 2.0
-    ranks = midranks[inverse]
-    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 @dataclass

@@ -11,7 +11,8 @@ import pytest
 from pydantic import ValidationError
 
 from models.registry import CHAMPION, ModelRegistry
-from streams.actions.guard import Guard, GuardStateError, served_figure
+from streams.actions.compare import served_figure
+from streams.actions.guard import Guard, GuardStateError
 from streams.actions.rollback import GuardRunner, guard_for
 from streams.actions.spec import GuardSpec
 from streams.learning.learner import LearnerService
