@@ -12,12 +12,12 @@ import asyncio
 import time
 from typing import Any
 
-import orjson
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
 from streams.runtime.connections import KafkaConnection
 from streams.runtime.topics import topic_partitions
+from streams.scoring.records import json_object
 
 #: Records per partition read back at start.
 TAIL = 500
@@ -45,7 +45,7 @@ class MonitoringFollower:
             while pending and time.monotonic() < deadline:
                 fetched = await consumer.getmany(*pending, timeout_ms=200)
                 for batch in fetched.values():
-                    out += [d for r in batch if (d := _json(r.value)) is not None]
+                    out += [d for r in batch if (d := json_object(r.value)) is not None]
                 pending = [tp for tp in pending if await consumer.position(tp) < ends[tp]]
             return out
 
@@ -68,11 +68,3 @@ class MonitoringFollower:
         if self._consumer is not None:
             consumer, self._consumer = self._consumer, None
             await consumer.stop()
-
-
-def _json(value: bytes | None) -> dict[str, Any] | None:
-    try:
-        document = orjson.loads(value or b"")
-    except orjson.JSONDecodeError:
-        return None
-    return document if isinstance(document, dict) else None

@@ -36,7 +36,7 @@ from aiokafka.structs import TopicPartition
 
 from streams.runtime.connections import KafkaConnection
 from streams.runtime.topics import ensure_topics, topic_partitions
-from streams.scoring.records import iso_utc
+from streams.scoring.records import iso_utc, json_object
 
 Action = Literal[
     "promotion", "refusal", "rollback", "retrain_started", "retrain_finished", "retrain_failed"
@@ -120,17 +120,9 @@ async def read_actions(kafka: KafkaConnection, topic: str) -> list[dict[str, Any
             batches = await asyncio.wait_for(consumer.getmany(timeout_ms=500), timeout=30)
             for batch in batches.values():
                 for message in batch:
-                    record = _parsed(message.value)
+                    record = json_object(message.value)
                     if record is not None:
                         out.append(record)
         return out
     finally:
         await consumer.stop()
-
-
-def _parsed(value: bytes | None) -> dict[str, Any] | None:
-    try:
-        record = orjson.loads(value or b"")
-    except orjson.JSONDecodeError:
-        return None
-    return record if isinstance(record, dict) else None

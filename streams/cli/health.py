@@ -14,7 +14,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import orjson
 from aiokafka import TopicPartition
 from rich.table import Table
 from rich.text import Text
@@ -24,6 +23,7 @@ from streams.monitoring.health import HealthReport, ModelDrift
 from streams.monitoring.reading import numeric_sections
 from streams.runtime.connections import KafkaConnection
 from streams.runtime.topics import topic_partitions
+from streams.scoring.records import json_object
 from streams.spec import PipelineSpec
 
 #: Monitoring records read from the topic's end (the plots' history), predictions per partition.
@@ -58,21 +58,13 @@ async def read_tail(kafka: KafkaConnection, topic: str, per_partition: int) -> l
             for tp, records in fetched.items():
                 for record in records:
                     if record.offset < ends[tp] and record.value:
-                        document = _json(record.value)
+                        document = json_object(record.value)
                         if document is not None:
                             documents.append(document)
             pending = {tp for tp in pending if await consumer.position(tp) < ends[tp]}
     finally:
         await consumer.stop()
     return documents
-
-
-def _json(value: bytes) -> dict[str, Any] | None:
-    try:
-        document = orjson.loads(value)
-    except orjson.JSONDecodeError:
-        return None
-    return document if isinstance(document, dict) else None
 
 
 def read_health(spec: PipelineSpec, kafka: KafkaConnection) -> HealthReport:

@@ -236,3 +236,17 @@ def decode_original_key(dead_letter: dict[str, Any]) -> bytes | None:
     """The original message key of a decoded dead-letter record (for replay tools)."""
     encoded = dead_letter.get("original_key_b64")
     return None if encoded is None else base64.b64decode(encoded, validate=True)
+
+
+def json_object(value: bytes | None) -> dict[str, Any] | None:
+    """A record's value (or a stored entry) read as a JSON object; None for anything else
+    (not JSON, or JSON but not an object), which readers skip.
+
+    >>> json_object(b'{"kind": "drift"}'), json_object(b"[1]"), json_object(b"nope")
+    ({'kind': 'drift'}, None, None)
+    """
+    try:
+        document = orjson.loads(value or b"")
+    except orjson.JSONDecodeError:
+        return None
+    return document if isinstance(document, dict) else None
