@@ -103,11 +103,10 @@ class _Layout:
         low: list[tuple[int, int, float]] = []
         high: list[tuple[int, int, float]] = []
         category: dict[str, int] = {}
-        matrix_column = 0
+        matrix_column = {name: j for j, name in enumerate(spec.input_columns())}
         for i, entry in enumerate(spec.model_input):
             if entry.feature is not None:
                 feature.append((i, refs.index(entry.feature)))
-                matrix_column += 1
                 continue
             name = entry.event or ""
             declared = spec.event.fields[name]
@@ -115,13 +114,11 @@ class _Layout:
                 absent.append((i, bits[name].bit_length() - 1))
             if entry.encode == "one_hot":
                 category.setdefault(name, i)
-                matrix_column += len(declared.values or ())
                 continue
             if declared.min is not None:
-                low.append((i, matrix_column, declared.min))
+                low.append((i, matrix_column[name], declared.min))
             if declared.max is not None:
-                high.append((i, matrix_column, declared.max))
-            matrix_column += 1
+                high.append((i, matrix_column[name], declared.max))
 
         def at(pairs: Sequence[tuple[Any, ...]], k: int) -> npt.NDArray[np.intp]:
             return np.array([p[k] for p in pairs], dtype=np.intp)
