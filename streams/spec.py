@@ -694,18 +694,16 @@ class PipelineSpec(_Strict):
 
     @model_validator(mode="after")
     def _check_actions(self) -> PipelineSpec:
-        metric = self.actions.promote.metric
-        if metric is not None and metric not in TASK_METRICS[self.task]:
-            choices = ", ".join(TASK_METRICS[self.task])
-            msg = f"actions.promote.metric: {metric!r} is not a {self.task} metric; use {choices}"
-            raise ValueError(msg)
-        guard = self.actions.guard.metric
-        if guard is not None and guard not in TASK_METRICS[self.task]:
-            choices = ", ".join(TASK_METRICS[self.task])
-            msg = f"actions.guard.metric: {guard!r} is not a {self.task} metric; use {choices}"
-            raise ValueError(msg)
+        self._check_task_metric("actions.promote.metric", self.actions.promote.metric)
+        self._check_task_metric("actions.guard.metric", self.actions.guard.metric)
         self._check_controller()
         return self
+
+    def _check_task_metric(self, where: str, metric: str | None) -> None:
+        if metric is not None and metric not in TASK_METRICS[self.task]:
+            choices = ", ".join(TASK_METRICS[self.task])
+            msg = f"{where}: {metric!r} is not a {self.task} metric; use {choices}"
+            raise ValueError(msg)
 
     def _check_controller(self) -> None:
         """What `streamscore controller` needs: a labelled topic and an estimator to retrain,
@@ -719,13 +717,8 @@ class PipelineSpec(_Strict):
             )
             raise ValueError(msg)
         floor = retrain.metric_floor
-        if floor is not None and floor.metric not in TASK_METRICS[self.task]:
-            choices = ", ".join(TASK_METRICS[self.task])
-            msg = (
-                f"actions.retrain.metric_floor.metric: {floor.metric!r} is not a {self.task}"
-                f" metric; use {choices}"
-            )
-            raise ValueError(msg)
+        if floor is not None:
+            self._check_task_metric("actions.retrain.metric_floor.metric", floor.metric)
         if self.actions.promote.auto and (
             self.model.version != "champion" or not self.model.follow_challenger
         ):

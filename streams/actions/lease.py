@@ -43,9 +43,5 @@ class Lease:
         taken = await self._client.set(self.key, self.token, nx=True, px=self._ttl_ms)
         return bool(taken)
 
-    async def holder(self) -> str | None:
-        value = await self._client.get(self.key)
-        return None if value is None else value.decode(errors="replace")
-
     async def release(self) -> None:
         await self._client.eval(_RELEASE, 1, self.key, self.token)  # type: ignore[misc]
