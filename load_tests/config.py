@@ -15,7 +15,6 @@ REAL_NO_LABELS = "real_no_labels"  # the real worker, offered events without lab
 # The scoring worker's CPU per event with the spec's monitoring on and off (monitoring_cost.py)
 MONITORING_COST = "monitoring_cost"
 MONITORING_ON, MONITORING_OFF = "real_monitoring_on", "real_monitoring_off"
-SYSTEMS = (PASSTHROUGH, NAIVE, REAL)
 
 
 @dataclass(frozen=True)

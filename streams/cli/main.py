@@ -602,8 +602,7 @@ def health(
         needed = Console(width=10_000).measure(table).maximum
         Console(width=max(console.width, needed)).print(table)
     if not report.models:
-        window = pipeline.monitoring.window
-        size = f"{window.events:,} events" if window.events else f"{window.seconds:g} s"
+        size = pipeline.monitoring.window.describe()
         err.print(
             f"no drift window on {pipeline.monitoring_topic} yet: a worker writes one per"
             f" {size} scored (monitoring.window)",

@@ -226,8 +226,7 @@ class LiveSummary:
         """One row per model: its latest closed window's most drifted column and score PSI,
         coloured by level (the drift alert's condition is 'alert')."""
         if not self.drift:
-            window = self.spec.monitoring.window
-            size = f"{window.events:,} events" if window.events else f"{window.seconds:g} s"
+            size = self.spec.monitoring.window.describe()
             return [("drift (PSI)", Text(f"no window closed yet (a window is {size})"))]
         colour = {"alert": "bold red", "warn": "yellow", "ok": "green"}
         return [

@@ -54,6 +54,10 @@ class WindowSpec(_Strict):
             raise ValueError(msg)
         return self
 
+    def describe(self) -> str:
+        """``10,000 events`` or ``60 s``: the window's size in words."""
+        return f"{self.events:,} events" if self.events else f"{self.seconds:g} s"
+
 
 class DriftSpec(_Strict):
     """Population stability index thresholds (the usual ones: below 0.1 the distributions
